@@ -1,0 +1,288 @@
+//! Configuration: a TOML file, overridden by `RANVIER_*` environment variables.
+//!
+//! Every setting can be overridden from the environment: `RANVIER_SERVER_NAME` sets
+//! `server_name`, and a double underscore descends into a table, so `RANVIER_DATABASE__URL`
+//! sets `database.url`. Values are parsed as TOML literals when they parse (`true`, `42`,
+//! `["a"]`) and taken as strings otherwise.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every field has a default so that an empty file is valid.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The server name: the part after the colon in `@user:server_name`. Cannot change later.
+    pub server_name: String,
+    /// The URL clients use to reach this server; advertised in `/.well-known/matrix/client`.
+    /// Defaults to `http://{listen}/`.
+    pub public_baseurl: Option<String>,
+    /// The address the client API listens on.
+    pub listen: String,
+    /// Where the SQLite database, the signing key and other files live.
+    pub data_dir: PathBuf,
+    /// The file holding the server's ed25519 signing key (PKCS#8 DER). Generated when absent.
+    /// Defaults to `{data_dir}/signing.key`.
+    pub signing_key_path: Option<PathBuf>,
+    /// The log filter, in `tracing_subscriber::EnvFilter` syntax; `RUST_LOG` wins if set.
+    pub log: String,
+    /// The room version of new rooms unless the client asks for another.
+    pub default_room_version: String,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    pub limits: LimitsConfig,
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// Which database to use.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://user@host/db`. Defaults to `{data_dir}/ranvier.db`.
+    pub url: Option<String>,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+}
+
+/// Who may create accounts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Whether `/register` accepts new accounts at all.
+    pub enabled: bool,
+    /// Require a registration token (`m.login.registration_token`); manage tokens with
+    /// `ranvier admin registration-token`.
+    pub require_token: bool,
+    /// Shared secret for Synapse-compatible admin registration (`/_synapse/admin/v1/register`).
+    /// Empty disables that endpoint.
+    pub shared_secret: String,
+    /// Minimum password length for new passwords.
+    pub min_password_length: usize,
+}
+
+/// Size limits.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest JSON request body accepted, in bytes (`M_TOO_LARGE` above).
+    pub max_request_bytes: usize,
+    /// Longest `/sync` long-poll, in milliseconds, whatever the client asks.
+    pub max_sync_timeout_ms: u64,
+}
+
+/// Token-bucket rate limits, per user (or per IP before login).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    pub messages: RateLimit,
+    pub registration: RateLimit,
+    pub login: RateLimit,
+}
+
+/// One bucket: `per_second` sustained, up to `burst` at once.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            public_baseurl: None,
+            listen: "127.0.0.1:8008".into(),
+            data_dir: PathBuf::from("ranvier-data"),
+            signing_key_path: None,
+            log: "info".into(),
+            default_room_version: "12".into(),
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            limits: LimitsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16 }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self { enabled: true, require_token: false, shared_secret: String::new(), min_password_length: 0 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_request_bytes: 4 * 1024 * 1024, max_sync_timeout_ms: 60_000 }
+    }
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            messages: RateLimit { per_second: 10.0, burst: 50 },
+            registration: RateLimit { per_second: 0.5, burst: 10 },
+            login: RateLimit { per_second: 1.0, burst: 10 },
+        }
+    }
+}
+
+impl Config {
+    /// Parse a TOML document, then apply `RANVIER_*` overrides from `env`.
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, String> {
+        let mut root: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix("RANVIER_") else { continue };
+            if path.is_empty() {
+                continue;
+            }
+            let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut root, &segments, parse_env_value(&value))?;
+        }
+        Config::deserialize(toml::Value::Table(root)).map_err(|e| format!("config: {e}"))
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("ranvier.db").display()),
+        }
+    }
+
+    /// The path of the signing key file.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_path.clone().unwrap_or_else(|| self.data_dir.join("signing.key"))
+    }
+
+    /// The base URL clients should use, always ending in `/`.
+    pub fn public_baseurl(&self) -> String {
+        let mut url = self.public_baseurl.clone().unwrap_or_else(|| format!("http://{}/", self.listen));
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        url
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Parse as a TOML value by wrapping it in a one-key document; fall back to a plain string.
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(BTreeMap::new().into_iter().collect()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(format!("RANVIER_ override descends into `{first}`, which is not a table")),
+            }
+        }
+    }
+}
+
+/// The commented configuration written on first run.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Ranvier configuration.
+#
+# Every setting may also be given in the environment: RANVIER_SERVER_NAME=example.org sets
+# server_name, and a double underscore descends into a table: RANVIER_DATABASE__URL=postgres://...
+# See docs/configuration.md for the full reference.
+
+# The name in user ids (@alice:server_name). It cannot be changed once users exist.
+server_name = "localhost"
+
+# The URL clients use to reach this server (advertised in /.well-known/matrix/client).
+# public_baseurl = "https://matrix.example.org/"
+
+# Address of the client API listener.
+listen = "127.0.0.1:8008"
+
+# Where the SQLite database and the signing key are kept.
+data_dir = "ranvier-data"
+
+# Log filter (tracing EnvFilter syntax). RUST_LOG overrides it.
+log = "info"
+
+# Room version for new rooms.
+default_room_version = "12"
+
+[database]
+# Leave unset for the embedded SQLite database in data_dir.
+# For PostgreSQL: url = "postgres://ranvier@127.0.0.1/ranvier"
+# url = "sqlite://ranvier-data/ranvier.db"
+max_connections = 16
+
+[registration]
+# Open registration. This server listens on loopback by default; before exposing it,
+# set require_token = true and create tokens with `ranvier admin registration-token create`.
+enabled = true
+require_token = false
+# Shared secret for /_synapse/admin/v1/register (register_new_matrix_user); empty disables it.
+shared_secret = ""
+
+[limits]
+max_request_bytes = 4194304
+max_sync_timeout_ms = 60000
+
+[rate_limits]
+enabled = true
+messages = { per_second = 10.0, burst = 50 }
+registration = { per_second = 0.5, burst = 10 }
+login = { per_second = 1.0, burst = 10 }
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_to_defaults() {
+        let config = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, []).unwrap();
+        assert_eq!(config.server_name, "localhost");
+        assert_eq!(config.listen, "127.0.0.1:8008");
+        assert!(config.registration.enabled);
+    }
+
+    #[test]
+    fn env_overrides_nested_and_typed_values() {
+        let env = [
+            ("RANVIER_SERVER_NAME".to_owned(), "example.org".to_owned()),
+            ("RANVIER_DATABASE__URL".to_owned(), "postgres://u@h/db".to_owned()),
+            ("RANVIER_REGISTRATION__ENABLED".to_owned(), "false".to_owned()),
+            ("RANVIER_LIMITS__MAX_REQUEST_BYTES".to_owned(), "1000".to_owned()),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ];
+        let config = Config::from_toml_and_env("", env).unwrap();
+        assert_eq!(config.server_name, "example.org");
+        assert_eq!(config.database.url.as_deref(), Some("postgres://u@h/db"));
+        assert!(!config.registration.enabled);
+        assert_eq!(config.limits.max_request_bytes, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::from_toml_and_env("nonsense = 1", []).is_err());
+    }
+}

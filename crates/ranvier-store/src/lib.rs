@@ -1,0 +1,161 @@
+//! Ranvier's storage: one API over two backends, SQLite (embedded default) and PostgreSQL.
+//!
+//! # Layout
+//! - [`Store`]: the connection pool (sqlx `Any`, so every query is written once), the backend
+//!   kind, and the SQLite single-writer lock.
+//! - [`migrate`]: numbered migrations per backend (`migrations/{sqlite,postgres}/NNNN_*.sql`),
+//!   run at startup.
+//! - [`streams`]: stream position allocation and the notifier that wakes `/sync`.
+//! - One module per group of tables: [`accounts`] (users, devices, access tokens, filters,
+//!   UIA sessions, registration tokens), [`events`] (events, the DAG, state groups, current
+//!   state, memberships), [`account_data`].
+//!
+//! # Conventions
+//! - SQL uses `$1, $2` placeholders, which both backends accept through sqlx `Any`.
+//! - Every integer column is `BIGINT` in PostgreSQL (sqlx `Any` decodes it as `i64`); booleans
+//!   are `BIGINT` 0/1 in both backends so that one decode works for both.
+//! - JSON is stored as `TEXT`.
+//! - Writes go through [`Store::begin_write`], which on SQLite first takes the process-wide
+//!   writer lock: SQLite allows one writer, and serialising in-process avoids `SQLITE_BUSY`.
+
+pub mod account_data;
+pub mod accounts;
+pub mod events;
+pub mod migrate;
+pub mod streams;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use ranvier_core::{Error, Result, error::Context};
+use sqlx::{
+    Any, AnyPool, Transaction,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    pool::PoolConnection,
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use streams::{StreamKind, StreamToken, Streams};
+
+/// Which database engine is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The storage handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    pool: AnyPool,
+    backend: Backend,
+    /// Held for the whole of every write transaction on SQLite; unused on PostgreSQL.
+    sqlite_writer: Mutex<()>,
+    streams: Streams,
+}
+
+/// A write transaction. On SQLite it also holds the writer lock until dropped.
+pub struct WriteTxn<'a> {
+    pub txn: Transaction<'static, Any>,
+    _writer: Option<MutexGuard<'a, ()>>,
+}
+
+impl WriteTxn<'_> {
+    /// Commit the transaction.
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await.context("commit transaction")
+    }
+}
+
+impl std::ops::Deref for WriteTxn<'_> {
+    type Target = Transaction<'static, Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for WriteTxn<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.txn
+    }
+}
+
+impl Store {
+    /// Connect to `url` (`sqlite://PATH` or `postgres://...`), run pending migrations and load
+    /// the stream positions.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::internal(format!("unsupported database url `{url}`")));
+        };
+        let url = match backend {
+            // Create the file if it does not exist yet.
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL makes every commit durable
+                    // before it is acknowledged.
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=OFF;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await.context("connect to database")?;
+        migrate::run(&pool, backend).await?;
+        let streams = Streams::load(&pool).await?;
+        Ok(Self { inner: Arc::new(StoreInner { pool, backend, sqlite_writer: Mutex::new(()), streams }) })
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The stream positions and the notifier.
+    pub fn streams(&self) -> &Streams {
+        &self.inner.streams
+    }
+
+    /// A pooled connection for a sequence of reads.
+    pub async fn conn(&self) -> Result<PoolConnection<Any>> {
+        self.inner.pool.acquire().await.context("acquire database connection")
+    }
+
+    /// Begin a write transaction (taking the SQLite writer lock first).
+    pub async fn begin_write(&self) -> Result<WriteTxn<'_>> {
+        let writer = match self.inner.backend {
+            Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        };
+        let txn = self.inner.pool.begin().await.context("begin transaction")?;
+        Ok(WriteTxn { txn, _writer: writer })
+    }
+}
+
+/// Convert a stored 0/1 integer into a bool.
+pub fn flag(value: i64) -> bool {
+    value != 0
+}

@@ -1,0 +1,86 @@
+//! Numbered schema migrations, one SQL file per backend and version, run at startup.
+//!
+//! `schema_version` holds one row per applied migration. Each migration runs in its own
+//! transaction together with the row that records it, so a crash leaves either all of a
+//! migration or none of it. Add a migration by appending to [`MIGRATIONS`] with the next
+//! number and writing both files; never edit a migration that has shipped.
+
+use ranvier_core::{Result, error::Context};
+use sqlx::{AnyPool, AssertSqlSafe};
+
+use crate::Backend;
+
+/// A migration: its number, name, and the SQL for each backend.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+macro_rules! migration {
+    ($version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!("../migrations/sqlite/", $name, ".sql")),
+            postgres: include_str!(concat!("../migrations/postgres/", $name, ".sql")),
+        }
+    };
+}
+
+const MIGRATIONS: &[Migration] = &[migration!(1, "0001_init")];
+
+/// Apply every migration newer than the database's version.
+pub async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .context("create schema_version")?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(pool)
+        .await
+        .context("read schema version")?;
+    let current = current.unwrap_or(0);
+    if let Some(latest) = MIGRATIONS.last()
+        && current > latest.version
+    {
+        return Err(ranvier_core::Error::internal(format!(
+            "database schema version {current} is newer than this binary knows ({}); refusing to start",
+            latest.version
+        )));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        let sql = match backend {
+            Backend::Sqlite => migration.sqlite,
+            Backend::Postgres => migration.postgres,
+        };
+        let mut txn = pool.begin().await.context("begin migration")?;
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *txn)
+            .await
+            .with_context_name(migration.name)?;
+        sqlx::query("INSERT INTO schema_version (version, name, applied_ts) VALUES ($1, $2, $3)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(ranvier_core::util::now_ms())
+            .execute(&mut *txn)
+            .await
+            .context("record migration")?;
+        txn.commit().await.context("commit migration")?;
+    }
+    Ok(())
+}
+
+trait WithContextName<T> {
+    fn with_context_name(self, name: &str) -> Result<T>;
+}
+
+impl<T> WithContextName<T> for std::result::Result<T, sqlx::Error> {
+    fn with_context_name(self, name: &str) -> Result<T> {
+        self.map_err(|e| ranvier_core::Error::internal(format!("migration {name}: {e}")))
+    }
+}

@@ -1,0 +1,1 @@
+//! ranvier-test
