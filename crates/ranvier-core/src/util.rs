@@ -12,5 +12,9 @@ pub fn now_ms() -> i64 {
 
 /// A random alphanumeric string of `len` characters (access tokens, device ids, session ids).
 pub fn random_string(len: usize) -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }

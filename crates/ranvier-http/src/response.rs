@@ -15,8 +15,8 @@ use ruma::api::{
     error::{ErrorBody, StandardErrorBody},
 };
 
-/// What handlers return.
-pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
+/// What handlers return. `?` converts service errors; write `Err(error.into())` to return one.
+pub type ApiResult<T> = Result<RumaResponse<T>, ErrorResponse>;
 
 /// A ruma response type, serialised by ruma.
 pub struct RumaResponse<T>(pub T);
@@ -46,9 +46,10 @@ fn status_of(kind: &ErrorKind) -> StatusCode {
         | ErrorKind::UserSuspended
         | ErrorKind::WrongRoomKeysVersion(_)
         | ErrorKind::InviteBlocked => StatusCode::FORBIDDEN,
-        ErrorKind::UnknownToken(_) | ErrorKind::MissingToken | ErrorKind::UserLocked | ErrorKind::Unauthorized => {
-            StatusCode::UNAUTHORIZED
-        }
+        ErrorKind::UnknownToken(_)
+        | ErrorKind::MissingToken
+        | ErrorKind::UserLocked
+        | ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
         ErrorKind::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,27 +66,44 @@ pub fn error_response(error: Error) -> Response {
         Error::Matrix { kind, message } => matrix_error(status_of(&kind), kind, message),
         Error::Uiaa(body) => {
             let mut response = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
         Error::Internal(text) => {
             tracing::error!(error = %text, "internal error");
-            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "Internal server error".to_owned())
+            matrix_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::Unknown,
+                "Internal server error".to_owned(),
+            )
         }
     }
 }
 
 /// A Matrix error response with an explicit status (for the few errcodes whose status varies).
 pub fn matrix_error(status: StatusCode, kind: ErrorKind, message: String) -> Response {
-    let error = ruma::api::error::Error::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
+    let error = ruma::api::error::Error::new(
+        status,
+        ErrorBody::Standard(StandardErrorBody::new(kind, message)),
+    );
     match error.try_into_http_response::<BytesMut>() {
         Ok(response) => response.map(|body| Body::from(body.freeze())),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
-/// Errors as responses, so handlers can return `Result<_, Error>`.
+/// A service error on its way out as a response.
+#[derive(Debug)]
 pub struct ErrorResponse(pub Error);
+
+impl From<Error> for ErrorResponse {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {

@@ -118,10 +118,20 @@ impl Store {
                 })
             });
         }
-        let pool = pool_options.connect_with(options).await.context("connect to database")?;
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .context("connect to database")?;
         migrate::run(&pool, backend).await?;
         let streams = Streams::load(&pool).await?;
-        Ok(Self { inner: Arc::new(StoreInner { pool, backend, sqlite_writer: Mutex::new(()), streams }) })
+        Ok(Self {
+            inner: Arc::new(StoreInner {
+                pool,
+                backend,
+                sqlite_writer: Mutex::new(()),
+                streams,
+            }),
+        })
     }
 
     /// The pool, for reads.
@@ -141,7 +151,11 @@ impl Store {
 
     /// A pooled connection for a sequence of reads.
     pub async fn conn(&self) -> Result<PoolConnection<Any>> {
-        self.inner.pool.acquire().await.context("acquire database connection")
+        self.inner
+            .pool
+            .acquire()
+            .await
+            .context("acquire database connection")
     }
 
     /// Begin a write transaction (taking the SQLite writer lock first).
@@ -151,7 +165,10 @@ impl Store {
             Backend::Postgres => None,
         };
         let txn = self.inner.pool.begin().await.context("begin transaction")?;
-        Ok(WriteTxn { txn, _writer: writer })
+        Ok(WriteTxn {
+            txn,
+            _writer: writer,
+        })
     }
 }
 

@@ -53,7 +53,11 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
         )));
     }
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
         let sql = match backend {
             Backend::Sqlite => migration.sqlite,
             Backend::Postgres => migration.postgres,
