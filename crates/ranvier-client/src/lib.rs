@@ -4,14 +4,26 @@
 //! - [`AppState`]: what every handler receives; implements [`ranvier_http::AuthState`].
 //! - [`router`]: the whole client API router. Each module adds its routes:
 //!   [`discovery`] (versions, well-known, capabilities), [`account`] (register, login, logout,
-//!   whoami), [`auth`] (access token resolution, password hashing, UIA).
+//!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
+//!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
+//!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`].
+//!   [`auth`] resolves access tokens, hashes passwords and runs UIA.
 //!
 //! Handlers are thin: parse with ruma (through the extractors), call one service function,
 //! return a ruma response.
 
 pub mod account;
+pub mod account_data;
+pub mod admin;
 pub mod auth;
+pub mod device;
 pub mod discovery;
+pub mod filter;
+pub mod membership;
+pub mod message;
+pub mod room;
+pub mod room_event;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -58,6 +70,15 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new();
     let router = discovery::routes(router);
     let router = account::routes(router);
+    let router = account_data::routes(router);
+    let router = admin::routes(router);
+    let router = device::routes(router);
+    let router = filter::routes(router);
+    let router = membership::routes(router);
+    let router = message::routes(router);
+    let router = room::routes(router);
+    let router = room_event::routes(router);
+    let router = sync::routes(router);
     router
         .fallback(ranvier_http::fallback)
         .method_not_allowed_fallback(ranvier_http::route::method_not_allowed)

@@ -6,7 +6,9 @@
 //! - [`Rooms`]: the service the API crates call to create rooms, change membership, send
 //!   events and read timelines and state.
 
+pub mod format;
 pub mod keys;
+pub mod visibility;
 
 use std::sync::Arc;
 

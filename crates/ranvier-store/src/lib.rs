@@ -21,8 +21,13 @@
 pub mod account_data;
 pub mod accounts;
 pub mod events;
+pub mod filters;
 pub mod migrate;
+pub mod persist;
+pub mod registration_tokens;
 pub mod streams;
+pub mod sync;
+pub mod uia;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
