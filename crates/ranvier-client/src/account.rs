@@ -37,9 +37,7 @@ fn uia_required(flows: Vec<AuthFlow>, completed: Vec<AuthType>, session: String)
 /// Validate a requested localpart and make the full user id.
 fn user_id_for(state: &AppState, localpart: &str) -> Result<OwnedUserId> {
     let valid = !localpart.is_empty()
-        && localpart.bytes().all(
-            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
-        );
+        && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
     if !valid {
         return Err(Error::matrix(
             ErrorKind::InvalidUsername,
@@ -49,10 +47,7 @@ fn user_id_for(state: &AppState, localpart: &str) -> Result<OwnedUserId> {
     let user_id = UserId::parse(format!("@{localpart}:{}", state.server_name))
         .map_err(|_| Error::matrix(ErrorKind::InvalidUsername, "Invalid user id"))?;
     if user_id.as_str().len() > 255 {
-        return Err(Error::matrix(
-            ErrorKind::InvalidUsername,
-            "User ID is too long",
-        ));
+        return Err(Error::matrix(ErrorKind::InvalidUsername, "User ID is too long"));
     }
     Ok(user_id)
 }
@@ -77,9 +72,7 @@ async fn register(
     match &body.auth {
         Some(AuthData::Dummy(_)) => {}
         Some(_) => {
-            return Err(
-                Error::matrix(ErrorKind::Unrecognized, "Unsupported authentication type").into(),
-            );
+            return Err(Error::matrix(ErrorKind::Unrecognized, "Unsupported authentication type").into());
         }
         None => {
             let flows = vec![AuthFlow::new(vec![AuthType::Dummy])];
@@ -90,18 +83,12 @@ async fn register(
         Some(password) => Some(auth::hash_password(password).await?),
         None => None,
     };
-    if !state
-        .store
-        .create_user(user_id.as_str(), password_hash.as_deref(), false)
-        .await?
-    {
+    if !state.store.create_user(user_id.as_str(), password_hash.as_deref(), false).await? {
         return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken.").into());
     }
     let mut response = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
-        let device_id = body
-            .device_id
-            .unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
+        let device_id = body.device_id.unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
         let token = random_string(32);
         state
             .store
@@ -118,20 +105,12 @@ async fn register(
     Ok(response.into())
 }
 
-async fn login_types(
-    _req: Ruma<get_login_types::v3::Request>,
-) -> ApiResult<get_login_types::v3::Response> {
+async fn login_types(_req: Ruma<get_login_types::v3::Request>) -> ApiResult<get_login_types::v3::Response> {
     use get_login_types::v3::{LoginType, PasswordLoginType};
-    Ok(
-        get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())])
-            .into(),
-    )
+    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]).into())
 }
 
-async fn login(
-    State(state): State<AppState>,
-    req: Ruma<login::v3::Request>,
-) -> ApiResult<login::v3::Response> {
+async fn login(State(state): State<AppState>, req: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
     use login::v3::LoginInfo;
     use ruma::api::client::uiaa::UserIdentifier;
     let body = req.body;
@@ -150,25 +129,15 @@ async fn login(
     } else {
         user_id_for(&state, &name.to_lowercase()).map_err(|_| forbidden())?
     };
-    let user = state
-        .store
-        .get_user(user_id.as_str())
-        .await?
-        .ok_or_else(forbidden)?;
+    let user = state.store.get_user(user_id.as_str()).await?.ok_or_else(forbidden)?;
     if user.deactivated {
-        return Err(Error::matrix(
-            ErrorKind::UserDeactivated,
-            "This account has been deactivated",
-        )
-        .into());
+        return Err(Error::matrix(ErrorKind::UserDeactivated, "This account has been deactivated").into());
     }
     let hash = user.password_hash.ok_or_else(forbidden)?;
     if !auth::verify_password(password.password, hash).await? {
         return Err(forbidden().into());
     }
-    let device_id = body
-        .device_id
-        .unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
+    let device_id = body.device_id.unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
     let token = random_string(32);
     state
         .store
@@ -183,14 +152,8 @@ async fn login(
     Ok(login::v3::Response::new(user_id, token, device_id).into())
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    req: Authed<logout::v3::Request>,
-) -> ApiResult<logout::v3::Response> {
-    state
-        .store
-        .delete_device(req.user_id().as_str(), req.device_id().as_str())
-        .await?;
+async fn logout(State(state): State<AppState>, req: Authed<logout::v3::Request>) -> ApiResult<logout::v3::Response> {
+    state.store.delete_device(req.user_id().as_str(), req.device_id().as_str()).await?;
     state.auth.forget(req.user_id(), Some(req.device_id()));
     Ok(logout::v3::Response::new().into())
 }
@@ -200,19 +163,13 @@ async fn logout_all(
     req: Authed<logout_all::v3::Request>,
 ) -> ApiResult<logout_all::v3::Response> {
     for device in state.store.list_devices(req.user_id().as_str()).await? {
-        state
-            .store
-            .delete_device(req.user_id().as_str(), &device.device_id)
-            .await?;
+        state.store.delete_device(req.user_id().as_str(), &device.device_id).await?;
     }
     state.auth.forget(req.user_id(), None);
     Ok(logout_all::v3::Response::new().into())
 }
 
-async fn whoami(
-    _state: State<AppState>,
-    req: Authed<whoami::v3::Request>,
-) -> ApiResult<whoami::v3::Response> {
+async fn whoami(_state: State<AppState>, req: Authed<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
     let mut response = whoami::v3::Response::new(req.identity.user_id.clone(), false);
     response.device_id = Some(req.identity.device_id.clone());
     Ok(response.into())

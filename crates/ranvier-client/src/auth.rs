@@ -29,10 +29,7 @@ impl Auth {
         }
         let owner = store.token_owner(token).await?.ok_or_else(unknown_token)?;
         let identity = Identity {
-            user_id: owner
-                .user_id
-                .try_into()
-                .map_err(|_| Error::internal("stored user id is invalid"))?,
+            user_id: owner.user_id.try_into().map_err(|_| Error::internal("stored user id is invalid"))?,
             device_id: owner.device_id.into(),
         };
         self.cache.lock().insert(hash, identity.clone());
@@ -41,26 +38,22 @@ impl Auth {
 
     /// Forget cached tokens of `user_id` (all devices, or one).
     pub fn forget(&self, user_id: &ruma::UserId, device_id: Option<&ruma::DeviceId>) {
-        self.cache.lock().retain(|_, identity| {
-            !(identity.user_id == user_id && device_id.is_none_or(|d| identity.device_id == d))
-        });
+        self.cache
+            .lock()
+            .retain(|_, identity| !(identity.user_id == user_id && device_id.is_none_or(|d| identity.device_id == d)));
     }
 }
 
 /// `401 M_UNKNOWN_TOKEN`.
 pub fn unknown_token() -> Error {
-    Error::matrix(
-        ErrorKind::UnknownToken(UnknownTokenErrorData::new()),
-        "Unknown access token",
-    )
+    Error::matrix(ErrorKind::UnknownToken(UnknownTokenErrorData::new()), "Unknown access token")
 }
 
 /// Hash a password with argon2id, off the async runtime.
 pub async fn hash_password(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         let salt_bytes: [u8; 16] = rand::random();
-        let salt = SaltString::encode_b64(&salt_bytes)
-            .map_err(|e| Error::internal(format!("password salt: {e}")))?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| Error::internal(format!("password salt: {e}")))?;
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
@@ -76,9 +69,7 @@ pub async fn verify_password(password: String, hash: String) -> Result<bool> {
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
+        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
     })
     .await
     .map_err(|e| Error::internal(format!("verify password task: {e}")))

@@ -109,30 +109,19 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: None,
-            max_connections: 16,
-        }
+        Self { url: None, max_connections: 16 }
     }
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            require_token: false,
-            shared_secret: String::new(),
-            min_password_length: 0,
-        }
+        Self { enabled: true, require_token: false, shared_secret: String::new(), min_password_length: 0 }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_request_bytes: 4 * 1024 * 1024,
-            max_sync_timeout_ms: 60_000,
-        }
+        Self { max_request_bytes: 4 * 1024 * 1024, max_sync_timeout_ms: 60_000 }
     }
 }
 
@@ -140,28 +129,16 @@ impl Default for RateLimitsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            messages: RateLimit {
-                per_second: 10.0,
-                burst: 50,
-            },
-            registration: RateLimit {
-                per_second: 0.5,
-                burst: 10,
-            },
-            login: RateLimit {
-                per_second: 1.0,
-                burst: 10,
-            },
+            messages: RateLimit { per_second: 10.0, burst: 50 },
+            registration: RateLimit { per_second: 0.5, burst: 10 },
+            login: RateLimit { per_second: 1.0, burst: 10 },
         }
     }
 }
 
 impl Config {
     /// Parse a TOML document, then apply `RANVIER_*` overrides from `env`.
-    pub fn from_toml_and_env(
-        text: &str,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, String> {
+    pub fn from_toml_and_env(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
         let mut root: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
         for (key, value) in env {
             let Some(path) = key.strip_prefix("RANVIER_") else {
@@ -186,17 +163,12 @@ impl Config {
 
     /// The path of the signing key file.
     pub fn signing_key_path(&self) -> PathBuf {
-        self.signing_key_path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("signing.key"))
+        self.signing_key_path.clone().unwrap_or_else(|| self.data_dir.join("signing.key"))
     }
 
     /// The base URL clients should use, always ending in `/`.
     pub fn public_baseurl(&self) -> String {
-        let mut url = self
-            .public_baseurl
-            .clone()
-            .unwrap_or_else(|| format!("http://{}/", self.listen));
+        let mut url = self.public_baseurl.clone().unwrap_or_else(|| format!("http://{}/", self.listen));
         if !url.ends_with('/') {
             url.push('/');
         }
@@ -208,9 +180,7 @@ fn parse_env_value(raw: &str) -> toml::Value {
     // Parse as a TOML value by wrapping it in a one-key document; fall back to a plain string.
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -223,14 +193,11 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table
-                .entry(first.clone())
-                .or_insert_with(|| toml::Value::Table(BTreeMap::new().into_iter().collect()));
+            let entry =
+                table.entry(first.clone()).or_insert_with(|| toml::Value::Table(BTreeMap::new().into_iter().collect()));
             match entry {
                 toml::Value::Table(inner) => set_path(inner, rest, value),
-                _ => Err(format!(
-                    "RANVIER_ override descends into `{first}`, which is not a table"
-                )),
+                _ => Err(format!("RANVIER_ override descends into `{first}`, which is not a table")),
             }
         }
     }
@@ -302,18 +269,9 @@ mod tests {
     fn env_overrides_nested_and_typed_values() {
         let env = [
             ("RANVIER_SERVER_NAME".to_owned(), "example.org".to_owned()),
-            (
-                "RANVIER_DATABASE__URL".to_owned(),
-                "postgres://u@h/db".to_owned(),
-            ),
-            (
-                "RANVIER_REGISTRATION__ENABLED".to_owned(),
-                "false".to_owned(),
-            ),
-            (
-                "RANVIER_LIMITS__MAX_REQUEST_BYTES".to_owned(),
-                "1000".to_owned(),
-            ),
+            ("RANVIER_DATABASE__URL".to_owned(), "postgres://u@h/db".to_owned()),
+            ("RANVIER_REGISTRATION__ENABLED".to_owned(), "false".to_owned()),
+            ("RANVIER_LIMITS__MAX_REQUEST_BYTES".to_owned(), "1000".to_owned()),
             ("OTHER".to_owned(), "ignored".to_owned()),
         ];
         let config = Config::from_toml_and_env("", env).unwrap();

@@ -25,10 +25,7 @@ pub enum Error {
 impl Error {
     /// A Matrix error of the given kind.
     pub fn matrix(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self::Matrix {
-            kind,
-            message: message.into(),
-        }
+        Self::Matrix { kind, message: message.into() }
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::matrix(ErrorKind::Forbidden, message)

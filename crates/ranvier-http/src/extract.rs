@@ -90,9 +90,7 @@ pub fn access_token(parts: &http::request::Parts) -> Option<String> {
         return Some(token.trim().to_owned());
     }
     let query = parts.uri.query()?;
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("access_token=").map(percent_decode))
+    query.split('&').find_map(|pair| pair.strip_prefix("access_token=").map(percent_decode))
 }
 
 fn percent_decode(input: &str) -> String {
@@ -137,55 +135,41 @@ fn parse_error(error: FromHttpRequestError) -> Rejection {
                 "Unrecognized request".to_owned(),
             ));
         }
-        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
-            match e.classify() {
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                    (ErrorKind::NotJson, format!("Content not JSON: {e}"))
-                }
-                _ => (ErrorKind::BadJson, format!("Bad JSON: {e}")),
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                (ErrorKind::NotJson, format!("Content not JSON: {e}"))
             }
-        }
+            _ => (ErrorKind::BadJson, format!("Bad JSON: {e}")),
+        },
         FromHttpRequestError::Deserialization(DeserializationError::Utf8(e)) => {
             (ErrorKind::NotJson, format!("Content not UTF-8: {e}"))
         }
-        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => (
-            ErrorKind::InvalidParam,
-            format!("Invalid query parameter: {e}"),
-        ),
+        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => {
+            (ErrorKind::InvalidParam, format!("Invalid query parameter: {e}"))
+        }
         FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
             (ErrorKind::InvalidParam, format!("Invalid identifier: {e}"))
         }
-        FromHttpRequestError::Deserialization(e) => {
-            (ErrorKind::BadJson, format!("Bad request: {e}"))
-        }
+        FromHttpRequestError::Deserialization(e) => (ErrorKind::BadJson, format!("Bad request: {e}")),
         _ => (ErrorKind::BadJson, "Bad request".to_owned()),
     };
     Rejection::from(Error::matrix(kind, message))
 }
 
 /// Split the request, read the body within the limit, and parse it as `T`.
-async fn parse<T: IncomingRequest, S: AuthState>(
-    req: Request,
-    state: &S,
-) -> Result<(T, Option<String>), Rejection> {
+async fn parse<T: IncomingRequest, S: AuthState>(req: Request, state: &S) -> Result<(T, Option<String>), Rejection> {
     let (mut parts, body) = req.into_parts();
     let token = access_token(&parts);
     let path_params = RawPathParams::from_request_parts(&mut parts, state)
         .await
         .map_err(|_| Rejection::from(Error::invalid_param("Invalid path parameters")))?;
     let limit = state.max_body_bytes();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Rejection::from(Error::too_large(format!(
-            "Request body exceeds {limit} bytes"
-        )))
-    })?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Rejection::from(Error::too_large(format!("Request body exceeds {limit} bytes"))))?;
     let args: Vec<&str> = path_params.iter().map(|(_, value)| value).collect();
     // Some clients send an empty body to POST endpoints whose body is all optional.
-    let body: &[u8] = if bytes.is_empty() && T::METHOD != http::Method::GET {
-        b"{}"
-    } else {
-        &bytes
-    };
+    let body: &[u8] = if bytes.is_empty() && T::METHOD != http::Method::GET { b"{}" } else { &bytes };
     let http_request = http::Request::from_parts(parts, body);
     let request = T::try_from_http_request(http_request, &args).map_err(parse_error)?;
     Ok((request, token))
@@ -224,11 +208,7 @@ where
         };
         let identity = state.authenticate(&token).await?;
         let (body, _) = parse::<T, S>(Request::from_parts(parts, body), state).await?;
-        Ok(Authed {
-            body,
-            identity,
-            access_token: token,
-        })
+        Ok(Authed { body, identity, access_token: token })
     }
 }
 
@@ -238,24 +218,12 @@ mod tests {
 
     #[test]
     fn token_from_header_or_query() {
-        let (parts, _) = http::Request::builder()
-            .uri("/x?a=1&access_token=abc%2Bd")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let (parts, _) = http::Request::builder().uri("/x?a=1&access_token=abc%2Bd").body(()).unwrap().into_parts();
         assert_eq!(access_token(&parts).as_deref(), Some("abc+d"));
-        let (parts, _) = http::Request::builder()
-            .uri("/x")
-            .header("Authorization", "Bearer tok")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let (parts, _) =
+            http::Request::builder().uri("/x").header("Authorization", "Bearer tok").body(()).unwrap().into_parts();
         assert_eq!(access_token(&parts).as_deref(), Some("tok"));
-        let (parts, _) = http::Request::builder()
-            .uri("/x?b=%zz")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let (parts, _) = http::Request::builder().uri("/x?b=%zz").body(()).unwrap().into_parts();
         assert_eq!(access_token(&parts), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }

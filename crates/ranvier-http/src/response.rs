@@ -46,10 +46,9 @@ fn status_of(kind: &ErrorKind) -> StatusCode {
         | ErrorKind::UserSuspended
         | ErrorKind::WrongRoomKeysVersion(_)
         | ErrorKind::InviteBlocked => StatusCode::FORBIDDEN,
-        ErrorKind::UnknownToken(_)
-        | ErrorKind::MissingToken
-        | ErrorKind::UserLocked
-        | ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::UnknownToken(_) | ErrorKind::MissingToken | ErrorKind::UserLocked | ErrorKind::Unauthorized => {
+            StatusCode::UNAUTHORIZED
+        }
         ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
         ErrorKind::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -66,29 +65,19 @@ pub fn error_response(error: Error) -> Response {
         Error::Matrix { kind, message } => matrix_error(status_of(&kind), kind, message),
         Error::Uiaa(body) => {
             let mut response = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
         Error::Internal(text) => {
             tracing::error!(error = %text, "internal error");
-            matrix_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorKind::Unknown,
-                "Internal server error".to_owned(),
-            )
+            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "Internal server error".to_owned())
         }
     }
 }
 
 /// A Matrix error response with an explicit status (for the few errcodes whose status varies).
 pub fn matrix_error(status: StatusCode, kind: ErrorKind, message: String) -> Response {
-    let error = ruma::api::error::Error::new(
-        status,
-        ErrorBody::Standard(StandardErrorBody::new(kind, message)),
-    );
+    let error = ruma::api::error::Error::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
     match error.try_into_http_response::<BytesMut>() {
         Ok(response) => response.map(|body| Body::from(body.freeze())),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),

@@ -30,18 +30,10 @@ where
 
 /// Unknown endpoints: `404 M_UNRECOGNIZED`, as the spec asks.
 pub async fn fallback() -> Response {
-    matrix_error(
-        StatusCode::NOT_FOUND,
-        ErrorKind::Unrecognized,
-        "Unrecognized request".to_owned(),
-    )
+    matrix_error(StatusCode::NOT_FOUND, ErrorKind::Unrecognized, "Unrecognized request".to_owned())
 }
 
 /// A known path with the wrong method: `405 M_UNRECOGNIZED`.
 pub async fn method_not_allowed() -> Response {
-    matrix_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorKind::Unrecognized,
-        "Unrecognized request".to_owned(),
-    )
+    matrix_error(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "Unrecognized request".to_owned())
 }

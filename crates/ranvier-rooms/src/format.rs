@@ -22,10 +22,7 @@ pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
     out.insert("type".into(), Value::String(event.event_type.clone()));
     out.insert("sender".into(), Value::String(event.sender.clone()));
     out.insert("origin_server_ts".into(), json!(event.origin_server_ts));
-    out.insert(
-        "content".into(),
-        pdu.get("content").cloned().unwrap_or_else(|| json!({})),
-    );
+    out.insert("content".into(), pdu.get("content").cloned().unwrap_or_else(|| json!({})));
     if !options.omit_room_id {
         out.insert("room_id".into(), Value::String(event.room_id.clone()));
     }
@@ -39,18 +36,12 @@ pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
         Some(Value::Object(map)) => map.clone(),
         _ => Map::new(),
     };
-    unsigned.insert(
-        "age".into(),
-        json!((now_ms() - event.origin_server_ts).max(0)),
-    );
+    unsigned.insert("age".into(), json!((now_ms() - event.origin_server_ts).max(0)));
     if let Some(txn) = options.transaction_id {
         unsigned.insert("transaction_id".into(), Value::String(txn.to_owned()));
     }
     if let Some(redacted_by) = &event.redacted_by {
-        unsigned.insert(
-            "redacted_because".into(),
-            json!({ "event_id": redacted_by }),
-        );
+        unsigned.insert("redacted_because".into(), json!({ "event_id": redacted_by }));
     }
     out.insert("unsigned".into(), Value::Object(unsigned));
     Value::Object(out)

@@ -22,10 +22,7 @@ pub fn load_or_generate(path: &Path) -> Result<Ed25519KeyPair> {
             der.to_vec()
         }
         Err(e) => {
-            return Err(Error::internal(format!(
-                "read signing key {}: {e}",
-                path.display()
-            )));
+            return Err(Error::internal(format!("read signing key {}: {e}", path.display())));
         }
     };
     Ed25519KeyPair::from_der(&der, KEY_VERSION.to_owned())
@@ -52,10 +49,7 @@ mod tests {
 
     #[test]
     fn generated_key_is_reloaded() {
-        let dir = std::env::temp_dir().join(format!(
-            "ranvier-key-test-{}",
-            ranvier_core::util::random_string(8)
-        ));
+        let dir = std::env::temp_dir().join(format!("ranvier-key-test-{}", ranvier_core::util::random_string(8)));
         let path = dir.join("signing.key");
         let first = load_or_generate(&path).unwrap();
         let second = load_or_generate(&path).unwrap();

@@ -35,13 +35,7 @@ struct RoomsInner {
 
 impl Rooms {
     pub fn new(store: Store, server_name: OwnedServerName, signing_key: Ed25519KeyPair) -> Self {
-        Self {
-            inner: Arc::new(RoomsInner {
-                store,
-                server_name,
-                signing_key,
-            }),
-        }
+        Self { inner: Arc::new(RoomsInner { store, server_name, signing_key }) }
     }
 
     pub fn store(&self) -> &Store {

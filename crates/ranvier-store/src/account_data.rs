@@ -6,13 +6,7 @@ use crate::{Store, StreamKind};
 
 impl Store {
     /// Set account data (`room_id` empty for global) and return its stream position.
-    pub async fn set_account_data(
-        &self,
-        user_id: &str,
-        room_id: &str,
-        data_type: &str,
-        content: &str,
-    ) -> Result<i64> {
+    pub async fn set_account_data(&self, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<i64> {
         let guard = self.streams().allocate(StreamKind::AccountData);
         let mut txn = self.begin_write().await?;
         sqlx::query(
@@ -32,12 +26,7 @@ impl Store {
     }
 
     /// One piece of account data, if set.
-    pub async fn get_account_data(
-        &self,
-        user_id: &str,
-        room_id: &str,
-        data_type: &str,
-    ) -> Result<Option<String>> {
+    pub async fn get_account_data(&self, user_id: &str, room_id: &str, data_type: &str) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3")
             .bind(user_id)
             .bind(room_id)

@@ -41,32 +41,24 @@ pub fn token_hash(token: &str) -> String {
 
 impl Store {
     /// Create a user; returns `false` if the id is taken.
-    pub async fn create_user(
-        &self,
-        user_id: &str,
-        password_hash: Option<&str>,
-        admin: bool,
-    ) -> Result<bool> {
+    pub async fn create_user(&self, user_id: &str, password_hash: Option<&str>, admin: bool) -> Result<bool> {
         let mut txn = self.begin_write().await?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM users WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut **txn)
-                .await
-                .context("check user exists")?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT user_id FROM users WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut **txn)
+            .await
+            .context("check user exists")?;
         if exists.is_some() {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO users (user_id, password_hash, created_ts, admin) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(user_id)
-        .bind(password_hash)
-        .bind(now_ms())
-        .bind(admin as i64)
-        .execute(&mut **txn)
-        .await
-        .context("insert user")?;
+        sqlx::query("INSERT INTO users (user_id, password_hash, created_ts, admin) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(now_ms())
+            .bind(admin as i64)
+            .execute(&mut **txn)
+            .await
+            .context("insert user")?;
         txn.commit().await?;
         Ok(true)
     }
@@ -80,23 +72,17 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .context("get user")?;
-        Ok(row.map(
-            |(user_id, password_hash, created_ts, deactivated, admin)| UserRow {
-                user_id,
-                password_hash,
-                created_ts,
-                deactivated: flag(deactivated),
-                admin: flag(admin),
-            },
-        ))
+        Ok(row.map(|(user_id, password_hash, created_ts, deactivated, admin)| UserRow {
+            user_id,
+            password_hash,
+            created_ts,
+            deactivated: flag(deactivated),
+            admin: flag(admin),
+        }))
     }
 
     /// Replace a user's password hash.
-    pub async fn set_password_hash(
-        &self,
-        user_id: &str,
-        password_hash: Option<&str>,
-    ) -> Result<()> {
+    pub async fn set_password_hash(&self, user_id: &str, password_hash: Option<&str>) -> Result<()> {
         let mut txn = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(password_hash)
@@ -115,11 +101,7 @@ impl Store {
             "DELETE FROM access_tokens WHERE user_id = $1",
             "DELETE FROM devices WHERE user_id = $1",
         ] {
-            sqlx::query(sql)
-                .bind(user_id)
-                .execute(&mut **txn)
-                .await
-                .context("deactivate user")?;
+            sqlx::query(sql).bind(user_id).execute(&mut **txn).await.context("deactivate user")?;
         }
         txn.commit().await
     }
@@ -192,12 +174,7 @@ impl Store {
             "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
         ] {
-            sqlx::query(sql)
-                .bind(user_id)
-                .bind(device_id)
-                .execute(&mut **txn)
-                .await
-                .context("delete device")?;
+            sqlx::query(sql).bind(user_id).bind(device_id).execute(&mut **txn).await.context("delete device")?;
         }
         txn.commit().await
     }
@@ -213,14 +190,12 @@ impl Store {
         .context("list devices")?;
         Ok(rows
             .into_iter()
-            .map(
-                |(device_id, display_name, last_seen_ts, last_seen_ip)| DeviceRow {
-                    device_id,
-                    display_name,
-                    last_seen_ts,
-                    last_seen_ip,
-                },
-            )
+            .map(|(device_id, display_name, last_seen_ts, last_seen_ip)| DeviceRow {
+                device_id,
+                display_name,
+                last_seen_ts,
+                last_seen_ip,
+            })
             .collect())
     }
 }

@@ -91,10 +91,7 @@ impl Store {
         // Chunked IN lists keep each statement within both backends' parameter limits.
         for chunk in event_ids.chunks(200) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
-                placeholders.join(", ")
-            );
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders.join(", "));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id);
@@ -146,21 +143,17 @@ impl Store {
 
     /// The current state of a room.
     pub async fn current_state_ids(&self, room_id: &str) -> Result<StateIds> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1",
-        )
-        .bind(room_id)
-        .fetch_all(self.pool())
-        .await
-        .context("current state")?;
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(self.pool())
+                .await
+                .context("current state")?;
         Ok(rows.into_iter().map(|(t, k, e)| ((t, k), e)).collect())
     }
 
     /// Every room a user has a membership in: `(room_id, membership, event_id, stream_ordering)`.
-    pub async fn rooms_for_user(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<(String, String, String, i64)>> {
+    pub async fn rooms_for_user(&self, user_id: &str) -> Result<Vec<(String, String, String, i64)>> {
         sqlx::query_as(
             "SELECT room_id, membership, event_id, stream_ordering FROM room_memberships WHERE user_id = $1 AND forgotten = 0",
         )
@@ -183,12 +176,11 @@ pub async fn state_group_ids(conn: &mut AnyConnection, state_group: i64) -> Resu
     let mut chain = vec![state_group];
     let mut current = state_group;
     loop {
-        let prev: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT prev_group FROM state_groups WHERE id = $1")
-                .bind(current)
-                .fetch_optional(&mut *conn)
-                .await
-                .context("state group chain")?;
+        let prev: Option<Option<i64>> = sqlx::query_scalar("SELECT prev_group FROM state_groups WHERE id = $1")
+            .bind(current)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("state group chain")?;
         match prev {
             Some(Some(prev)) => {
                 chain.push(prev);
@@ -196,9 +188,7 @@ pub async fn state_group_ids(conn: &mut AnyConnection, state_group: i64) -> Resu
             }
             Some(None) => break,
             None => {
-                return Err(ranvier_core::Error::internal(format!(
-                    "state group {current} is missing"
-                )));
+                return Err(ranvier_core::Error::internal(format!("state group {current} is missing")));
             }
         }
     }

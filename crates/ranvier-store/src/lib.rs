@@ -106,9 +106,8 @@ impl Store {
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
-        let mut pool_options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(30));
+        let mut pool_options =
+            AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -123,20 +122,10 @@ impl Store {
                 })
             });
         }
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .context("connect to database")?;
+        let pool = pool_options.connect_with(options).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
         let streams = Streams::load(&pool).await?;
-        Ok(Self {
-            inner: Arc::new(StoreInner {
-                pool,
-                backend,
-                sqlite_writer: Mutex::new(()),
-                streams,
-            }),
-        })
+        Ok(Self { inner: Arc::new(StoreInner { pool, backend, sqlite_writer: Mutex::new(()), streams }) })
     }
 
     /// The pool, for reads.
@@ -156,11 +145,7 @@ impl Store {
 
     /// A pooled connection for a sequence of reads.
     pub async fn conn(&self) -> Result<PoolConnection<Any>> {
-        self.inner
-            .pool
-            .acquire()
-            .await
-            .context("acquire database connection")
+        self.inner.pool.acquire().await.context("acquire database connection")
     }
 
     /// Begin a write transaction (taking the SQLite writer lock first).
@@ -170,10 +155,7 @@ impl Store {
             Backend::Postgres => None,
         };
         let txn = self.inner.pool.begin().await.context("begin transaction")?;
-        Ok(WriteTxn {
-            txn,
-            _writer: writer,
-        })
+        Ok(WriteTxn { txn, _writer: writer })
     }
 }
 

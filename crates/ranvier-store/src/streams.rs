@@ -69,10 +69,7 @@ impl StreamToken {
     }
     /// Whether any stream of `self` is ahead of `other`.
     pub fn is_after(&self, other: &StreamToken) -> bool {
-        self.positions
-            .iter()
-            .zip(other.positions.iter())
-            .any(|(a, b)| a > b)
+        self.positions.iter().zip(other.positions.iter()).any(|(a, b)| a > b)
     }
 }
 
@@ -150,9 +147,7 @@ impl Streams {
             states[kind as usize].lock().next = max + 1;
         }
         let (changed, _) = watch::channel(0);
-        Ok(Self {
-            inner: Arc::new(StreamsInner { states, changed }),
-        })
+        Ok(Self { inner: Arc::new(StreamsInner { states, changed }) })
     }
 
     /// Reserve the next position of `kind`. Keep the guard until the row is committed.
@@ -161,11 +156,7 @@ impl Streams {
         let position = state.next;
         state.next += 1;
         state.in_flight.insert(position);
-        StreamGuard {
-            streams: self.clone(),
-            kind,
-            position,
-        }
+        StreamGuard { streams: self.clone(), kind, position }
     }
 
     /// The highest position of `kind` that readers may see.
@@ -189,9 +180,7 @@ impl Streams {
 
     /// Wake every subscriber (for in-memory streams such as typing).
     pub fn notify(&self) {
-        self.inner
-            .changed
-            .send_modify(|generation| *generation += 1);
+        self.inner.changed.send_modify(|generation| *generation += 1);
     }
 }
 
@@ -210,10 +199,7 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.streams.inner.states[self.kind as usize]
-            .lock()
-            .in_flight
-            .remove(&self.position);
+        self.streams.inner.states[self.kind as usize].lock().in_flight.remove(&self.position);
         self.streams.notify();
     }
 }
@@ -231,10 +217,7 @@ mod tests {
         assert_eq!(text, "s42_0_0_0_0_0_7");
         assert_eq!(text.parse::<StreamToken>(), Ok(token));
         // Older, shorter tokens parse with the missing streams at zero.
-        assert_eq!(
-            "s5".parse::<StreamToken>().unwrap().get(StreamKind::Events),
-            5
-        );
+        assert_eq!("s5".parse::<StreamToken>().unwrap().get(StreamKind::Events), 5);
         assert!("x5".parse::<StreamToken>().is_err());
         assert!("s-1".parse::<StreamToken>().is_err());
         assert!("s1_2_3_4_5_6_7_8".parse::<StreamToken>().is_err());
@@ -243,23 +226,14 @@ mod tests {
     #[test]
     fn position_visible_only_when_lower_ones_finish() {
         let (changed, _) = watch::channel(0);
-        let streams = Streams {
-            inner: Arc::new(StreamsInner {
-                states: Default::default(),
-                changed,
-            }),
-        };
+        let streams = Streams { inner: Arc::new(StreamsInner { states: Default::default(), changed }) };
         streams.inner.states[0].lock().next = 1;
         let first = streams.allocate(StreamKind::Events);
         let second = streams.allocate(StreamKind::Events);
         assert_eq!((first.position(), second.position()), (1, 2));
         assert_eq!(streams.current(StreamKind::Events), 0);
         drop(second);
-        assert_eq!(
-            streams.current(StreamKind::Events),
-            0,
-            "1 is still in flight"
-        );
+        assert_eq!(streams.current(StreamKind::Events), 0, "1 is still in flight");
         drop(first);
         assert_eq!(streams.current(StreamKind::Events), 2);
     }

@@ -14,13 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "ranvier", version, about = "A Matrix homeserver")]
 struct Cli {
     /// The configuration file; created with commented defaults if it does not exist.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "RANVIER_CONFIG",
-        default_value = "ranvier.toml"
-    )]
+    #[arg(long, short, global = true, env = "RANVIER_CONFIG", default_value = "ranvier.toml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -44,10 +38,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     serve::init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ranvier: start runtime: {e}");

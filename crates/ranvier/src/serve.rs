@@ -18,10 +18,7 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::write(path, DEFAULT_CONFIG_TOML)
                 .map_err(|e| format!("write default config {}: {e}", path.display()))?;
-            eprintln!(
-                "ranvier: wrote a default configuration to {}",
-                path.display()
-            );
+            eprintln!("ranvier: wrote a default configuration to {}", path.display());
             DEFAULT_CONFIG_TOML.to_owned()
         }
         Err(e) => return Err(format!("read config {}: {e}", path.display())),
@@ -33,10 +30,7 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
 pub fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Create the data directory and open (and migrate) the database.
@@ -57,30 +51,15 @@ pub async fn serve(config: Config) -> Result<()> {
     let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
     let sync = SyncService::new(store.clone(), rooms.clone());
     let listen = config.listen.clone();
-    let services = Services {
-        config,
-        server_name,
-        store,
-        rooms,
-        sync,
-        auth: Default::default(),
-    };
+    let services = Services { config, server_name, store, rooms, sync, auth: Default::default() };
     let state = AppState(Arc::new(services));
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any);
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
     let app = ranvier_client::router(state).layer(cors);
 
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .context("bind client listener")?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, "listening for clients");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve http")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serve http")?;
     tracing::info!("shut down");
     Ok(())
 }
