@@ -151,17 +151,21 @@ impl Rooms {
         let CanonicalJsonValue::Object(mut object) = to_canonical(Value::Object(object), "Event")? else {
             return Err(Error::internal("canonical PDU is not an object"));
         };
-        hash_and_sign_event(self.server_name().as_str(), self.signing_key(), &mut object, &rules.redaction)
-            .map_err(|e| Error::bad_json(format!("Cannot sign event: {e}")))?;
+        hash_and_sign_event(self.server_name().as_str(), self.signing_key(), &mut object, &rules.redaction).map_err(
+            |e| match e {
+                ruma::signatures::JsonError::PduTooLarge => too_large(),
+                e => Error::bad_json(format!("Cannot sign event: {e}")),
+            },
+        )?;
         let size = serde_json::to_string(&object).map(|s| s.len()).unwrap_or(usize::MAX);
         if size > MAX_PDU_BYTES {
-            return Err(Error::too_large(format!("Event is {size} bytes, more than the {MAX_PDU_BYTES} allowed")));
+            return Err(too_large());
         }
         let event_id = match v1_event_id {
             Some(id) => id,
             None => {
                 let hash = reference_hash(&object, rules).map_err(|e| match e {
-                    ruma::signatures::JsonError::PduTooLarge => Error::too_large("Event is too large"),
+                    ruma::signatures::JsonError::PduTooLarge => too_large(),
                     e => Error::internal(format!("reference hash: {e}")),
                 })?;
                 EventId::new_v2_or_v3(&hash).map_err(|e| Error::internal(format!("event id: {e}")))?
@@ -175,6 +179,10 @@ impl Rooms {
         };
         Ok(BuiltEvent { pdu: Arc::new(pdu), object, auth_events: auth_pdus, room_id })
     }
+}
+
+fn too_large() -> Error {
+    Error::too_large(format!("Event is larger than the {MAX_PDU_BYTES} bytes allowed"))
 }
 
 /// The room id of a version 12+ room: the create event's id with `!` for `$`.
