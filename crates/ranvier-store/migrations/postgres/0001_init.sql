@@ -157,3 +157,7 @@ CREATE TABLE room_memberships (
     PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
+
+-- Sync ----------------------------------------------------------------------------------------
+-- A user's own member events in a room, for history visibility ("joined after the event").
+CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);
