@@ -163,3 +163,7 @@ CREATE TABLE room_memberships (
 );
 CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
 CREATE INDEX room_memberships_by_room ON room_memberships (room_id, membership);
+
+-- Sync ----------------------------------------------------------------------------------------
+-- A user's own member events in a room, for history visibility ("joined after the event").
+CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);
