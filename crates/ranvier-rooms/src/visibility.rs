@@ -28,9 +28,10 @@ pub async fn filter_visible(
         return Ok(events);
     }
     let world_readable = match state.get(&("m.room.history_visibility".to_owned(), String::new())) {
-        Some(id) => store.get_event(id).await?.is_some_and(|event| {
-            content_field(&event, "history_visibility").as_deref() == Some("world_readable")
-        }),
+        Some(id) => store
+            .get_event(id)
+            .await?
+            .is_some_and(|event| content_field(&event, "history_visibility").as_deref() == Some("world_readable")),
         None => false,
     };
     Ok(if world_readable { events } else { Vec::new() })
