@@ -29,20 +29,30 @@ CREATE TABLE access_tokens (
 );
 CREATE INDEX access_tokens_by_device ON access_tokens (user_id, device_id);
 
+-- Registration tokens (m.login.registration_token). A token is valid while it has not expired
+-- and pending + completed < uses_allowed.
 CREATE TABLE registration_tokens (
     token TEXT PRIMARY KEY,
     uses_allowed BIGINT,                     -- NULL: unlimited
-    pending BIGINT NOT NULL DEFAULT 0,
-    completed BIGINT NOT NULL DEFAULT 0,
+    pending BIGINT NOT NULL DEFAULT 0,       -- live UIA sessions that passed the token stage
+    completed BIGINT NOT NULL DEFAULT 0,     -- accounts registered with the token
     expiry_ts BIGINT                         -- NULL: never expires
 );
 
+-- User-interactive authentication sessions. A session authorises one operation for one user.
 CREATE TABLE uia_sessions (
     session_id TEXT PRIMARY KEY,
-    user_id TEXT,                            -- set once the session belongs to a user
-    completed TEXT NOT NULL DEFAULT '[]',    -- JSON array of completed stage types
-    params TEXT NOT NULL DEFAULT '{}',       -- JSON: per-session data (e.g. registration token used)
-    request_hash TEXT,                       -- what the session was started for
+    operation TEXT NOT NULL,                 -- what the session was started for, e.g. 'POST /account/password'
+    user_id TEXT,                            -- the authenticated user; NULL for registration
+    completed TEXT NOT NULL DEFAULT '[]',    -- JSON array of completed stage types, in order
+    registration_token TEXT,                 -- the token this session holds a pending use of
+    created_ts BIGINT NOT NULL
+);
+CREATE INDEX uia_sessions_by_created ON uia_sessions (created_ts);
+
+-- Nonces of shared-secret registration (/_synapse/admin/v1/register): single use, short-lived.
+CREATE TABLE shared_secret_nonces (
+    nonce TEXT PRIMARY KEY,
     created_ts BIGINT NOT NULL
 );
 
@@ -163,3 +173,7 @@ CREATE TABLE room_memberships (
 );
 CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
 CREATE INDEX room_memberships_by_room ON room_memberships (room_id, membership);
+
+-- Sync ----------------------------------------------------------------------------------------
+-- A user's own member events in a room, for history visibility ("joined after the event").
+CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);
