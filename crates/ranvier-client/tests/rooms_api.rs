@@ -29,7 +29,9 @@ impl TestServer {
         let rooms = Rooms::new(store.clone(), server_name.clone(), key);
         let sync = SyncService::new(store.clone(), rooms.clone());
         let config = Config { server_name: server_name.to_string(), ..Config::default() };
-        let services = Services { config, server_name, store: store.clone(), rooms, sync, auth: Default::default() };
+        let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
+        let services =
+            Services { config, server_name, store: store.clone(), rooms, sync, auth: Default::default(), ratelimit };
         let app = router(AppState(Arc::new(services)));
         for name in ["alice", "bob"] {
             let user_id = format!("@{name}:test.local");
