@@ -33,17 +33,25 @@ pub struct EventTemplate {
     pub content: Value,
     /// For redactions: the redacted event.
     pub redacts: Option<OwnedEventId>,
+    /// `origin_server_ts` to use instead of the clock (application services may set it).
+    pub timestamp: Option<i64>,
 }
 
 impl EventTemplate {
     /// A non-state event.
     pub fn message(event_type: impl Into<String>, content: Value) -> Self {
-        Self { event_type: event_type.into(), state_key: None, content, redacts: None }
+        Self { event_type: event_type.into(), state_key: None, content, redacts: None, timestamp: None }
     }
 
     /// A state event.
     pub fn state(event_type: impl Into<String>, state_key: impl Into<String>, content: Value) -> Self {
-        Self { event_type: event_type.into(), state_key: Some(state_key.into()), content, redacts: None }
+        Self {
+            event_type: event_type.into(),
+            state_key: Some(state_key.into()),
+            content,
+            redacts: None,
+            timestamp: None,
+        }
     }
 }
 
@@ -121,7 +129,7 @@ impl Rooms {
         object.insert("sender".into(), Value::String(sender.to_string()));
         object.insert("content".into(), Value::Object(content));
         object.insert("depth".into(), Value::from(depth));
-        object.insert("origin_server_ts".into(), Value::from(now_ms()));
+        object.insert("origin_server_ts".into(), Value::from(template.timestamp.unwrap_or_else(now_ms)));
         object.insert("prev_events".into(), prev.iter().map(|(id, _)| event_ref(id, format)).collect());
         object.insert("auth_events".into(), auth_events.iter().map(|id| event_ref(id, format)).collect());
         if let Some(state_key) = &template.state_key {

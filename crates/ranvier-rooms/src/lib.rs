@@ -29,7 +29,7 @@ pub mod visibility;
 
 use std::{collections::HashMap, sync::Arc};
 
-use ranvier_core::{Error, Result};
+use ranvier_core::Result;
 use ranvier_store::Store;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, signatures::Ed25519KeyPair};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
@@ -95,13 +95,15 @@ impl Rooms {
         Ok(OwnedMutexGuard::try_map(guard, Option::as_mut).ok())
     }
 
-    /// Take the write lock of a room that does not exist yet and start its cache.
-    pub(crate) async fn lock_new_room(&self, room: RoomState) -> Result<LockedRoom> {
+    /// Take the write lock of a room that does not exist yet and start its cache; `None` if a
+    /// room with that id already exists (two identical version 12 create events made in the
+    /// same millisecond have the same id).
+    pub(crate) async fn lock_new_room(&self, room: RoomState) -> Result<Option<LockedRoom>> {
         let mut guard = self.lock_entry(&room.room_id).lock_owned().await;
-        if guard.is_some() {
-            return Err(Error::internal(format!("room {} already exists", room.room_id)));
+        if guard.is_some() || self.store().room(room.room_id.as_str()).await?.is_some() {
+            return Ok(None);
         }
         *guard = Some(room);
-        OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::internal("new room cache vanished"))
+        Ok(OwnedMutexGuard::try_map(guard, Option::as_mut).ok())
     }
 }

@@ -26,13 +26,10 @@ impl Rooms {
         template: EventTemplate,
         txn: Option<TxnKey>,
     ) -> Result<OwnedEventId> {
-        if let Some(id) = self.sent_in_txn(txn.as_ref()).await? {
-            return Ok(id);
-        }
         let Some(mut room) = self.lock_room(room_id).await? else {
             return Err(not_in_room(sender, room_id));
         };
-        // Checked again under the lock: a concurrent retry may have just finished.
+        // Checked under the lock, so that a concurrent retry cannot slip in between.
         if let Some(id) = self.sent_in_txn(txn.as_ref()).await? {
             return Ok(id);
         }
@@ -68,6 +65,7 @@ impl Rooms {
             state_key: None,
             content,
             redacts: Some(target.to_owned()),
+            timestamp: None,
         };
         self.send_event(room_id, sender, template, txn).await
     }

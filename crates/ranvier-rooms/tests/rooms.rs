@@ -185,6 +185,19 @@ async fn create_v12_room(rooms: Rooms) {
     };
     let room_id = rooms.create_room(&alice, request).await.unwrap();
     say(&rooms, &room_id, &alice, "infinite power").await.unwrap();
+
+    // Identical create events in the same millisecond would share a room id: each room still
+    // gets its own.
+    let creates = (0..4).map(|_| {
+        let rooms = rooms.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move { rooms.create_room(&alice, CreateRoom::default()).await.unwrap() })
+    });
+    let mut ids = std::collections::HashSet::new();
+    for create in creates {
+        ids.insert(create.await.unwrap());
+    }
+    assert_eq!(ids.len(), 4);
 }
 
 async fn create_older_room_versions(rooms: Rooms) {
