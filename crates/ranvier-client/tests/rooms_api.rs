@@ -223,6 +223,8 @@ async fn bad_input_errors() {
     let bad_user =
         server.call("alice", Method::POST, &format!("/rooms/{r}/invite"), Some(json!({ "user_id": "bob" }))).await;
     assert_eq!(bad_user.0, StatusCode::BAD_REQUEST, "{}", bad_user.1);
+    let bad_event = server.call("alice", Method::GET, &format!("/rooms/{r}/event/nope"), None).await;
+    assert_error(bad_event, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     let alias = server
         .call("alice", Method::POST, &format!("/join/{}", enc("#room:test.local").replace('#', "%23")), Some(json!({})))
         .await;
