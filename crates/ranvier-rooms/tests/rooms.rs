@@ -393,6 +393,12 @@ async fn state_reads_and_access(rooms: Rooms) {
     assert!(state.iter().any(|event| event.event_type == "m.room.create"));
     assert!(state.iter().any(|event| event.state_key.as_deref() == Some(bob.as_str())));
 
+    // Setting the same state again sends nothing new.
+    let same = EventTemplate::state("m.room.topic", "", json!({ "topic": "first" }));
+    let current_topic = current(&rooms, &room, "m.room.topic", "").await.unwrap();
+    let again = rooms.send_event(&room, &alice, same, None).await.unwrap();
+    assert_eq!(again.as_str(), current_topic.event_id);
+
     // A state change records what it replaced for clients.
     let topic = EventTemplate::state("m.room.topic", "", json!({ "topic": "second" }));
     let second = rooms.send_event(&room, &alice, topic, None).await.unwrap();
