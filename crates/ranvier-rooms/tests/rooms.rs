@@ -381,7 +381,8 @@ async fn state_reads_and_access(rooms: Rooms) {
     let room = create(&rooms, &alice, RoomVersionId::V12, Preset::PublicChat).await;
     let topic = EventTemplate::state("m.room.topic", "", json!({ "topic": "first" }));
     rooms.send_event(&room, &alice, topic, None).await.unwrap();
-    rooms.update_membership(&room, &bob, &bob, MembershipAction::Join, None).await.unwrap();
+    let joined_event = rooms.update_membership(&room, &bob, &bob, MembershipAction::Join, None).await.unwrap();
+    let joined_event = joined_event.to_string();
 
     let event = rooms.state_event(&room, &bob, "m.room.topic", "").await.unwrap();
     assert_eq!(content(&event)["topic"], "first");
@@ -428,6 +429,16 @@ async fn state_reads_and_access(rooms: Rooms) {
     let left = rooms.members(&room, &alice, &not_joined).await.unwrap();
     assert_eq!(left[0].state_key.as_deref(), Some(bob.as_str()));
     assert_forbidden(rooms.joined_members(&room, &bob).await);
+
+    // Members at a sync token from before bob left.
+    let join_position = rooms.store().get_event(&joined_event).await.unwrap().unwrap().stream_ordering;
+    let at = MembersQuery { at: Some(format!("s{join_position}")), ..Default::default() };
+    let then = rooms.members(&room, &alice, &at).await.unwrap();
+    let bob_then = then.iter().find(|event| event.state_key.as_deref() == Some(bob.as_str())).unwrap();
+    assert_eq!(content(bob_then)["membership"], "join");
+    let bad = MembersQuery { at: Some("nonsense".into()), ..Default::default() };
+    let error = rooms.members(&room, &alice, &bad).await.unwrap_err();
+    assert_eq!(kind(&error), Some(&ErrorKind::InvalidParam));
 }
 
 async fn redaction_rewrites_the_event(rooms: Rooms) {
