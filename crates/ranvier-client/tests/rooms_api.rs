@@ -30,8 +30,17 @@ impl TestServer {
         let sync = SyncService::new(store.clone(), rooms.clone());
         let config = Config { server_name: server_name.to_string(), ..Config::default() };
         let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
-        let services =
-            Services { config, server_name, store: store.clone(), rooms, sync, auth: Default::default(), ratelimit };
+        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
+        let services = Services {
+            config,
+            server_name,
+            store: store.clone(),
+            rooms,
+            sync,
+            e2ee,
+            auth: Default::default(),
+            ratelimit,
+        };
         let app = router(AppState(Arc::new(services)));
         for name in ["alice", "bob"] {
             let user_id = format!("@{name}:test.local");
