@@ -79,7 +79,8 @@ CREATE TABLE rooms (
     room_version TEXT NOT NULL,
     creator TEXT,
     created_ts BIGINT NOT NULL,
-    is_public BIGINT NOT NULL DEFAULT 0      -- published in the room directory
+    is_public BIGINT NOT NULL DEFAULT 0,     -- published in the room directory
+    current_state_group BIGINT               -- the state group equal to current_state
 );
 
 -- Every PDU we hold. stream_ordering is the events-stream position (and the order of
@@ -93,7 +94,10 @@ CREATE TABLE events (
     state_key TEXT,                          -- NULL for non-state events
     depth BIGINT NOT NULL,
     origin_server_ts BIGINT NOT NULL,
-    pdu TEXT NOT NULL,                       -- the PDU as canonical JSON, without event_id (redacted in place)
+    pdu TEXT NOT NULL,                       -- the PDU as canonical JSON (redacted in place); event_id only
+                                             -- in room versions 1 and 2, where it is part of the format.
+                                             -- `unsigned` holds local metadata for clients (prev_content,
+                                             -- replaces_state, redacted_because): strip it before federation
     outlier BIGINT NOT NULL DEFAULT 0,       -- held for auth/state only; not in the timeline
     rejected_reason TEXT,                    -- NULL unless the event failed auth
     soft_failed BIGINT NOT NULL DEFAULT 0,
@@ -115,6 +119,7 @@ CREATE TABLE event_auth (
     auth_event_id TEXT NOT NULL,
     PRIMARY KEY (event_id, auth_event_id)
 );
+CREATE INDEX event_auth_by_auth ON event_auth (auth_event_id);
 
 CREATE TABLE forward_extremities (
     room_id TEXT NOT NULL,
@@ -167,3 +172,8 @@ CREATE TABLE room_memberships (
     PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
+CREATE INDEX room_memberships_by_room ON room_memberships (room_id, membership);
+
+-- Sync ----------------------------------------------------------------------------------------
+-- A user's own member events in a room, for history visibility ("joined after the event").
+CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);
