@@ -5,6 +5,7 @@
 use axum::extract::State;
 use ranvier_core::{Error, Result, error::ErrorKind, util::random_string};
 use ranvier_http::{ApiResult, Authed, Identity, Ruma, route};
+use ranvier_rooms::MembershipAction;
 use ranvier_store::accounts::{CreateAccount, NewAccount, NewDevice};
 use ruma::{
     OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
@@ -323,7 +324,7 @@ async fn deactivate(
     let uia = UiaRequest::password(user_id, "POST /account/deactivate");
     let passed = auth::user_interactive_auth(&state, &uia, req.body.auth.as_ref()).await?;
     let rooms = deactivate_account(&state, user_id).await?;
-    leave_rooms_after_deactivation(&state, user_id, rooms).await?;
+    leave_rooms_after_deactivation(&state, user_id, rooms).await;
     // Deactivation already removed the user's sessions; this is for symmetry.
     auth::finish_uia(&state, passed).await?;
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
@@ -344,12 +345,14 @@ pub async fn deactivate_account(services: &Services, user_id: &UserId) -> Result
         .collect())
 }
 
-/// Leave the rooms of a deactivated account. This is the hook for the room service's
-/// membership path; until it is wired here, a deactivated user stays listed in the rooms it
-/// was in (it cannot act in them: it has no tokens).
-async fn leave_rooms_after_deactivation(_services: &Services, user_id: &UserId, rooms: Vec<OwnedRoomId>) -> Result<()> {
-    if !rooms.is_empty() {
-        tracing::warn!(user = %user_id, rooms = rooms.len(), "deactivated account keeps its room memberships");
+/// Leave the rooms of a deactivated account (rejecting invites, rescinding knocks), so that
+/// it no longer counts as a member anywhere. A room that refuses is logged and skipped: the
+/// account is deactivated either way.
+async fn leave_rooms_after_deactivation(services: &Services, user_id: &UserId, rooms: Vec<OwnedRoomId>) {
+    for room_id in rooms {
+        let left = services.rooms.update_membership(&room_id, user_id, user_id, MembershipAction::Leave, None).await;
+        if let Err(error) = left {
+            tracing::warn!(user = %user_id, room = %room_id, %error, "deactivated account could not leave a room");
+        }
     }
-    Ok(())
 }

@@ -22,6 +22,7 @@ both_backends!(
     uia_sessions_are_bound_to_their_operation,
     password_change,
     deactivation,
+    deactivation_leaves_rooms,
     account_data,
     shared_secret_registration,
     shared_secret_registration_disabled,
@@ -588,6 +589,40 @@ async fn deactivation(backend: Backend) {
     assert!(user.deactivated && user.password_hash.is_none());
     assert!(api.store().list_devices("@alice:example.org").await.unwrap().is_empty());
     assert!(api.store().get_account_data("@alice:example.org", "", "org.example.x").await.unwrap().is_none());
+}
+
+/// The user's membership in a room, from the membership table.
+async fn membership(api: &TestApi, user_id: &str, room_id: &str) -> Option<String> {
+    let rooms = api.store().rooms_for_user(user_id).await.unwrap();
+    rooms.into_iter().find(|(room, _, _, _)| room == room_id).map(|(_, membership, _, _)| membership)
+}
+
+async fn deactivation_leaves_rooms(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "secret").await;
+    let bob = api.register("bob", "bobpw").await;
+    let carol = api.register("carol", "carolpw").await;
+    let created = api.post("/_matrix/client/v3/createRoom", carol.token(), json!({"preset": "public_chat"})).await;
+    created.assert_status(StatusCode::OK);
+    let room_id = created.body["room_id"].as_str().unwrap().to_owned();
+    api.post(&format!("/_matrix/client/v3/rooms/{room_id}/join"), alice.token(), json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    api.post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), carol.token(), json!({"user_id": bob.user_id}))
+        .await
+        .assert_status(StatusCode::OK);
+    assert_eq!(membership(&api, &alice.user_id, &room_id).await.as_deref(), Some("join"));
+    assert_eq!(membership(&api, &bob.user_id, &room_id).await.as_deref(), Some("invite"));
+
+    for (session, password) in [(&alice, "secret"), (&bob, "bobpw")] {
+        let auth = password_auth(&session.user_id, password, None);
+        api.post("/_matrix/client/v3/account/deactivate", session.token(), json!({"auth": auth}))
+            .await
+            .assert_status(StatusCode::OK);
+    }
+    assert_eq!(membership(&api, &alice.user_id, &room_id).await.as_deref(), Some("leave"), "joined room left");
+    assert_eq!(membership(&api, &bob.user_id, &room_id).await.as_deref(), Some("leave"), "invite rejected");
+    assert_eq!(membership(&api, &carol.user_id, &room_id).await.as_deref(), Some("join"));
 }
 
 async fn account_data(backend: Backend) {

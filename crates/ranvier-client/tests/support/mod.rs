@@ -118,7 +118,9 @@ impl TestApi {
         let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
         let sync = SyncService::new(store.clone(), rooms.clone());
         let ratelimit = RateLimiter::new(&config.rate_limits);
-        let services = Services { config, server_name, store, rooms, sync, auth: Auth::with_fast_hashing(), ratelimit };
+        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
+        let services =
+            Services { config, server_name, store, rooms, sync, e2ee, auth: Auth::with_fast_hashing(), ratelimit };
         let state = AppState(Arc::new(services));
         let router = ranvier_client::router(state.clone());
         Some(Self { state, router, _dir: dir, postgres })
