@@ -810,6 +810,25 @@ async fn rate_limits(backend: Backend) {
         .assert_error(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
     api.send("POST", REGISTER, None, Some(&body), Some(there)).await.assert_status(StatusCode::UNAUTHORIZED);
 
+    // Password guesses against one account are limited wherever they come from, at login
+    // and in UIA alike.
+    let hash = api.state.auth.hash_password("secret".into()).await.unwrap();
+    assert!(api.store().create_user("@victim:example.org", Some(&hash), false).await.unwrap());
+    let third: std::net::SocketAddr = "10.0.0.3:5000".parse().unwrap();
+    let login = api.send("POST", LOGIN, None, Some(&login_body("victim", "secret", None)), Some(third)).await;
+    login.assert_status(StatusCode::OK);
+    let token = login.body["access_token"].as_str().unwrap().to_owned();
+    let guess = json!({"auth": password_auth("victim", "guess", None)});
+    let first = api.delete("/_matrix/client/v3/devices/OTHER", Some(&token), guess.clone()).await;
+    assert_eq!(first.body["errcode"], "M_FORBIDDEN");
+    api.delete("/_matrix/client/v3/devices/OTHER", Some(&token), guess)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    let fourth: std::net::SocketAddr = "10.0.0.4:5000".parse().unwrap();
+    api.send("POST", LOGIN, None, Some(&login_body("victim", "secret", None)), Some(fourth))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+
     // The limiter is open to other endpoints, e.g. sending messages per user.
     use ranvier_client::ratelimit::RateLimitKind;
     for _ in 0..50 {
