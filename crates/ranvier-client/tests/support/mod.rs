@@ -13,11 +13,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use http::{HeaderMap, Request, StatusCode};
-use ranvier_client::{AppState, Services, auth::Auth, ratelimit::RateLimiter};
+use ranvier_client::{AppState, Services, auth::Auth};
 use ranvier_core::Config;
-use ranvier_rooms::Rooms;
 use ranvier_store::Store;
-use ranvier_sync::SyncService;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -113,14 +111,10 @@ impl TestApi {
         };
         config.database.url = Some(url.clone());
         let store = Store::open(&url, 4).await.expect("open store");
-        let server_name: ruma::OwnedServerName = SERVER_NAME.try_into().expect("server name");
         let signing_key = ranvier_rooms::keys::load_or_generate(&dir.path().join("signing.key")).expect("signing key");
-        let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
-        let sync = SyncService::new(store.clone(), rooms.clone());
-        let ratelimit = RateLimiter::new(&config.rate_limits);
-        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
-        let services =
-            Services { config, server_name, store, rooms, sync, e2ee, auth: Auth::with_fast_hashing(), ratelimit };
+        config.server_name = SERVER_NAME.to_owned();
+        let mut services = Services::new(config, store, signing_key).expect("services");
+        services.auth = Auth::with_fast_hashing();
         let state = AppState(Arc::new(services));
         let router = ranvier_client::router(state.clone());
         Some(Self { state, router, _dir: dir, postgres })
