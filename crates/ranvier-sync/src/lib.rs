@@ -17,11 +17,16 @@
 
 pub mod cache;
 pub mod filter;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod format;
 pub mod history;
 pub mod response;
 pub mod sync;
 pub mod timeline;
+
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Duration};
 
