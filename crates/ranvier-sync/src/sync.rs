@@ -131,8 +131,10 @@ impl SyncService {
             match membership.membership.as_str() {
                 "join" => {
                     let room_since = match since_events {
-                        // A room joined since the last sync is new to the client: send it whole.
                         Some(since) if membership.stream_ordering <= since => Some(since),
+                        // A room joined since the last sync is new to the client: send it whole.
+                        // A join that only changed a display name or avatar is not a new join.
+                        Some(since) if self.was_joined_at(&membership.room_id, user_id, since).await? => Some(since),
                         _ => None,
                     };
                     let wanted = room_since.is_none()
@@ -346,6 +348,17 @@ impl SyncService {
             return Ok(None);
         }
         Ok(Some(RoomOutcome::Joined(plan.room_id, room)))
+    }
+
+    /// Whether the user's membership at `position` was `join`, from their own member events.
+    async fn was_joined_at(&self, room_id: &str, user_id: &str, position: i64) -> Result<bool> {
+        let history = self.store().member_event_history(room_id, user_id).await?;
+        let last = history.iter().rev().find(|(stream_ordering, _)| *stream_ordering <= position);
+        Ok(last.is_some_and(|(_, pdu)| {
+            serde_json::from_str::<Value>(pdu)
+                .ok()
+                .is_some_and(|pdu| pdu.pointer("/content/membership").and_then(Value::as_str) == Some("join"))
+        }))
     }
 
     /// The state before `first` (the first timeline event), or the state at `up_to` when the

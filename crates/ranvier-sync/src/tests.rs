@@ -386,8 +386,17 @@ async fn invites_joins_and_leaves() {
         assert!(everything.is_superset(&set(&CREATION)));
         assert!(everything.contains("m.room.name|"));
 
-        // Leaving reports the room under `leave`, up to the leave.
+        // A profile change is not a new join: the room stays incremental.
         let since = joined["next_batch"].as_str().expect("next").to_owned();
+        a.write(&store, CAROL, "m.room.member", Some(CAROL), json!({"membership": "join", "displayname": "C"})).await;
+        let renamed = sync(&sync_service, CAROL, Some(&since)).await;
+        let room = &renamed["rooms"]["join"]["!a:test"];
+        assert_eq!(bodies(&room["timeline"]["events"]), vec!["m.room.member|@carol:test"]);
+        assert_eq!(room["timeline"]["limited"], json!(false));
+        assert_eq!(room["state"]["events"], json!([]));
+
+        // Leaving reports the room under `leave`, up to the leave.
+        let since = renamed["next_batch"].as_str().expect("next").to_owned();
         a.message(&store, ALICE, "last seen").await;
         a.membership(&store, CAROL, CAROL, "leave").await;
         a.message(&store, ALICE, "after carol left").await;
