@@ -69,7 +69,9 @@ mod tests {
         let rooms = Rooms::new(store.clone(), server_name.clone(), key);
         let sync = SyncService::new(store.clone(), rooms.clone());
         let ratelimit = RateLimiter::new(&config.rate_limits);
-        let services = Services { config, server_name, store, rooms, sync, auth: Auth::with_fast_hashing(), ratelimit };
+        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
+        let auth = Auth::with_fast_hashing();
+        let services = Services { config, server_name, store, rooms, sync, e2ee, auth, ratelimit };
         crate::router(AppState(Arc::new(services)))
     }
 

@@ -291,6 +291,21 @@ async fn long_poll_wakes_for_the_user_and_times_out_otherwise() {
         let woken = waiter.await.expect("join");
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         assert_eq!(bodies(&woken["rooms"]["join"]["!a:test"]["timeline"]["events"]), vec!["wake up"]);
+
+        // An invite into a room she is not in yet wakes her too.
+        let since = woken["next_batch"].as_str().expect("next").to_owned();
+        let started = Instant::now();
+        let waiter = {
+            let sync_service = sync_service.clone();
+            tokio::spawn(async move { sync_with(&sync_service, ALICE, "DEV", Some(&since), json!({}), 20_000).await })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        other.message(&store, BOB, "still not for alice").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        other.membership(&store, BOB, ALICE, "invite").await;
+        let invited = waiter.await.expect("join");
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        assert!(invited["rooms"]["invite"].get("!other:test").is_some(), "{invited}");
     })
     .await;
 }
@@ -319,6 +334,7 @@ async fn lazy_loading_sends_only_the_senders_members_once() {
         assert!(!state.contains("m.room.member|@carol:test"), "{state:?}");
         assert!(state.contains("m.room.create|"));
         assert_eq!(room["summary"]["m.joined_member_count"], json!(3));
+        assert_eq!(room["summary"]["m.heroes"], json!([BOB, CAROL]));
 
         // Carol speaks: her member event comes with her message, once.
         let since = initial["next_batch"].as_str().expect("next").to_owned();
