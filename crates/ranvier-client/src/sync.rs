@@ -19,7 +19,10 @@ async fn sync(State(state): State<AppState>, req: Authed<v3::Request>) -> Result
     let body = req.body;
     let filter = match body.filter {
         None => FilterDefinition::default(),
-        Some(v3::Filter::FilterDefinition(definition)) => definition,
+        Some(v3::Filter::FilterDefinition(definition)) => {
+            ranvier_sync::filter::validate(&definition)?;
+            definition
+        }
         Some(v3::Filter::FilterId(id)) => state.sync.stored_or_inline_filter(&user_id, &id).await?,
         Some(_) => FilterDefinition::default(),
     };
@@ -246,6 +249,13 @@ mod tests {
                 )
                 .await;
             assert_eq!((status, error["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_BAD_JSON")));
+            let (status, error) = alice
+                .call(Method::POST, &format!("/v3/user/{}/filter", alice.user_id), Some(json!({"event_format": "xml"})))
+                .await;
+            assert_eq!((status, error["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")));
+            let (status, error) =
+                alice.call(Method::POST, &format!("/v3/user/{}/filter", bob.user_id), Some(json!({}))).await;
+            assert_eq!((status, error["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
             let (status, error) = alice.call(Method::GET, &format!("/v3/user/{}/filter/77", alice.user_id), None).await;
             assert_eq!((status, error["errcode"].as_str()), (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")));
             let carol = user(&app, &store, "carol").await;

@@ -105,6 +105,7 @@ impl SyncService {
 
     /// Store a filter and return its id.
     pub async fn create_filter(&self, user_id: &str, filter: &FilterDefinition) -> Result<String> {
+        filter::validate(filter)?;
         let json = serde_json::to_string(filter).map_err(|e| Error::internal(format!("serialise filter: {e}")))?;
         Ok(self.store().create_filter(user_id, &json).await?.to_string())
     }
