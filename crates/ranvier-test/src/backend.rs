@@ -224,7 +224,10 @@ mod tests {
     #[test]
     fn database_name_is_replaced_in_urls() {
         assert_eq!(with_database("postgres://postgres@127.0.0.1/postgres", "x"), "postgres://postgres@127.0.0.1/x");
-        assert_eq!(with_database("postgres://u:p@h:5433/db?sslmode=disable", "y"), "postgres://u:p@h:5433/y?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u:p@h:5433/db?sslmode=disable", "y"),
+            "postgres://u:p@h:5433/y?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://postgres@127.0.0.1", "z"), "postgres://postgres@127.0.0.1/z");
     }
 

@@ -241,7 +241,14 @@ impl TestServer {
     }
 
     /// Set a state event; returns the event id.
-    pub async fn set_state(&self, user: &User, room_id: &str, event_type: &str, state_key: &str, content: &Value) -> String {
+    pub async fn set_state(
+        &self,
+        user: &User,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> String {
         let path = state_path(room_id, event_type, state_key);
         let response = self.expect_ok(Method::PUT, &path, Some(content), Some(&user.access_token)).await;
         string_field(&response, "event_id")
@@ -269,7 +276,13 @@ impl TestServer {
     }
 
     /// `GET /sync` long-polling for up to `timeout_ms`.
-    pub async fn sync_with_timeout(&self, user: &User, since: Option<&str>, filter: Option<&Value>, timeout_ms: u64) -> Value {
+    pub async fn sync_with_timeout(
+        &self,
+        user: &User,
+        since: Option<&str>,
+        filter: Option<&Value>,
+        timeout_ms: u64,
+    ) -> Value {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
         if let Some(since) = since {
             path.push_str(&format!("&since={}", encode(since)));
@@ -311,7 +324,10 @@ impl TestServer {
                 return events;
             }
             let end = end.unwrap_or_default();
-            assert!(seen_tokens.insert(end.clone()), "/messages returned the `end` token {end} twice: pagination loops");
+            assert!(
+                seen_tokens.insert(end.clone()),
+                "/messages returned the `end` token {end} twice: pagination loops"
+            );
             query.from = Some(end);
         }
         panic!("/messages did not finish after 10,000 pages");

@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use ranvier_test::{Backend, Method, MessagesQuery, TestServer, User, backend_tests, encode, txn_id};
+use ranvier_test::{Backend, MessagesQuery, Method, TestServer, User, backend_tests, encode, txn_id};
 use serde_json::{Value, json};
 
 use crate::start;
@@ -35,7 +35,9 @@ fn assert_in_order(timeline: &[String], expected: &[String]) {
         match timeline[position..].iter().position(|candidate| candidate == id) {
             Some(offset) => position += offset + 1,
             None if timeline.contains(id) => panic!("event {id} is out of order in the timeline"),
-            None => panic!("acknowledged event {id} was lost ({} of {} in the timeline)", timeline.len(), expected.len()),
+            None => {
+                panic!("acknowledged event {id} was lost ({} of {} in the timeline)", timeline.len(), expected.len())
+            }
         }
     }
 }
@@ -43,7 +45,9 @@ fn assert_in_order(timeline: &[String], expected: &[String]) {
 /// Send one message with a given transaction id; returns the event id.
 async fn send_with_txn(server: &TestServer, user: &User, room: &str, txn: &str, body: &str) -> String {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", encode(room), encode(txn));
-    let reply = server.expect_ok(Method::PUT, &path, Some(&json!({"msgtype": "m.text", "body": body})), Some(&user.access_token)).await;
+    let reply = server
+        .expect_ok(Method::PUT, &path, Some(&json!({"msgtype": "m.text", "body": body})), Some(&user.access_token))
+        .await;
     reply["event_id"].as_str().unwrap_or_else(|| panic!("no event_id: {reply}")).to_owned()
 }
 
@@ -120,9 +124,11 @@ async fn concurrent_writes_survive_kill(backend: Backend) {
                 if killed.load(Ordering::SeqCst) {
                     return;
                 }
-                let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", encode(&rooms[room_index]), txn_id());
+                let path =
+                    format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", encode(&rooms[room_index]), txn_id());
                 let body = json!({"msgtype": "m.text", "body": format!("{name} {i}")}).to_string().into_bytes();
-                let Ok(reply) = server.try_request(Method::PUT, &path, Some(body), Some("application/json"), Some(&token)).await
+                let Ok(reply) =
+                    server.try_request(Method::PUT, &path, Some(body), Some("application/json"), Some(&token)).await
                 else {
                     // The connection died with the server: this one was never acknowledged.
                     assert!(killed.load(Ordering::SeqCst), "a request failed before the server was killed");
@@ -155,7 +161,12 @@ async fn concurrent_writes_survive_kill(backend: Backend) {
         let expected: Vec<String> = acked.iter().filter(|(i, _)| *i == index).map(|(_, id)| id.clone()).collect();
         let present: HashSet<&String> = timeline.iter().collect();
         let lost: Vec<&String> = expected.iter().filter(|id| !present.contains(id)).collect();
-        assert!(lost.is_empty(), "room {index}: {} of {} acknowledged events lost: {lost:?}", lost.len(), expected.len());
+        assert!(
+            lost.is_empty(),
+            "room {index}: {} of {} acknowledged events lost: {lost:?}",
+            lost.len(),
+            expected.len()
+        );
     }
     // The server works normally after the crash.
     let last = server.send_text(&bob, &rooms[0], "still here").await;

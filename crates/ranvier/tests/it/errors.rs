@@ -39,7 +39,8 @@ async fn access_token_errors(backend: Backend) {
     assert_error(&reply, 401, "M_UNKNOWN_TOKEN", "unknown token in the query string");
 
     let alice = server.register("alice").await;
-    let reply = server.request(Method::POST, "/_matrix/client/v3/logout", Some(&json!({})), Some(&alice.access_token)).await;
+    let reply =
+        server.request(Method::POST, "/_matrix/client/v3/logout", Some(&json!({})), Some(&alice.access_token)).await;
     assert_eq!(reply.0, 200, "logout: {}", reply.1);
     let reply = server.request(Method::GET, whoami, None, Some(&alice.access_token)).await;
     assert_error(&reply, 401, "M_UNKNOWN_TOKEN", "token after logout");
@@ -62,20 +63,38 @@ async fn not_json_and_bad_json(backend: Backend) {
     let server = start(backend).await;
     let register = "/_matrix/client/v3/register";
     for body in [&b"{\"username\":"[..], b"not json at all", b"{'single': 'quotes'}"] {
-        let reply = server.request_raw(Method::POST, register, Some(body.to_vec()), Some("application/json"), None).await;
+        let reply =
+            server.request_raw(Method::POST, register, Some(body.to_vec()), Some("application/json"), None).await;
         assert_error(&reply, 400, "M_NOT_JSON", &format!("register with {:?}", String::from_utf8_lossy(body)));
     }
-    let reply = server.request(Method::POST, register, Some(&json!({"username": 42, "auth": {"type": "m.login.dummy"}})), None).await;
+    let reply = server
+        .request(Method::POST, register, Some(&json!({"username": 42, "auth": {"type": "m.login.dummy"}})), None)
+        .await;
     assert_error(&reply, 400, "M_BAD_JSON", "register with a number for a username");
-    let reply = server.request(Method::POST, "/_matrix/client/v3/login", Some(&json!({"type": "m.login.password", "password": ["x"]})), None).await;
+    let reply = server
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            Some(&json!({"type": "m.login.password", "password": ["x"]})),
+            None,
+        )
+        .await;
     assert_error(&reply, 400, "M_BAD_JSON", "login with a list for a password");
 
     let alice = server.register("alice").await;
     let reply = server
-        .request_raw(Method::POST, "/_matrix/client/v3/createRoom", Some(b"{".to_vec()), Some("application/json"), Some(&alice.access_token))
+        .request_raw(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(b"{".to_vec()),
+            Some("application/json"),
+            Some(&alice.access_token),
+        )
         .await;
     assert_error(&reply, 400, "M_NOT_JSON", "createRoom with a truncated body");
-    let reply = server.request(Method::POST, "/_matrix/client/v3/createRoom", Some(&json!({"name": 5})), Some(&alice.access_token)).await;
+    let reply = server
+        .request(Method::POST, "/_matrix/client/v3/createRoom", Some(&json!({"name": 5})), Some(&alice.access_token))
+        .await;
     assert_error(&reply, 400, "M_BAD_JSON", "createRoom with a number for a name");
 
     let room = server.create_room(&alice, json!({})).await;
@@ -85,7 +104,13 @@ async fn not_json_and_bad_json(backend: Backend) {
         assert_error(&reply, 400, "M_BAD_JSON", &format!("event content {content}"));
     }
     let reply = server
-        .request_raw(Method::PUT, &send_path(&room), Some(b"{\"body\": ".to_vec()), Some("application/json"), Some(&alice.access_token))
+        .request_raw(
+            Method::PUT,
+            &send_path(&room),
+            Some(b"{\"body\": ".to_vec()),
+            Some("application/json"),
+            Some(&alice.access_token),
+        )
         .await;
     assert_error(&reply, 400, "M_NOT_JSON", "truncated event content");
 }
@@ -98,7 +123,8 @@ async fn forbidden(backend: Backend) {
     let room = server.create_room(&alice, json!({"preset": "private_chat"})).await;
     let token = Some(eve.access_token.as_str());
 
-    let reply = server.request(Method::PUT, &send_path(&room), Some(&json!({"msgtype": "m.text", "body": "hi"})), token).await;
+    let reply =
+        server.request(Method::PUT, &send_path(&room), Some(&json!({"msgtype": "m.text", "body": "hi"})), token).await;
     assert_error(&reply, 403, "M_FORBIDDEN", "sending to a room one is not in");
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic", encode(&room));
     let reply = server.request(Method::PUT, &path, Some(&json!({"topic": "mine now"})), token).await;
@@ -171,7 +197,12 @@ async fn registration_errors(backend: Backend) {
         assert_error(&reply, 400, "M_INVALID_USERNAME", &format!("username {name:?}"));
     }
     let available = |name: &str| format!("/_matrix/client/v3/register/available?username={}", encode(name));
-    assert_error(&server.request(Method::GET, &available("alice"), None, None).await, 400, "M_USER_IN_USE", "available(alice)");
+    assert_error(
+        &server.request(Method::GET, &available("alice"), None, None).await,
+        400,
+        "M_USER_IN_USE",
+        "available(alice)",
+    );
     assert_error(
         &server.request(Method::GET, &available("bad name"), None, None).await,
         400,
@@ -189,7 +220,8 @@ async fn event_too_large(backend: Backend) {
     let room = server.create_room(&alice, json!({})).await;
     let token = Some(alice.access_token.as_str());
     let big = "x".repeat(70_000);
-    let reply = server.request(Method::PUT, &send_path(&room), Some(&json!({"msgtype": "m.text", "body": big})), token).await;
+    let reply =
+        server.request(Method::PUT, &send_path(&room), Some(&json!({"msgtype": "m.text", "body": big})), token).await;
     assert_error(&reply, 413, "M_TOO_LARGE", "a 70 kB message");
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic", encode(&room));
     let reply = server.request(Method::PUT, &path, Some(&json!({"topic": big})), token).await;
@@ -227,7 +259,13 @@ async fn rate_limited(backend: Backend) {
     for i in 0..12 {
         let content = json!({"msgtype": "m.text", "body": format!("message {i}")});
         let reply = server
-            .request_full(Method::PUT, &send_path(&room), Some(content.to_string().into_bytes()), Some("application/json"), Some(&alice.access_token))
+            .request_full(
+                Method::PUT,
+                &send_path(&room),
+                Some(content.to_string().into_bytes()),
+                Some("application/json"),
+                Some(&alice.access_token),
+            )
             .await;
         statuses.push(reply.status);
         if reply.status == 429 && limited.is_none() {
@@ -255,7 +293,10 @@ async fn rate_limited(backend: Backend) {
         }
         login_statuses.push(reply.0);
     }
-    assert!(login_statuses.contains(&429), "10 logins at once with a burst of 3 were never limited: {login_statuses:?}");
+    assert!(
+        login_statuses.contains(&429),
+        "10 logins at once with a burst of 3 were never limited: {login_statuses:?}"
+    );
 }
 
 /// Parameters with the wrong value are `400 M_INVALID_PARAM`; an unknown room version is
@@ -274,7 +315,9 @@ async fn invalid_params(backend: Backend) {
     assert_error(&reply, 400, "M_INVALID_PARAM", "/sync?timeout=soon");
     let reply = server.request(Method::PUT, &send_path("not-a-room-id"), Some(&json!({"body": "x"})), token).await;
     assert_error(&reply, 400, "M_INVALID_PARAM", "a malformed room id in the path");
-    let reply = server.request(Method::POST, "/_matrix/client/v3/createRoom", Some(&json!({"room_version": "999"})), token).await;
+    let reply = server
+        .request(Method::POST, "/_matrix/client/v3/createRoom", Some(&json!({"room_version": "999"})), token)
+        .await;
     assert_error(&reply, 400, "M_UNSUPPORTED_ROOM_VERSION", "createRoom with room version 999");
 }
 
@@ -443,7 +486,13 @@ async fn fuzz_never_500(backend: Backend) {
 
     // A wrong Content-Type or a method nobody uses is refused politely as well.
     let (status, body) = server
-        .request_raw(Method::POST, "/_matrix/client/v3/createRoom", Some(b"name=x".to_vec()), Some("application/x-www-form-urlencoded"), Some(&alice.access_token))
+        .request_raw(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(b"name=x".to_vec()),
+            Some("application/x-www-form-urlencoded"),
+            Some(&alice.access_token),
+        )
         .await;
     assert_not_server_error(status, &body, "createRoom with a form body");
     let weird = Method::from_bytes(b"BREW").unwrap_or(Method::OPTIONS);
@@ -453,7 +502,8 @@ async fn fuzz_never_500(backend: Backend) {
     assert!(server.is_running(), "the server survived the fuzzing\n{}", server.log_report());
     assert!(!server.log().contains("panicked"), "the server panicked\n{}", server.log_report());
     // And it still works.
-    let body = server.expect_ok(Method::GET, "/_matrix/client/v3/account/whoami", None, Some(&alice.access_token)).await;
+    let body =
+        server.expect_ok(Method::GET, "/_matrix/client/v3/account/whoami", None, Some(&alice.access_token)).await;
     assert_eq!(body["user_id"].as_str(), Some(alice.user_id.as_str()), "{body}");
 }
 

@@ -40,7 +40,8 @@ async fn data_survives_restart_and_kill(backend: Backend) {
 
 /// `RANVIER_*` overrides given to the builder reach the server.
 async fn builder_env_reaches_server(backend: Backend) {
-    let server = builder(backend).server_name("example.test").env("RANVIER_REGISTRATION__ENABLED", "false").start().await;
+    let server =
+        builder(backend).server_name("example.test").env("RANVIER_REGISTRATION__ENABLED", "false").start().await;
     assert_eq!(server.server_name(), "example.test");
     let body = serde_json::json!({"username": "bob", "password": "pw", "auth": {"type": "m.login.dummy"}});
     let (status, response) = server.request(Method::POST, "/_matrix/client/v3/register", Some(&body), None).await;

@@ -7,14 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ranvier_test::{Backend, Method, MessagesQuery, TestServer, User, backend_tests, encode, password_for};
+use ranvier_test::{Backend, MessagesQuery, Method, TestServer, User, backend_tests, encode, password_for};
 use serde_json::{Value, json};
 
 use crate::start;
 
 /// The timeline events of `room` in a sync response (empty if the room is absent).
 fn timeline<'a>(sync: &'a Value, room: &str) -> Vec<&'a Value> {
-    sync["rooms"]["join"][room]["timeline"]["events"].as_array().map(|events| events.iter().collect()).unwrap_or_default()
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|events| events.iter().collect())
+        .unwrap_or_default()
 }
 
 /// The `body` of each `m.room.message` among `events`.
@@ -56,9 +59,8 @@ async fn register_and_create_rooms(backend: Backend) -> Session {
     assert_eq!(again.user_id, alice.user_id);
     assert_ne!(again.access_token, alice.access_token, "each login has its own token");
 
-    let general = server
-        .create_room(&alice, json!({"name": "General", "topic": "Everything", "preset": "private_chat"}))
-        .await;
+    let general =
+        server.create_room(&alice, json!({"name": "General", "topic": "Everything", "preset": "private_chat"})).await;
     let lobby = server.create_room(&alice, json!({"name": "Lobby", "preset": "public_chat"})).await;
     assert_ne!(general, lobby);
     assert!(general.starts_with('!'), "room ids start with '!': {general}");
@@ -84,9 +86,12 @@ async fn register_and_create_rooms(backend: Backend) -> Session {
     ] {
         assert!(kinds.contains(&expected), "{expected:?} is in the room state: {kinds:?}");
     }
-    let joined = server.expect_ok(Method::GET, "/_matrix/client/v3/joined_rooms", None, Some(&alice.access_token)).await;
-    let joined: HashSet<&str> =
-        joined["joined_rooms"].as_array().map(|rooms| rooms.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let joined =
+        server.expect_ok(Method::GET, "/_matrix/client/v3/joined_rooms", None, Some(&alice.access_token)).await;
+    let joined: HashSet<&str> = joined["joined_rooms"]
+        .as_array()
+        .map(|rooms| rooms.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     assert_eq!(joined, HashSet::from([general.as_str(), lobby.as_str()]));
     Session { server, alice, bob, general, lobby }
 }
@@ -144,15 +149,21 @@ async fn sync_with_filters(s: &Session) {
     let sync = server.sync(bob, None, Some(&json!({"room": {"rooms": [lobby]}}))).await;
     assert_eq!(joined_rooms(&sync), vec![lobby.clone()], "the rooms filter keeps only the lobby: {sync}");
 
-    let sync = server.sync(bob, None, Some(&json!({"room": {"timeline": {"types": ["m.room.message"], "limit": 50}}}))).await;
+    let sync =
+        server.sync(bob, None, Some(&json!({"room": {"timeline": {"types": ["m.room.message"], "limit": 50}}}))).await;
     let events = timeline(&sync, general);
     assert_eq!(bodies(events.iter().copied()).len(), 5, "all five messages pass the types filter: {sync}");
     assert!(events.iter().all(|event| event["type"] == "m.room.message"), "only messages: {sync}");
 
-    let sync = server.sync(bob, None, Some(&json!({"room": {"timeline": {"not_senders": [alice.user_id], "limit": 50}}}))).await;
+    let sync = server
+        .sync(bob, None, Some(&json!({"room": {"timeline": {"not_senders": [alice.user_id], "limit": 50}}})))
+        .await;
     for room in [general, lobby] {
         let events = timeline(&sync, room);
-        assert!(events.iter().all(|event| event["sender"] != alice.user_id.as_str()), "not_senders drops alice: {sync}");
+        assert!(
+            events.iter().all(|event| event["sender"] != alice.user_id.as_str()),
+            "not_senders drops alice: {sync}"
+        );
         assert!(
             events.iter().any(|event| event["sender"] == bob.user_id.as_str()),
             "bob's own join remains in {room}: {sync}"
@@ -200,8 +211,9 @@ async fn paginate_hundreds(s: &Session) {
     assert_eq!(bodies(&forward), sent, "forward pagination returns every message, oldest first");
     assert_eq!(forward.len(), backward.len(), "both directions see the same events");
 
-    let filtered =
-        server.paginate(bob, lobby, &MessagesQuery::backward(None, 25).filter(json!({"types": ["m.room.message"]}))).await;
+    let filtered = server
+        .paginate(bob, lobby, &MessagesQuery::backward(None, 25).filter(json!({"types": ["m.room.message"]})))
+        .await;
     assert!(filtered.iter().all(|event| event["type"] == "m.room.message"), "the types filter applies to /messages");
     assert_eq!(filtered.len(), COUNT);
 
@@ -229,18 +241,28 @@ async fn error_codes(s: &Session) {
     let Session { server, alice, general, .. } = s;
     let eve = server.register("eve").await;
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/eve1", encode(general));
-    let (status, body) = server.request(Method::PUT, &path, Some(&json!({"msgtype": "m.text", "body": "hi"})), Some(&eve.access_token)).await;
+    let (status, body) = server
+        .request(Method::PUT, &path, Some(&json!({"msgtype": "m.text", "body": "hi"})), Some(&eve.access_token))
+        .await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
     let path = format!("/_matrix/client/v3/rooms/{}/state/org.example.nothing", encode(general));
     let (status, body) = server.request(Method::GET, &path, None, Some(&alice.access_token)).await;
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
-    let (status, body) = server.request(Method::GET, "/_matrix/client/v3/nothing_here", None, Some(&alice.access_token)).await;
+    let (status, body) =
+        server.request(Method::GET, "/_matrix/client/v3/nothing_here", None, Some(&alice.access_token)).await;
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")), "{body}");
     let (status, body) = server
-        .request_raw(Method::POST, "/_matrix/client/v3/createRoom", Some(b"{".to_vec()), Some("application/json"), Some(&alice.access_token))
+        .request_raw(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(b"{".to_vec()),
+            Some("application/json"),
+            Some(&alice.access_token),
+        )
         .await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_NOT_JSON")), "{body}");
-    let (status, _) = server.request(Method::POST, "/_matrix/client/v3/logout", Some(&json!({})), Some(&eve.access_token)).await;
+    let (status, _) =
+        server.request(Method::POST, "/_matrix/client/v3/logout", Some(&json!({})), Some(&eve.access_token)).await;
     assert_eq!(status, 200);
     let (status, body) = server.request(Method::GET, "/_matrix/client/v3/sync", None, Some(&eve.access_token)).await;
     assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{body}");

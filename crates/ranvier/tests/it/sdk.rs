@@ -62,7 +62,11 @@ async fn register(server: &TestServer, name: &str) -> Client {
         .await
         .unwrap_or_else(|e| panic!("register {name}: {e}\n{}", server.log_report()));
     assert_eq!(response.user_id.as_str(), server.user_id(name));
-    assert_eq!(client.user_id().map(|id| id.as_str().to_owned()), Some(server.user_id(name)), "the client is logged in");
+    assert_eq!(
+        client.user_id().map(|id| id.as_str().to_owned()),
+        Some(server.user_id(name)),
+        "the client is logged in"
+    );
     client
 }
 
@@ -110,7 +114,8 @@ async fn main_flows(backend: Backend) {
     let invited = bob.get_room(&room_id).unwrap_or_else(|| panic!("bob knows the room after the invite"));
     assert_eq!(invited.state(), RoomState::Invited);
 
-    let joined = bob.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("bob joins: {e}\n{}", server.log_report()));
+    let joined =
+        bob.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("bob joins: {e}\n{}", server.log_report()));
     assert_eq!(joined.state(), RoomState::Joined);
     sync(&bob, &server).await;
 
@@ -148,7 +153,9 @@ async fn paginate_hundreds(backend: Backend) {
     sync(&alice, &server).await;
     let room = alice.create_room(CreateRoomRequest::new()).await.unwrap_or_else(|e| panic!("create room: {e}"));
     let room_id = room.room_id().to_owned();
-    room.invite_user_by_id(bob.user_id().unwrap_or_else(|| panic!("bob is logged in"))).await.unwrap_or_else(|e| panic!("invite: {e}"));
+    room.invite_user_by_id(bob.user_id().unwrap_or_else(|| panic!("bob is logged in")))
+        .await
+        .unwrap_or_else(|e| panic!("invite: {e}"));
     sync(&bob, &server).await;
     bob.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("join: {e}\n{}", server.log_report()));
 
@@ -166,7 +173,8 @@ async fn paginate_hundreds(backend: Backend) {
         let mut options = MessagesOptions::backward();
         options.limit = UInt::from(50u32);
         options.from = from.take();
-        let page = bob_room.messages(options).await.unwrap_or_else(|e| panic!("messages: {e}\n{}", server.log_report()));
+        let page =
+            bob_room.messages(options).await.unwrap_or_else(|e| panic!("messages: {e}\n{}", server.log_report()));
         pages += 1;
         assert!(pages < 100, "pagination does not end");
         assert!(page.chunk.len() <= 50, "a page holds at most the limit");
