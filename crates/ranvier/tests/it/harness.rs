@@ -49,4 +49,18 @@ async fn builder_env_reaches_server(backend: Backend) {
     assert_eq!(response["errcode"], Value::from("M_FORBIDDEN"));
 }
 
-backend_tests!(starts_and_logs, data_survives_restart_and_kill, builder_env_reaches_server);
+/// `RANVIER_CONFIG` (the environment form of `--config`) is not mistaken for a setting: with
+/// it set, the server still starts. The harness passes `--config` too, which takes precedence,
+/// so the value here is never read as a path.
+async fn config_variable_is_not_a_setting(backend: Backend) {
+    let server = builder(backend).env("RANVIER_CONFIG", "/nonexistent/ranvier.toml").start().await;
+    let (status, _) = server.request(Method::GET, "/_matrix/client/versions", None, None).await;
+    assert_eq!(status, 200);
+}
+
+backend_tests!(
+    starts_and_logs,
+    data_survives_restart_and_kill,
+    builder_env_reaches_server,
+    config_variable_is_not_a_setting
+);
