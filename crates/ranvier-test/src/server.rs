@@ -73,7 +73,11 @@ impl TestServerBuilder {
             starts: 0,
             database,
             dir: Some(dir),
+            // No connection reuse: a server that did not read a (malformed) body closes the
+            // connection after answering, and a restarted server has none of the old ones, so
+            // a pooled connection could fail a request that the server would have answered.
             http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap_or_else(|e| panic!("build HTTP client: {e}")),
@@ -329,8 +333,23 @@ impl TestServer {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        // A panic's backtrace can push its message out of the tail; show panics separately.
+        let mut panics = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("panicked at") {
+                panics.push_str(line);
+                panics.push('\n');
+                if let Some(message) = lines.get(i + 1) {
+                    panics.push_str(message);
+                    panics.push('\n');
+                }
+            }
+        }
+        if !panics.is_empty() {
+            panics = format!("---- the server panicked ----\n{panics}");
+        }
         format!(
-            "---- {} server log ({}, last {} lines) ----\n{}\n---- end of server log ----",
+            "{panics}---- {} server log ({}, last {} lines) ----\n{}\n---- end of server log ----",
             self.backend.name(),
             self.log_path().display(),
             tail.len(),
