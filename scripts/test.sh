@@ -23,4 +23,5 @@ case ",${RANVIER_TEST_BACKENDS}," in
 esac
 
 echo "scripts/test.sh: backends ${RANVIER_TEST_BACKENDS}"
-exec cargo test --workspace "$@"
+# --no-fail-fast: every test binary runs and reports, even after one has failed.
+exec cargo test --workspace --no-fail-fast "$@"
