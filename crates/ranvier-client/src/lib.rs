@@ -17,15 +17,18 @@ pub mod account;
 pub mod account_data;
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod device;
 pub mod discovery;
 pub mod filter;
+pub mod keys;
 pub mod membership;
 pub mod message;
 pub mod ratelimit;
 pub mod room;
 pub mod room_event;
 pub mod sync;
+pub mod to_device;
 
 use std::sync::Arc;
 
@@ -43,6 +46,7 @@ pub struct Services {
     pub store: Store,
     pub rooms: Rooms,
     pub sync: SyncService,
+    pub e2ee: ranvier_e2ee::E2ee,
     pub auth: auth::Auth,
     pub ratelimit: ratelimit::RateLimiter,
 }
@@ -82,6 +86,9 @@ pub fn router(state: AppState) -> Router {
     let router = room::routes(router);
     let router = room_event::routes(router);
     let router = sync::routes(router);
+    let router = keys::routes(router);
+    let router = to_device::routes(router);
+    let router = backup::routes(router);
     router
         .fallback(ranvier_http::fallback)
         .method_not_allowed_fallback(ranvier_http::route::method_not_allowed)

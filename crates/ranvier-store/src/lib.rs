@@ -20,6 +20,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod e2ee;
 pub mod events;
 pub mod filters;
 pub mod migrate;

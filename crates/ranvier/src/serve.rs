@@ -52,7 +52,8 @@ pub async fn serve(config: Config) -> Result<()> {
     let sync = SyncService::new(store.clone(), rooms.clone());
     let listen = config.listen.clone();
     let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
-    let services = Services { config, server_name, store, rooms, sync, auth: Default::default(), ratelimit };
+    let e2ee = ranvier_e2ee::E2ee::new(store.clone());
+    let services = Services { config, server_name, store, rooms, sync, e2ee, auth: Default::default(), ratelimit };
     let state = AppState(Arc::new(services));
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
     let app = ranvier_client::router(state).layer(cors);

@@ -1,0 +1,7 @@
+//! `/sendToDevice/{eventType}/{txnId}`.
+
+use crate::AppState;
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    router
+}
