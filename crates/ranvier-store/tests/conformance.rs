@@ -357,13 +357,15 @@ async fn filters_numbered_per_user(backend: Backend) {
     assert_eq!(get("@b:test", 1).await, None, "another user's filter id is not visible");
     assert_eq!(get("@a:test", -1).await, None);
 
-    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(create("@c:test", "{}"))).collect();
+    // Many more creations than pooled connections, so that some transactions keep losing the
+    // race for the next id while newer ones arrive: the id allocation must not give up.
+    let tasks: Vec<_> = (0..32).map(|_| tokio::spawn(create("@c:test", "{}"))).collect();
     let mut ids = Vec::new();
     for task in tasks {
         ids.push(task.await.unwrap_or_else(|e| panic!("filter task: {e}")));
     }
     ids.sort();
-    assert_eq!(ids, (0..8).collect::<Vec<i64>>(), "concurrent creations get distinct ids");
+    assert_eq!(ids, (0..32).collect::<Vec<i64>>(), "concurrent creations get distinct ids");
 }
 
 /// Registration tokens and the UIA sessions that hold their pending uses.
