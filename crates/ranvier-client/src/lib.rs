@@ -76,7 +76,7 @@ impl Services {
         let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
         let sync = SyncService::new(store.clone(), rooms.clone());
         let e2ee = ranvier_e2ee::E2ee::new(store.clone());
-        let social = ranvier_social::Social::new(store.clone(), rooms.clone());
+        let social = ranvier_social::Social::new(store.clone(), rooms.clone(), config.presence.clone());
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
         Ok(Self { config, server_name, store, rooms, sync, e2ee, social, auth: Default::default(), ratelimit })
     }

@@ -47,6 +47,8 @@ impl StreamKind {
         match self {
             StreamKind::Events => Some("SELECT MAX(stream_ordering) FROM events"),
             StreamKind::AccountData => Some("SELECT MAX(stream_pos) FROM account_data"),
+            StreamKind::Receipts => Some("SELECT MAX(stream_pos) FROM receipts"),
+            StreamKind::Presence => Some("SELECT MAX(stream_pos) FROM presence"),
             // Streams whose tables arrive with later features start at 0 until they add a
             // query here.
             _ => None,

@@ -1,0 +1,100 @@
+//! The last persisted presence of each user. Only changes of state or status message are
+//! written; the presence service keeps everything else in memory.
+
+use ranvier_core::{Result, error::Context};
+
+use crate::Store;
+
+/// A user's persisted presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceRow {
+    pub user_id: String,
+    /// `online`, `unavailable` or `offline`.
+    pub state: String,
+    pub status_msg: Option<String>,
+    pub last_active_ts: i64,
+    /// The presence-stream position of the change.
+    pub stream_pos: i64,
+}
+
+impl Store {
+    /// Write several presence changes in one transaction. A row older than the stored one
+    /// (by stream position) is skipped, so concurrent writers may commit in any order.
+    pub async fn put_presence(&self, rows: &[PresenceRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.begin_write().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id) DO UPDATE SET state = $2, status_msg = $3, last_active_ts = $4, stream_pos = $5
+                 WHERE presence.stream_pos < $5",
+            )
+            .bind(&row.user_id)
+            .bind(&row.state)
+            .bind(&row.status_msg)
+            .bind(row.last_active_ts)
+            .bind(row.stream_pos)
+            .execute(&mut **txn)
+            .await
+            .context("put presence")?;
+        }
+        txn.commit().await
+    }
+
+    /// Every persisted presence that is not plain `offline` (loaded at startup).
+    pub async fn live_presence(&self) -> Result<Vec<PresenceRow>> {
+        let rows: Vec<(String, String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT user_id, state, status_msg, last_active_ts, stream_pos FROM presence
+             WHERE state <> 'offline' OR status_msg IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await
+        .context("load presence")?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, state, status_msg, last_active_ts, stream_pos)| PresenceRow {
+                user_id,
+                state,
+                status_msg,
+                last_active_ts,
+                stream_pos,
+            })
+            .collect())
+    }
+
+    /// Which of `candidates` share a joined room with `user_id`.
+    pub async fn users_sharing_a_room(&self, user_id: &str, candidates: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for chunk in candidates.chunks(200) {
+            let sql = format!(
+                "SELECT DISTINCT theirs.user_id FROM room_memberships mine
+                 JOIN room_memberships theirs ON theirs.room_id = mine.room_id
+                 WHERE mine.user_id = $1 AND mine.membership = 'join' AND theirs.membership = 'join'
+                 AND theirs.user_id IN ({})",
+                super::placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(user_id);
+            for candidate in chunk {
+                query = query.bind(candidate);
+            }
+            out.extend(query.fetch_all(self.pool()).await.context("users sharing a room")?);
+        }
+        Ok(out)
+    }
+
+    /// Every user sharing a joined room with `user_id` (themselves included when joined
+    /// anywhere).
+    pub async fn room_companions(&self, user_id: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT theirs.user_id FROM room_memberships mine
+             JOIN room_memberships theirs ON theirs.room_id = mine.room_id
+             WHERE mine.user_id = $1 AND mine.membership = 'join' AND theirs.membership = 'join'",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await
+        .context("room companions")
+    }
+}
