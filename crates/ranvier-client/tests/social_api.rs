@@ -11,6 +11,7 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
+use ranvier_social::Ephemeral;
 use ranvier_store::{StreamKind, StreamToken};
 use ruma::UserId;
 use serde_json::{Value, json};
@@ -18,7 +19,7 @@ use support::{Backend, Session, TestApi};
 
 const V3: &str = "/_matrix/client/v3";
 
-both_backends!(profiles, profile_errors);
+both_backends!(profiles, profile_errors, typing, receipts_and_read_markers, unread_counts);
 
 /// Percent-encode the characters of ids that matter in a path.
 fn enc(id: &str) -> String {
@@ -56,6 +57,26 @@ async fn member_content(api: &TestApi, session: &Session, room: &str, member: &s
     let response = api.get(&path, session.token()).await;
     response.assert_status(StatusCode::OK);
     response.body
+}
+
+/// The current sync token.
+fn token(api: &TestApi) -> StreamToken {
+    api.state.store.streams().current_token()
+}
+
+/// What `/sync` will report of the social layer for `session` between `since` and now.
+async fn ephemeral(api: &TestApi, session: &Session, rooms: &[&str], since: &StreamToken, full: bool) -> Ephemeral {
+    let rooms: Vec<String> = rooms.iter().map(|room| (*room).to_owned()).collect();
+    api.state.social.sync_ephemeral(user_id(session), &rooms, since, &token(api), full).await.expect("sync_ephemeral")
+}
+
+/// The events of one type in a room's ephemeral section.
+fn room_events(ephemeral: &Ephemeral, room: &str, event_type: &str) -> Vec<Value> {
+    ephemeral
+        .rooms
+        .get(room)
+        .map(|events| events.iter().filter(|event| event["type"] == event_type).cloned().collect())
+        .unwrap_or_default()
 }
 
 fn profile_path(user: &str, field: &str) -> String {
@@ -211,4 +232,218 @@ async fn profile_errors(backend: Backend) {
         .await
         .assert_error(StatusCode::BAD_REQUEST, "M_PROFILE_TOO_LARGE");
     api.get(&profile_path(a, "org.example.bigger"), None).await.assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+}
+
+async fn typing(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let room = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    let quiet = create_room(&api, &alice, json!({})).await;
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+    let typing_path = |who: &Session| format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&who.user_id));
+    let rooms = [room.as_str(), quiet.as_str()];
+
+    let start = token(&api);
+    let mut changes = api.state.store.streams().subscribe();
+    changes.borrow_and_update();
+    let put = api.put(&typing_path(&alice), alice.token(), json!({ "typing": true, "timeout": 30000 })).await;
+    assert_eq!((put.status, &put.body), (StatusCode::OK, &json!({})));
+    assert!(changes.has_changed().unwrap(), "a typing change wakes /sync");
+    assert!(token(&api).get(StreamKind::Typing) > start.get(StreamKind::Typing));
+    let seen = ephemeral(&api, &bob, &rooms, &start, false).await;
+    assert_eq!(
+        room_events(&seen, &room, "m.typing"),
+        vec![json!({ "type": "m.typing", "content": { "user_ids": [alice.user_id] } })]
+    );
+    assert!(!seen.rooms.contains_key(&quiet), "rooms without typing are not reported");
+    // Nothing new since then: nothing to report.
+    let after_alice = token(&api);
+    assert!(ephemeral(&api, &bob, &rooms, &after_alice, false).await.rooms.is_empty());
+    // A first sync sees who is typing now.
+    let full = ephemeral(&api, &bob, &rooms, &StreamToken::default(), true).await;
+    assert_eq!(room_events(&full, &room, "m.typing")[0]["content"]["user_ids"], json!([alice.user_id]));
+
+    // Both typing, then alice stops.
+    api.put(&typing_path(&bob), bob.token(), json!({ "typing": true, "timeout": 30000 }))
+        .await
+        .assert_status(StatusCode::OK);
+    let both = ephemeral(&api, &alice, &rooms, &after_alice, false).await;
+    let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
+    expected.sort();
+    assert_eq!(room_events(&both, &room, "m.typing")[0]["content"]["user_ids"], json!(expected));
+    let before_stop = token(&api);
+    api.put(&typing_path(&alice), alice.token(), json!({ "typing": false })).await.assert_status(StatusCode::OK);
+    let stopped = ephemeral(&api, &bob, &rooms, &before_stop, false).await;
+    assert_eq!(room_events(&stopped, &room, "m.typing")[0]["content"]["user_ids"], json!([bob.user_id]));
+
+    // Typing times out on its own, and the stream moves so that clients hear of it.
+    let before_expiry = token(&api);
+    api.put(&typing_path(&alice), alice.token(), json!({ "typing": true, "timeout": 100 }))
+        .await
+        .assert_status(StatusCode::OK);
+    api.put(&typing_path(&bob), bob.token(), json!({ "typing": false })).await.assert_status(StatusCode::OK);
+    let typing_now = token(&api).get(StreamKind::Typing);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(token(&api).get(StreamKind::Typing) > typing_now, "the expiry took a position");
+    let expired = ephemeral(&api, &bob, &rooms, &before_expiry, false).await;
+    assert_eq!(room_events(&expired, &room, "m.typing")[0]["content"]["user_ids"], json!([]));
+
+    // Only for oneself, only in a joined room, with a valid body.
+    api.put(&typing_path(&bob), alice.token(), json!({ "typing": true, "timeout": 1000 }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.put(&typing_path(&carol), carol.token(), json!({ "typing": true, "timeout": 1000 }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.put(&typing_path(&alice), alice.token(), json!({ "timeout": 1000 }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    let unknown = format!("{V3}/rooms/{}/typing/{}", enc("!nowhere:example.org"), enc(&alice.user_id));
+    api.put(&unknown, alice.token(), json!({ "typing": true, "timeout": 1000 }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+async fn receipts_and_read_markers(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let room = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    let other = create_room(&api, &carol, json!({ "preset": "public_chat" })).await;
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+    let first = send_text(&api, &alice, &room, "one").await;
+    let second = send_text(&api, &alice, &room, "two").await;
+    let elsewhere = send_text(&api, &carol, &other, "elsewhere").await;
+    let receipt_path = |kind: &str, event: &str| format!("{V3}/rooms/{}/receipt/{kind}/{}", enc(&room), enc(event));
+    let rooms = [room.as_str()];
+
+    let start = token(&api);
+    let post = api.post(&receipt_path("m.read", &second), bob.token(), json!({})).await;
+    assert_eq!((post.status, &post.body), (StatusCode::OK, &json!({})));
+    assert!(token(&api).get(StreamKind::Receipts) > start.get(StreamKind::Receipts));
+    let seen = ephemeral(&api, &alice, &rooms, &start, false).await;
+    let receipts = room_events(&seen, &room, "m.receipt");
+    assert_eq!(receipts.len(), 1);
+    let ts = &receipts[0]["content"][&second]["m.read"][&bob.user_id]["ts"];
+    assert!(ts.as_i64().is_some_and(|ts| ts > 0), "{receipts:?}");
+    assert_eq!(receipts[0]["content"].as_object().map(|content| content.len()), Some(1));
+
+    // Private receipts are for their owner only.
+    let before_private = token(&api);
+    api.post(&receipt_path("m.read.private", &second), bob.token(), json!({})).await.assert_status(StatusCode::OK);
+    assert!(ephemeral(&api, &alice, &rooms, &before_private, false).await.rooms.is_empty());
+    let own = ephemeral(&api, &bob, &rooms, &before_private, false).await;
+    assert!(room_events(&own, &room, "m.receipt")[0]["content"][&second]["m.read.private"][&bob.user_id].is_object());
+
+    // Threaded receipts carry their thread.
+    let before_thread = token(&api);
+    api.post(&receipt_path("m.read", &first), bob.token(), json!({ "thread_id": "main" }))
+        .await
+        .assert_status(StatusCode::OK);
+    let threaded = ephemeral(&api, &alice, &rooms, &before_thread, false).await;
+    assert_eq!(
+        room_events(&threaded, &room, "m.receipt")[0]["content"][&first]["m.read"][&bob.user_id]["thread_id"],
+        "main"
+    );
+
+    // A receipt never moves back: the unthreaded one stays on the second message.
+    api.post(&receipt_path("m.read", &first), bob.token(), json!({})).await.assert_status(StatusCode::OK);
+    let full = ephemeral(&api, &alice, &rooms, &StreamToken::default(), true).await;
+    let content = &room_events(&full, &room, "m.receipt")[0]["content"];
+    assert!(content[&second]["m.read"][&bob.user_id].is_object(), "{content}");
+    assert!(
+        content[&first]["m.read"][&bob.user_id].get("thread_id").is_some(),
+        "only the threaded one is on the first: {content}"
+    );
+    assert!(content[&second].get("m.read.private").is_none(), "{content}");
+
+    // Errors: not a member, an event of another room or none at all, a bad type or thread.
+    api.post(&receipt_path("m.read", &second), carol.token(), json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&receipt_path("m.read", &elsewhere), bob.token(), json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    api.post(&receipt_path("m.read", "$nothing"), bob.token(), json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    api.post(&receipt_path("m.unknown", &second), bob.token(), json!({}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    api.post(&receipt_path("m.read", &second), bob.token(), json!({ "thread_id": "" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    api.post(&receipt_path("m.read", &second), bob.token(), json!({ "thread_id": 4 }))
+        .await
+        .assert_status(StatusCode::BAD_REQUEST);
+    api.post(&receipt_path("m.fully_read", &second), bob.token(), json!({ "thread_id": "main" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+
+    // The fully-read marker is room account data, through either endpoint, and never moves back.
+    let marker_path = format!("{V3}/user/{}/rooms/{}/account_data/m.fully_read", enc(&bob.user_id), enc(&room));
+    api.get(&marker_path, bob.token()).await.assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    api.post(&receipt_path("m.fully_read", &first), bob.token(), json!({})).await.assert_status(StatusCode::OK);
+    assert_eq!(api.get(&marker_path, bob.token()).await.body, json!({ "event_id": first }));
+    let markers = format!("{V3}/rooms/{}/read_markers", enc(&room));
+    let body = json!({ "m.fully_read": second, "m.read": second, "m.read.private": second });
+    let set = api.post(&markers, bob.token(), body).await;
+    assert_eq!((set.status, &set.body), (StatusCode::OK, &json!({})));
+    assert_eq!(api.get(&marker_path, bob.token()).await.body, json!({ "event_id": second }));
+    api.post(&markers, bob.token(), json!({ "m.fully_read": first })).await.assert_status(StatusCode::OK);
+    assert_eq!(api.get(&marker_path, bob.token()).await.body, json!({ "event_id": second }));
+    api.post(&markers, carol.token(), json!({ "m.fully_read": first }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&markers, bob.token(), json!({ "m.read": elsewhere }))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    // Clients cannot set the marker as plain account data.
+    api.put(&marker_path, bob.token(), json!({ "event_id": first }))
+        .await
+        .assert_status(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+async fn unread_counts(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let room = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    let room_id = <&ruma::RoomId>::try_from(room.as_str()).expect("room id");
+    let unread = |who: &Session| {
+        let social = api.state.social.clone();
+        let user = user_id(who).to_owned();
+        let room_id = room_id.to_owned();
+        async move { social.unread_notification_count(&user, &room_id).await.expect("unread count") }
+    };
+    // Before joining, and what was said before joining, count nothing.
+    send_text(&api, &alice, &room, "before bob").await;
+    assert_eq!(unread(&bob).await, 0);
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+    assert_eq!(unread(&bob).await, 0);
+    for text in ["one", "two", "three"] {
+        send_text(&api, &alice, &room, text).await;
+    }
+    assert_eq!(unread(&bob).await, 3);
+    assert_eq!(unread(&alice).await, 0, "one's own messages are read");
+    // State events and edits do not count.
+    let topic = format!("{V3}/rooms/{}/state/m.room.topic", enc(&room));
+    api.put(&topic, alice.token(), json!({ "topic": "t" })).await.assert_status(StatusCode::OK);
+    let edit_path = format!("{V3}/rooms/{}/send/m.room.message/edit1", enc(&room));
+    let edit = json!({ "msgtype": "m.text", "body": "* three", "m.relates_to": { "rel_type": "m.replace", "event_id": "$x" } });
+    api.put(&edit_path, alice.token(), edit).await.assert_status(StatusCode::OK);
+    assert_eq!(unread(&bob).await, 3);
+    // Sending a message reads everything before it.
+    send_text(&api, &bob, &room, "reply").await;
+    assert_eq!(unread(&bob).await, 0);
+    let fourth = send_text(&api, &alice, &room, "four").await;
+    send_text(&api, &alice, &room, "five").await;
+    assert_eq!(unread(&bob).await, 2);
+    // A receipt (public or private) reads up to its event.
+    let receipt = format!("{V3}/rooms/{}/receipt/m.read.private/{}", enc(&room), enc(&fourth));
+    api.post(&receipt, bob.token(), json!({})).await.assert_status(StatusCode::OK);
+    assert_eq!(unread(&bob).await, 1);
 }
