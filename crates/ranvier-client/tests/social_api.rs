@@ -29,6 +29,13 @@ both_backends!(
     aliases,
     canonical_alias_and_create_with_alias,
     public_room_directory,
+    presence,
+    presence_timeouts,
+    presence_disabled,
+    user_directory,
+    knocking,
+    restricted_joins,
+    room_upgrades,
 );
 
 /// Percent-encode the characters of ids that matter in a path.
@@ -739,4 +746,434 @@ async fn public_room_directory(backend: Backend) {
     let ids: Vec<&str> =
         listed["chunk"].as_array().expect("chunk").iter().filter_map(|room| room["room_id"].as_str()).collect();
     assert_eq!(ids, vec![cooking.as_str(), rust.as_str()]);
+}
+
+fn presence_path(user: &str) -> String {
+    format!("{V3}/presence/{}/status", enc(user))
+}
+
+/// The `m.presence` event of `user` in an ephemeral update, if any.
+fn presence_of<'a>(ephemeral: &'a Ephemeral, user: &str) -> Option<&'a Value> {
+    ephemeral.presence.iter().find(|event| event["sender"] == user)
+}
+
+async fn presence(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let room = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+    let (a, b) = (alice.user_id.as_str(), bob.user_id.as_str());
+
+    // Nobody has said anything yet: offline.
+    let unknown = api.get(&presence_path(a), bob.token()).await;
+    assert_eq!((unknown.status, &unknown.body), (StatusCode::OK, &json!({ "presence": "offline" })));
+
+    let start = token(&api);
+    let put = api.put(&presence_path(a), alice.token(), json!({ "presence": "online", "status_msg": "Hello" })).await;
+    assert_eq!((put.status, &put.body), (StatusCode::OK, &json!({})));
+    assert!(token(&api).get(StreamKind::Presence) > start.get(StreamKind::Presence));
+    let seen = api.get(&presence_path(a), bob.token()).await;
+    seen.assert_status(StatusCode::OK);
+    assert_eq!(
+        (seen.body["presence"].as_str(), seen.body["status_msg"].as_str(), seen.body["currently_active"].as_bool()),
+        (Some("online"), Some("Hello"), Some(true))
+    );
+    assert!(seen.body["last_active_ago"].as_u64().is_some_and(|ago| ago < 10_000), "{}", seen.body);
+
+    // Who may see and set what.
+    api.get(&presence_path(a), carol.token()).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.get(&presence_path(a), alice.token()).await.assert_status(StatusCode::OK);
+    api.get(&presence_path("@nobody:example.org"), alice.token())
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    api.put(&presence_path(a), bob.token(), json!({ "presence": "offline" }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.put(&presence_path(a), alice.token(), json!({ "presence": "dancing" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    api.put(&presence_path(a), alice.token(), json!({})).await.assert_error(StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    api.get(&presence_path(a), None).await.assert_error(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+
+    // Sync: to those who share a room, and to oneself; not to strangers.
+    let to_bob = ephemeral(&api, &bob, &[&room], &start, false).await;
+    let event = presence_of(&to_bob, a).expect("bob sees alice");
+    assert_eq!((event["type"].as_str(), event["content"]["status_msg"].as_str()), (Some("m.presence"), Some("Hello")));
+    assert!(presence_of(&ephemeral(&api, &alice, &[&room], &start, false).await, a).is_some());
+    assert!(ephemeral(&api, &carol, &[], &start, false).await.presence.is_empty());
+    let after_put = token(&api);
+    assert!(ephemeral(&api, &bob, &[&room], &after_put, false).await.presence.is_empty(), "nothing new");
+
+    // A sync brings its user online; others hear of it once.
+    let syncing = api.state.social.set_presence_from_sync(user_id(&bob), None).await.expect("sync presence");
+    let update = ephemeral(&api, &alice, &[&room], &after_put, false).await;
+    assert_eq!(presence_of(&update, b).map(|event| event["content"]["presence"].clone()), Some(json!("online")));
+    assert!(presence_of(&update, a).is_none(), "alice did not change");
+    // Another sync while online changes nothing; one asking for offline leaves presence alone.
+    let settled = token(&api);
+    let again = api.state.social.set_presence_from_sync(user_id(&bob), None).await.expect("sync presence");
+    let offline = ruma::presence::PresenceState::Offline;
+    let hidden = api.state.social.set_presence_from_sync(user_id(&carol), Some(&offline)).await.expect("sync presence");
+    assert_eq!(token(&api).get(StreamKind::Presence), settled.get(StreamKind::Presence));
+    drop((syncing, again, hidden));
+    // A first sync shows everyone live in one's rooms.
+    let full = ephemeral(&api, &alice, &[&room], &StreamToken::default(), true).await;
+    let mut senders: Vec<&str> = full.presence.iter().filter_map(|event| event["sender"].as_str()).collect();
+    senders.sort();
+    assert_eq!(senders, vec![a, b]);
+    // Setting a state without a message clears the message.
+    api.put(&presence_path(a), alice.token(), json!({ "presence": "unavailable" })).await.assert_status(StatusCode::OK);
+    let away = api.get(&presence_path(a), bob.token()).await.body;
+    assert_eq!((away["presence"].as_str(), away.get("status_msg")), (Some("unavailable"), None));
+    assert_eq!(away["currently_active"], false);
+}
+
+async fn presence_timeouts(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |config| {
+        config.presence.idle_timeout_ms = 200;
+        config.presence.offline_timeout_ms = 200;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let room = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+    let state = |body: Value| body["presence"].as_str().unwrap_or_default().to_owned();
+
+    let syncing = api.state.social.set_presence_from_sync(user_id(&alice), None).await.expect("sync presence");
+    assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "online");
+    let before_idle = token(&api);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Still syncing, but idle: unavailable, and the sweep told the stream.
+    assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "unavailable");
+    assert!(token(&api).get(StreamKind::Presence) > before_idle.get(StreamKind::Presence));
+    let seen = ephemeral(&api, &bob, &[&room], &before_idle, false).await;
+    assert_eq!(
+        presence_of(&seen, &alice.user_id).map(|event| event["content"]["presence"].clone()),
+        Some(json!("unavailable"))
+    );
+    // Activity (typing) brings her back.
+    let typing = format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
+    api.put(&typing, alice.token(), json!({ "typing": true, "timeout": 1000 })).await.assert_status(StatusCode::OK);
+    assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "online");
+    // No sync running for the offline timeout: offline.
+    drop(syncing);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "offline");
+    let seen = ephemeral(&api, &bob, &[&room], &before_idle, false).await;
+    assert_eq!(
+        presence_of(&seen, &alice.user_id).map(|event| event["content"]["presence"].clone()),
+        Some(json!("offline"))
+    );
+}
+
+async fn presence_disabled(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |config| config.presence.enabled = false).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let start = token(&api);
+    api.put(&presence_path(&alice.user_id), alice.token(), json!({ "presence": "online" }))
+        .await
+        .assert_status(StatusCode::OK);
+    let _syncing = api.state.social.set_presence_from_sync(user_id(&alice), None).await.expect("sync presence");
+    assert_eq!(token(&api).get(StreamKind::Presence), start.get(StreamKind::Presence));
+    assert_eq!(api.get(&presence_path(&alice.user_id), alice.token()).await.body, json!({ "presence": "offline" }));
+    assert!(ephemeral(&api, &alice, &[], &StreamToken::default(), true).await.presence.is_empty());
+}
+
+async fn user_directory(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let dave = api.register("dave", "pw").await;
+    let search_path = format!("{V3}/user_directory/search");
+    let search = |term: &str, limit: Option<u64>| {
+        let mut body = json!({ "search_term": term });
+        if let Some(limit) = limit {
+            body["limit"] = json!(limit);
+        }
+        body
+    };
+    let found = |body: &Value| -> Vec<String> {
+        body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter_map(|user| user["user_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    // alice and bob share a private room; carol sits in a public room; dave is alone.
+    let private = create_room(&api, &alice, json!({ "invite": [bob.user_id] })).await;
+    join(&api, &bob, &private).await.assert_status(StatusCode::OK);
+    create_room(&api, &carol, json!({ "preset": "public_chat" })).await;
+    create_room(&api, &dave, json!({})).await;
+
+    let bob_found = api.post(&search_path, alice.token(), search("bo", None)).await;
+    bob_found.assert_status(StatusCode::OK);
+    assert_eq!(
+        bob_found.body,
+        json!({ "results": [{ "user_id": bob.user_id, "display_name": "bob" }], "limited": false })
+    );
+    assert_eq!(
+        found(&api.post(&search_path, alice.token(), search("CAR", None)).await.body),
+        vec![carol.user_id.clone()]
+    );
+    assert!(found(&api.post(&search_path, alice.token(), search("dave", None)).await.body).is_empty());
+    assert!(found(&api.post(&search_path, alice.token(), search("alice", None)).await.body).is_empty(), "not oneself");
+    assert!(found(&api.post(&search_path, carol.token(), search("bob", None)).await.body).is_empty());
+
+    // Display names are searched word by word, and results show the new name and avatar.
+    let profile = format!("{V3}/profile/{}", enc(&bob.user_id));
+    api.put(&format!("{profile}/displayname"), bob.token(), json!({ "displayname": "Robert Builder" }))
+        .await
+        .assert_status(StatusCode::OK);
+    api.put(&format!("{profile}/avatar_url"), bob.token(), json!({ "avatar_url": "mxc://example.org/bob" }))
+        .await
+        .assert_status(StatusCode::OK);
+    let by_name = api.post(&search_path, alice.token(), search("build rob", None)).await.body;
+    assert_eq!(
+        by_name["results"],
+        json!([{ "user_id": bob.user_id, "display_name": "Robert Builder", "avatar_url": "mxc://example.org/bob" }])
+    );
+    assert!(found(&api.post(&search_path, alice.token(), search("uilder", None)).await.body).is_empty());
+    assert_eq!(
+        found(&api.post(&search_path, alice.token(), search("@bob:exa", None)).await.body),
+        vec![bob.user_id.clone()]
+    );
+
+    // Limits: the rest is reported as `limited`; users sharing a room come first.
+    let public = create_room(&api, &carol, json!({ "preset": "public_chat", "name": "square" })).await;
+    for name in ["bo1", "bo2", "bo3"] {
+        let user = api.register(name, "pw").await;
+        join(&api, &user, &public).await.assert_status(StatusCode::OK);
+    }
+    let limited = api.post(&search_path, alice.token(), search("bo", Some(2))).await.body;
+    assert_eq!(limited["limited"], true);
+    let ids = found(&limited);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], bob.user_id, "the shared-room user first");
+    let all = api.post(&search_path, alice.token(), search("bo", None)).await.body;
+    assert_eq!((found(&all).len(), all["limited"].as_bool()), (4, Some(false)));
+    // Deactivated accounts are not found.
+    api.store().deactivate_user("@bo3:example.org").await.expect("deactivate");
+    assert_eq!(found(&api.post(&search_path, alice.token(), search("bo", None)).await.body).len(), 3);
+    // Edge cases.
+    let blank = api.post(&search_path, alice.token(), search("   ", None)).await;
+    assert_eq!((blank.status, &blank.body), (StatusCode::OK, &json!({ "results": [], "limited": false })));
+    let wild = api.post(&search_path, alice.token(), search("%", None)).await;
+    assert_eq!((wild.status, &wild.body["results"]), (StatusCode::OK, &json!([])));
+    api.post(&search_path, None, search("bo", None)).await.assert_error(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+    api.post(&search_path, alice.token(), json!({})).await.assert_error(StatusCode::BAD_REQUEST, "M_BAD_JSON");
+}
+
+async fn state_content(api: &TestApi, session: &Session, room: &str, event_type: &str) -> support::Response {
+    api.get(&format!("{V3}/rooms/{}/state/{event_type}", enc(room)), session.token()).await
+}
+
+async fn membership(api: &TestApi, room: &str, user: &Session) -> Option<String> {
+    api.store().membership(room, &user.user_id).await.expect("membership").map(|row| row.membership)
+}
+
+async fn knocking(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let knock_rule = json!([{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }]);
+    let room = create_room(
+        &api,
+        &alice,
+        json!({ "room_version": "10", "initial_state": knock_rule, "room_alias_name": "door" }),
+    )
+    .await;
+    let closed = create_room(&api, &alice, json!({ "room_version": "10" })).await;
+    let knock = |room: &str| format!("{V3}/knock/{}", enc(room));
+
+    let knocked = api.post(&knock(&room), bob.token(), json!({ "reason": "let me in" })).await;
+    assert_eq!((knocked.status, &knocked.body), (StatusCode::OK, &json!({ "room_id": room })));
+    assert_eq!(membership(&api, &room, &bob).await.as_deref(), Some("knock"));
+    let event = member_content(&api, &alice, &room, &bob.user_id).await;
+    assert_eq!(event, json!({ "membership": "knock", "reason": "let me in", "displayname": "bob" }));
+    // A knock cannot become a join by itself; an invite lets bob in.
+    join(&api, &bob, &room).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&format!("{V3}/rooms/{}/invite", enc(&room)), alice.token(), json!({ "user_id": bob.user_id }))
+        .await
+        .assert_status(StatusCode::OK);
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+
+    // Knocking by alias; a knock can be withdrawn by leaving.
+    let by_alias = api.post(&knock("#door:example.org"), carol.token(), json!({})).await;
+    assert_eq!((by_alias.status, &by_alias.body), (StatusCode::OK, &json!({ "room_id": room })));
+    api.post(&format!("{V3}/rooms/{}/leave", enc(&room)), carol.token(), json!({})).await.assert_status(StatusCode::OK);
+    assert_eq!(membership(&api, &room, &carol).await.as_deref(), Some("leave"));
+
+    // Not where the join rule does not allow it, not when already in, not into the unknown.
+    api.post(&knock(&closed), carol.token(), json!({})).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&knock(&room), alice.token(), json!({})).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&knock("!nowhere:example.org"), carol.token(), json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    api.post(&knock("#nowhere:example.org"), carol.token(), json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    // Room version 6 has no knocking.
+    let old = create_room(&api, &alice, json!({ "room_version": "6", "preset": "public_chat" })).await;
+    api.put(
+        &format!("{V3}/rooms/{}/state/m.room.join_rules", enc(&old)),
+        alice.token(),
+        json!({ "join_rule": "knock" }),
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    api.post(&knock(&old), carol.token(), json!({})).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+async fn restricted_joins(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let space = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    let rule = |join_rule: &str| {
+        json!([{ "type": "m.room.join_rules", "content": {
+            "join_rule": join_rule, "allow": [{ "type": "m.room_membership", "room_id": space }],
+        } }])
+    };
+    let restricted =
+        create_room(&api, &alice, json!({ "room_version": "10", "initial_state": rule("restricted") })).await;
+    let knockable =
+        create_room(&api, &alice, json!({ "room_version": "10", "initial_state": rule("knock_restricted") })).await;
+
+    // Outside the allowed room: no.
+    join(&api, &bob, &restricted).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    join(&api, &bob, &knockable).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    // A member of it: yes, authorised by a local member who may invite.
+    join(&api, &bob, &space).await.assert_status(StatusCode::OK);
+    join(&api, &bob, &restricted).await.assert_status(StatusCode::OK);
+    let joined = member_content(&api, &alice, &restricted, &bob.user_id).await;
+    assert_eq!(joined["join_authorised_via_users_server"], json!(alice.user_id));
+    assert_eq!(joined["membership"], "join");
+    join(&api, &bob, &knockable).await.assert_status(StatusCode::OK);
+    // knock_restricted also lets others knock.
+    api.post(&format!("{V3}/knock/{}", enc(&knockable)), carol.token(), json!({})).await.assert_status(StatusCode::OK);
+    assert_eq!(membership(&api, &knockable, &carol).await.as_deref(), Some("knock"));
+    // An invited user joins without an authoriser.
+    let invite = format!("{V3}/rooms/{}/invite", enc(&restricted));
+    api.post(&invite, alice.token(), json!({ "user_id": carol.user_id })).await.assert_status(StatusCode::OK);
+    join(&api, &carol, &restricted).await.assert_status(StatusCode::OK);
+    assert!(
+        member_content(&api, &alice, &restricted, &carol.user_id)
+            .await
+            .get("join_authorised_via_users_server")
+            .is_none()
+    );
+
+    // Nobody here may invite: the join cannot be granted.
+    let body = json!({
+        "room_version": "10",
+        "initial_state": rule("restricted"),
+        "power_level_content_override": { "invite": 1000 },
+    });
+    let locked = create_room(&api, &alice, body).await;
+    join(&api, &bob, &locked).await.assert_error(StatusCode::BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN");
+}
+
+async fn room_upgrades(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let bob = api.register("bob", "pw").await;
+    let carol = api.register("carol", "pw").await;
+    let dave = api.register("dave", "pw").await;
+    let old = create_room(
+        &api,
+        &alice,
+        json!({
+            "room_version": "10", "visibility": "public", "name": "Old", "topic": "Topic",
+            "room_alias_name": "up", "preset": "public_chat",
+        }),
+    )
+    .await;
+    join(&api, &bob, &old).await.assert_status(StatusCode::OK);
+    join(&api, &carol, &old).await.assert_status(StatusCode::OK);
+    api.post(&format!("{V3}/rooms/{}/ban", enc(&old)), alice.token(), json!({ "user_id": carol.user_id }))
+        .await
+        .assert_status(StatusCode::OK);
+    let upgrade = format!("{V3}/rooms/{}/upgrade", enc(&old));
+
+    api.post(&upgrade, bob.token(), json!({ "new_version": "12" }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&upgrade, dave.token(), json!({ "new_version": "12" }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    api.post(&upgrade, alice.token(), json!({ "new_version": "99" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION");
+    api.post(
+        &format!("{V3}/rooms/{}/upgrade", enc("!nowhere:example.org")),
+        alice.token(),
+        json!({ "new_version": "12" }),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    let upgraded = api.post(&upgrade, alice.token(), json!({ "new_version": "12" })).await;
+    upgraded.assert_status(StatusCode::OK);
+    let new = upgraded.body["replacement_room"].as_str().expect("replacement_room").to_owned();
+    assert_ne!(new, old);
+
+    // The old room: tombstoned, closed to messages and invites from ordinary members.
+    let tombstone = state_content(&api, &alice, &old, "m.room.tombstone").await.body;
+    assert_eq!(tombstone["replacement_room"], json!(new));
+    let levels = state_content(&api, &alice, &old, "m.room.power_levels").await.body;
+    assert_eq!((levels["events_default"].as_i64(), levels["invite"].as_i64()), (Some(50), Some(50)));
+    let send = format!("{V3}/rooms/{}/send/m.room.message/late", enc(&old));
+    api.put(&send, bob.token(), json!({ "msgtype": "m.text", "body": "late" }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // The new room: the predecessor, the carried state, the ban, the alias and the listing.
+    let create = state_content(&api, &alice, &new, "m.room.create").await.body;
+    assert_eq!(
+        (create["room_version"].as_str(), create["predecessor"]["room_id"].as_str()),
+        (Some("12"), Some(old.as_str()))
+    );
+    assert!(create["predecessor"]["event_id"].as_str().is_some_and(|id| id.starts_with('$')));
+    assert_eq!(state_content(&api, &alice, &new, "m.room.name").await.body, json!({ "name": "Old" }));
+    assert_eq!(state_content(&api, &alice, &new, "m.room.topic").await.body["topic"], "Topic");
+    assert_eq!(state_content(&api, &alice, &new, "m.room.join_rules").await.body, json!({ "join_rule": "public" }));
+    let new_levels = state_content(&api, &alice, &new, "m.room.power_levels").await.body;
+    assert!(
+        new_levels["users"].get(&alice.user_id).is_none(),
+        "creators of version 12 rooms are not listed: {new_levels}"
+    );
+    assert_eq!(membership(&api, &new, &carol).await.as_deref(), Some("ban"));
+    assert_eq!(api.get(&alias_path("#up:example.org"), None).await.body["room_id"], json!(new));
+    assert_eq!(
+        state_content(&api, &alice, &new, "m.room.canonical_alias").await.body,
+        json!({ "alias": "#up:example.org" })
+    );
+    assert_eq!(state_content(&api, &alice, &old, "m.room.canonical_alias").await.body, json!({}));
+    let list = |room: &str| format!("{V3}/directory/list/room/{}", enc(room));
+    assert_eq!(api.get(&list(&old), None).await.body, json!({ "visibility": "private" }));
+    assert_eq!(api.get(&list(&new), None).await.body, json!({ "visibility": "public" }));
+    // Members follow by joining the replacement.
+    join(&api, &bob, &new).await.assert_status(StatusCode::OK);
+    join(&api, &carol, &new).await.assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // To a version without privileged creators, the upgrader keeps power in the new room.
+    let small = create_room(&api, &alice, json!({ "room_version": "10" })).await;
+    let upgraded =
+        api.post(&format!("{V3}/rooms/{}/upgrade", enc(&small)), alice.token(), json!({ "new_version": "11" })).await;
+    upgraded.assert_status(StatusCode::OK);
+    let next = upgraded.body["replacement_room"].as_str().expect("replacement_room").to_owned();
+    let levels = state_content(&api, &alice, &next, "m.room.power_levels").await.body;
+    assert_eq!(levels["users"][&alice.user_id], 100, "{levels}");
+    assert_eq!(state_content(&api, &alice, &next, "m.room.create").await.body["predecessor"]["room_id"], json!(small));
 }

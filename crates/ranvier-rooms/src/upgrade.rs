@@ -107,13 +107,11 @@ impl Rooms {
         let mut power_levels = old_power_levels.clone();
         let mut restore = None;
         let users_key = user_id.to_string();
-        if let Some(Value::Object(users)) = power_levels.get_mut("users") {
-            if privileged_creators {
-                // Creators of version 12 rooms have power beyond any level and may not be listed.
-                users.remove(&users_key);
-                for creator in &additional_creators {
-                    users.remove(creator.as_str());
-                }
+        // Creators of version 12 rooms have power beyond any level and may not be listed.
+        if privileged_creators && let Some(Value::Object(users)) = power_levels.get_mut("users") {
+            users.remove(&users_key);
+            for creator in &additional_creators {
+                users.remove(creator.as_str());
             }
         }
         if !privileged_creators {
