@@ -36,6 +36,7 @@ both_backends!(
     knocking,
     restricted_joins,
     room_upgrades,
+    nul_characters,
 );
 
 /// Percent-encode the characters of ids that matter in a path.
@@ -1176,4 +1177,48 @@ async fn room_upgrades(backend: Backend) {
     let levels = state_content(&api, &alice, &next, "m.room.power_levels").await.body;
     assert_eq!(levels["users"][&alice.user_id], 100, "{levels}");
     assert_eq!(state_content(&api, &alice, &next, "m.room.create").await.body["predecessor"]["room_id"], json!(small));
+}
+
+/// NUL characters are valid JSON and percent-encoding but not PostgreSQL text: every social
+/// endpoint answers them with a client error, never a 500.
+async fn nul_characters(backend: Backend) {
+    let Some(api) = TestApi::start(backend, |_| {}).await else { return };
+    let alice = api.register("alice", "pw").await;
+    let room = create_room(&api, &alice, json!({ "preset": "public_chat" })).await;
+    let event = send_text(&api, &alice, &room, "hi").await;
+    let (a, r) = (enc(&alice.user_id), enc(&room));
+    let cases = [
+        ("PUT", format!("{V3}/profile/{a}/displayname"), json!({ "displayname": "a\u{0}b" })),
+        ("PUT", format!("{V3}/profile/{a}/org.example.x"), json!({ "org.example.x": "a\u{0}b" })),
+        ("PUT", format!("{V3}/profile/{a}/org.exa%00mple"), json!({ "org.exa\u{0}mple": 1 })),
+        ("GET", format!("{V3}/profile/{a}/org.exa%00mple"), Value::Null),
+        ("GET", format!("{V3}/profile/%40a%00b%3Aexample.org"), Value::Null),
+        ("PUT", format!("{V3}/presence/{a}/status"), json!({ "presence": "online", "status_msg": "a\u{0}b" })),
+        ("PUT", format!("{V3}/user/{a}/rooms/{r}/tags/u.a%00b"), json!({})),
+        ("DELETE", format!("{V3}/user/{a}/rooms/{r}/tags/u.a%00b"), Value::Null),
+        ("POST", format!("{V3}/rooms/{r}/receipt/m.read/%24a%00b"), json!({})),
+        ("POST", format!("{V3}/rooms/{r}/receipt/m.read/{}", enc(&event)), json!({ "thread_id": "$a\u{0}b" })),
+        ("POST", format!("{V3}/rooms/{r}/read_markers"), json!({ "m.fully_read": "$a\u{0}b" })),
+        ("PUT", format!("{V3}/directory/room/%23a%00b%3Aexample.org"), json!({ "room_id": room })),
+        ("GET", format!("{V3}/directory/room/%23a%00b%3Aexample.org"), Value::Null),
+        ("DELETE", format!("{V3}/directory/room/%23a%00b%3Aexample.org"), Value::Null),
+        ("POST", format!("{V3}/createRoom"), json!({ "room_alias_name": "a\u{0}b" })),
+        ("POST", format!("{V3}/join/%23a%00b%3Aexample.org"), json!({})),
+        ("POST", format!("{V3}/knock/%23a%00b%3Aexample.org"), json!({})),
+        ("GET", format!("{V3}/directory/list/room/%21a%00b%3Aexample.org"), Value::Null),
+        ("GET", format!("{V3}/publicRooms?since=o%00"), Value::Null),
+        ("POST", format!("{V3}/publicRooms"), json!({ "filter": { "generic_search_term": "a\u{0}b" } })),
+        ("POST", format!("{V3}/user_directory/search"), json!({ "search_term": "a\u{0}b" })),
+        ("PUT", format!("{V3}/rooms/%21a%00b%3Aexample.org/typing/{a}"), json!({ "typing": true, "timeout": 100 })),
+        ("GET", format!("{V3}/rooms/{r}/aliases"), Value::Null),
+    ];
+    for (method, path, body) in cases {
+        let body = (!body.is_null()).then(|| body.to_string());
+        let response = api.send_raw(method, &path, alice.token(), body.clone(), None).await;
+        assert!(
+            response.status.is_success() || response.status.is_client_error(),
+            "{method} {path} {body:?}: {}",
+            response.body
+        );
+    }
 }

@@ -9,10 +9,11 @@ use ranvier_store::social::aliases::CreateAlias;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId};
 use serde_json::Value;
 
-use crate::Social;
+use crate::{Social, without_nul};
 
 /// `400 M_INVALID_PARAM` unless `alias` belongs to `server`.
 pub fn check_local_alias(alias: &RoomAliasId, server: &ServerName) -> Result<()> {
+    without_nul(alias.as_str(), || Error::invalid_param("Invalid room alias"))?;
     if alias.server_name() != server {
         return Err(Error::invalid_param(format!("Room alias {alias} does not belong to this server")));
     }
@@ -22,7 +23,7 @@ pub fn check_local_alias(alias: &RoomAliasId, server: &ServerName) -> Result<()>
 /// The alias `#name:server` of a `/createRoom` `room_alias_name`: `400 M_INVALID_PARAM` for a
 /// name with whitespace, `:` or `#`, or one that makes no valid alias.
 pub fn alias_from_name(name: &str, server: &ServerName) -> Result<OwnedRoomAliasId> {
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':' || c == '#') {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == '#') {
         return Err(Error::invalid_param("Invalid characters in room alias"));
     }
     RoomAliasId::parse(format!("#{name}:{server}")).map_err(|_| Error::invalid_param("Invalid room alias"))
@@ -47,6 +48,7 @@ impl Social {
     /// admin). A taken alias is `M_ROOM_IN_USE`, which the API answers with `409`.
     pub async fn create_alias(&self, requester: &UserId, alias: &RoomAliasId, room_id: &RoomId) -> Result<()> {
         check_local_alias(alias, self.rooms().server_name())?;
+        without_nul(room_id.as_str(), || Error::not_found("Room not found"))?;
         if self.store().room(room_id.as_str()).await?.is_none() {
             return Err(Error::not_found("Room not found"));
         }
@@ -70,7 +72,7 @@ impl Social {
     /// `404 M_NOT_FOUND` if unknown.
     pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         let not_found = || Error::not_found(format!("Room alias {alias} not found"));
-        if alias.server_name() != self.rooms().server_name() {
+        if alias.server_name() != self.rooms().server_name() || alias.as_str().contains('\0') {
             return Err(not_found());
         }
         let (room_id, _) = self.store().alias(alias.as_str()).await?.ok_or_else(not_found)?;
@@ -90,6 +92,7 @@ impl Social {
     /// The room a room id or alias names (`/join/{roomIdOrAlias}`, `/knock/{roomIdOrAlias}`).
     pub async fn resolve_room(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
         match <&RoomId>::try_from(room) {
+            Ok(room_id) if room_id.as_str().contains('\0') => Err(Error::not_found("Unknown room")),
             Ok(room_id) => Ok(room_id.to_owned()),
             Err(alias) => Ok(self.resolve_alias(alias).await?.0),
         }
@@ -100,7 +103,7 @@ impl Social {
     /// `m.room.canonical_alias` when it is named there.
     pub async fn delete_alias(&self, requester: &UserId, alias: &RoomAliasId) -> Result<()> {
         let not_found = || Error::not_found(format!("Room alias {alias} not found"));
-        if alias.server_name() != self.rooms().server_name() {
+        if alias.server_name() != self.rooms().server_name() || alias.as_str().contains('\0') {
             return Err(not_found());
         }
         let (room_id, creator) = self.store().alias(alias.as_str()).await?.ok_or_else(not_found)?;
@@ -157,6 +160,7 @@ impl Social {
     /// The local aliases of a room, for a member (or anyone, in a `world_readable` room);
     /// `403 M_FORBIDDEN` otherwise.
     pub async fn room_aliases(&self, requester: &UserId, room_id: &RoomId) -> Result<Vec<OwnedRoomAliasId>> {
+        without_nul(room_id.as_str(), || Error::forbidden(format!("User {requester} not in room {room_id}")))?;
         let joined = self
             .store()
             .membership(room_id.as_str(), requester.as_str())

@@ -14,7 +14,7 @@ use ranvier_store::{StreamKind, events::StoredEvent};
 use ruma::{RoomId, UserId};
 use serde_json::Value;
 
-use crate::Social;
+use crate::{Social, without_nul};
 
 /// The most rooms one page holds, whatever the client asks.
 pub const MAX_PAGE: usize = 500;
@@ -189,6 +189,7 @@ impl Social {
 
     /// Whether a room is published; `404 M_NOT_FOUND` for an unknown room.
     pub async fn room_published(&self, room_id: &RoomId) -> Result<bool> {
+        without_nul(room_id.as_str(), || Error::not_found("Room not found"))?;
         let room = self.store().room(room_id.as_str()).await?.ok_or_else(|| Error::not_found("Room not found"))?;
         Ok(room.is_public)
     }
@@ -196,6 +197,7 @@ impl Social {
     /// Publish or unpublish a room. A joined member allowed to change the canonical alias, or
     /// a server admin, may.
     pub async fn set_room_published(&self, requester: &UserId, room_id: &RoomId, published: bool) -> Result<()> {
+        without_nul(room_id.as_str(), || Error::not_found("Room not found"))?;
         if self.store().room(room_id.as_str()).await?.is_none() {
             return Err(Error::not_found("Room not found"));
         }

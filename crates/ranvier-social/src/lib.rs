@@ -37,12 +37,19 @@ pub mod user_directory;
 
 use std::sync::Arc;
 
-use ranvier_core::config::PresenceConfig;
+use ranvier_core::{Error, Result, config::PresenceConfig};
 use ranvier_rooms::Rooms;
 use ranvier_store::Store;
 use ruma::UserId;
 
 pub use ephemeral::Ephemeral;
+
+/// Text that reaches a database column must not contain NUL, which JSON and percent-encoding
+/// allow but PostgreSQL text does not: such input is refused with `error` rather than left to
+/// fail in the database.
+pub(crate) fn without_nul(text: &str, error: impl FnOnce() -> Error) -> Result<()> {
+    if text.contains('\0') { Err(error()) } else { Ok(()) }
+}
 pub use presence::SyncPresence;
 
 /// The social service. Cheap to clone.

@@ -25,7 +25,7 @@ use ranvier_store::{StreamKind, social::presence::PresenceRow};
 use ruma::{UserId, presence::PresenceState};
 use serde_json::{Map, Value, json};
 
-use crate::{Inner, Social};
+use crate::{Inner, Social, without_nul};
 
 /// A user counts as "currently active" this long after their last activity.
 pub const CURRENTLY_ACTIVE_MS: i64 = 60_000;
@@ -388,6 +388,9 @@ impl Social {
         if requester != target {
             return Err(Error::forbidden("Cannot set the presence of another user"));
         }
+        if let Some(message) = &status_msg {
+            without_nul(message, || Error::invalid_param("The status message must not contain NUL"))?;
+        }
         self.apply_presence(target, State::from_ruma(state)?, status_msg).await
     }
 
@@ -428,6 +431,7 @@ impl Social {
     /// or that of someone they share a room with (`403 M_FORBIDDEN` otherwise); `404` for an
     /// unknown local user.
     pub async fn presence_of(&self, requester: &UserId, target: &UserId) -> Result<Map<String, Value>> {
+        without_nul(target.as_str(), || Error::not_found("Unknown user"))?;
         if self.is_local(target) && self.store().get_user(target.as_str()).await?.is_none() {
             return Err(Error::not_found("Unknown user"));
         }

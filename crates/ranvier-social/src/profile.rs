@@ -9,7 +9,7 @@ use ranvier_rooms::MembershipAction;
 use ruma::{MxcUri, UserId};
 use serde_json::{Map, Value};
 
-use crate::Social;
+use crate::{Social, without_nul};
 
 /// The largest a whole profile may be, as JSON (the spec's limit).
 pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
@@ -53,6 +53,7 @@ pub fn validate_field_value(name: &str, value: Value) -> Result<Option<Value>> {
             if text.is_empty() && name != "m.tz" {
                 return Ok(None);
             }
+            without_nul(text, || Error::invalid_param(format!("`{name}` must not contain NUL")))?;
             if name == "displayname" && text.chars().count() > MAX_DISPLAYNAME_CHARS {
                 return Err(Error::bad_json(format!("Display names are at most {MAX_DISPLAYNAME_CHARS} characters")));
             }
@@ -78,6 +79,7 @@ impl Social {
     /// Fail with `404 M_NOT_FOUND` unless `user_id` is an account of this server.
     async fn ensure_local_account(&self, user_id: &UserId) -> Result<()> {
         // Remote profiles will come over federation; until then they are unknown here.
+        without_nul(user_id.as_str(), profile_not_found)?;
         if !self.is_local(user_id) || self.store().get_user(user_id.as_str()).await?.is_none() {
             return Err(profile_not_found());
         }
@@ -99,6 +101,7 @@ impl Social {
     /// One field of a user's profile; `404 M_NOT_FOUND` when the user or the field is unknown.
     pub async fn profile_field(&self, user_id: &UserId, field: &str) -> Result<Value> {
         self.ensure_local_account(user_id).await?;
+        without_nul(field, profile_not_found)?;
         let value = self.store().profile_field(user_id.as_str(), field).await?;
         value.and_then(|value| serde_json::from_str(&value).ok()).ok_or_else(profile_not_found)
     }

@@ -13,7 +13,7 @@ use ranvier_store::{events::StoredEvent, social::receipts::NewReceipt};
 use ruma::{EventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use crate::Social;
+use crate::{Social, without_nul};
 
 /// The public read receipt.
 pub const READ: &str = "m.read";
@@ -61,7 +61,7 @@ impl Thread {
         match thread_id {
             None => Ok(Thread::Unthreaded),
             Some("main") => Ok(Thread::Main),
-            Some(id) if EventId::parse(id).is_ok() => Ok(Thread::Root(id.to_owned())),
+            Some(id) if EventId::parse(id).is_ok() && !id.contains('\0') => Ok(Thread::Root(id.to_owned())),
             Some(_) => Err(Error::invalid_param("`thread_id` must be `main` or an event id")),
         }
     }
@@ -71,6 +71,8 @@ impl Social {
     /// A joined member's event in the room (`403` if `user_id` is not joined, `404` if the
     /// event is not in the room).
     async fn event_for_receipt(&self, room_id: &RoomId, user_id: &UserId, event_id: &EventId) -> Result<StoredEvent> {
+        without_nul(room_id.as_str(), || Error::forbidden(format!("User {user_id} not in room")))?;
+        without_nul(event_id.as_str(), || Error::not_found("Could not find event"))?;
         let joined = self
             .store()
             .membership(room_id.as_str(), user_id.as_str())

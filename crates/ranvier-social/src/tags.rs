@@ -10,7 +10,7 @@ use ranvier_core::{Error, Result, error::Context};
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use crate::Social;
+use crate::{Social, without_nul};
 
 /// The account data type holding a room's tags.
 pub const TAG_TYPE: &str = "m.tag";
@@ -25,10 +25,16 @@ fn check_owner(requester: &UserId, owner: &UserId) -> Result<()> {
     Ok(())
 }
 
+/// The room id of a tag request, which is a database key.
+fn check_room(room_id: &RoomId) -> Result<()> {
+    without_nul(room_id.as_str(), || Error::invalid_param("Invalid room id"))
+}
+
 impl Social {
     /// A user's tags on a room: the `tags` object, empty when none are set.
     pub async fn tags(&self, requester: &UserId, owner: &UserId, room_id: &RoomId) -> Result<Map<String, Value>> {
         check_owner(requester, owner)?;
+        check_room(room_id)?;
         let content = self.store().get_account_data(owner.as_str(), room_id.as_str(), TAG_TYPE).await?;
         Ok(tags_of(content.as_deref()))
     }
@@ -43,6 +49,7 @@ impl Social {
         content: Map<String, Value>,
     ) -> Result<()> {
         check_owner(requester, owner)?;
+        check_room(room_id)?;
         if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
             return Err(Error::invalid_param(format!("Tags are 1 to {MAX_TAG_BYTES} bytes")));
         }
@@ -56,6 +63,7 @@ impl Social {
     /// Remove a tag; removing a tag that is not set succeeds.
     pub async fn delete_tag(&self, requester: &UserId, owner: &UserId, room_id: &RoomId, tag: &str) -> Result<()> {
         check_owner(requester, owner)?;
+        check_room(room_id)?;
         self.change_tags(owner, room_id, |tags| tags.remove(tag).is_some()).await
     }
 

@@ -18,7 +18,7 @@ use ranvier_store::{StreamKind, Streams};
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
-use crate::{Inner, Social};
+use crate::{Inner, Social, without_nul};
 
 /// The longest a client may ask to be shown typing for.
 pub const MAX_TYPING_TIMEOUT: Duration = Duration::from_secs(120);
@@ -112,6 +112,7 @@ impl Social {
     /// Mark `user_id` as typing in a room for `timeout` (capped at two minutes), or as no
     /// longer typing (`None`). The user must be joined to the room.
     pub async fn set_typing(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) -> Result<()> {
+        without_nul(room_id.as_str(), || Error::forbidden(format!("User {user_id} not in room")))?;
         let joined = self
             .store()
             .membership(room_id.as_str(), user_id.as_str())

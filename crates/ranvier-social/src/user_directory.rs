@@ -27,7 +27,11 @@ pub const MAX_LIMIT: u64 = 100;
 
 /// The lower-case words of a search term.
 pub fn search_words(term: &str) -> Vec<String> {
-    term.split_whitespace().map(str::to_lowercase).collect()
+    // NUL matches no name, and may not reach the database.
+    term.split(|c: char| c.is_whitespace() || c == '\0')
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Whether every search word starts a word of the display name or of the user id (split on
