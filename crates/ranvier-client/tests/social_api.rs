@@ -833,8 +833,8 @@ async fn presence(backend: Backend) {
 
 async fn presence_timeouts(backend: Backend) {
     let Some(api) = TestApi::start(backend, |config| {
-        config.presence.idle_timeout_ms = 200;
-        config.presence.offline_timeout_ms = 200;
+        config.presence.idle_timeout_ms = 500;
+        config.presence.offline_timeout_ms = 500;
     })
     .await
     else {
@@ -849,7 +849,7 @@ async fn presence_timeouts(backend: Backend) {
     let syncing = api.state.social.set_presence_from_sync(user_id(&alice), None).await.expect("sync presence");
     assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "online");
     let before_idle = token(&api);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // Still syncing, but idle: unavailable, and the sweep told the stream.
     assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "unavailable");
     assert!(token(&api).get(StreamKind::Presence) > before_idle.get(StreamKind::Presence));
@@ -862,9 +862,14 @@ async fn presence_timeouts(backend: Backend) {
     let typing = format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
     api.put(&typing, alice.token(), json!({ "typing": true, "timeout": 1000 })).await.assert_status(StatusCode::OK);
     assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "online");
+    // So does sending a message, after idling again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "unavailable");
+    send_text(&api, &alice, &room, "back").await;
+    assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "online");
     // No sync running for the offline timeout: offline.
     drop(syncing);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(state(api.get(&presence_path(&alice.user_id), bob.token()).await.body), "offline");
     let seen = ephemeral(&api, &bob, &[&room], &before_idle, false).await;
     assert_eq!(
