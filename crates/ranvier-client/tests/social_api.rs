@@ -303,7 +303,7 @@ async fn typing(backend: Backend) {
         .assert_status(StatusCode::OK);
     api.put(&typing_path(&bob), bob.token(), json!({ "typing": false })).await.assert_status(StatusCode::OK);
     let typing_now = token(&api).get(StreamKind::Typing);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(token(&api).get(StreamKind::Typing) > typing_now, "the expiry took a position");
     let expired = ephemeral(&api, &bob, &rooms, &before_expiry, false).await;
     assert_eq!(room_events(&expired, &room, "m.typing")[0]["content"]["user_ids"], json!([]));

@@ -8,6 +8,21 @@
 //!
 //! A token from before a restart can be ahead of the in-memory typing and presence streams;
 //! such a token is answered with the full current view, as an initial sync would be.
+//!
+//! # Wiring into `/sync`
+//! - Give the sync service the `Social` handle (build `Social` before `SyncService` in
+//!   `Services::new`; it needs only the store and the rooms).
+//! - In one sync pass over `(since, now]`, with `full = since.is_none() || full_state` and the
+//!   user's joined room ids: `sync_ephemeral(user, &joined, &since.unwrap_or_default(), &now,
+//!   full)`. A joined room with an entry in [`Ephemeral::rooms`] is reported even without new
+//!   events; its events go to `rooms.join.{roomId}.ephemeral.events` (through the
+//!   `room.ephemeral` filter), and [`Ephemeral::presence`] goes to `presence.events` (through
+//!   the `presence` filter).
+//! - In the `/sync` handler, before the long-poll:
+//!   `let _presence = social.set_presence_from_sync(user, set_presence.as_ref()).await?;` and
+//!   keep the guard until the response is built.
+//! - For each joined room in the response, `unread_notification_count(user, room)` gives
+//!   `unread_notifications.notification_count` (`highlight_count` is 0 until push rules).
 
 use std::collections::{HashMap, HashSet};
 

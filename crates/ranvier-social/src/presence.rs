@@ -2,13 +2,13 @@
 //! activity.
 //!
 //! Presence is where a homeserver can burn memory and CPU, so it is kept cheap:
-//! - The state lives in memory ([`Tracker`]). Only a change of state or status message takes a
+//! - The state lives in memory (`Tracker`). Only a change of state or status message takes a
 //!   position in the presence stream, and only those are written to the database (the
 //!   periodic sweep writes its changes in one transaction). Activity while already online just
 //!   moves a timestamp.
 //! - `last_active_ago` and `currently_active` are computed when an event is built, not stored.
 //! - Nothing is sent anywhere when presence changes: a user's `/sync` asks which users changed
-//!   since its token ([`Tracker::changed_since`]) and keeps only those who share a room with
+//!   since its token (`Tracker::changed_since`) and keeps only those who share a room with
 //!   it.
 //!
 //! The rules themselves are the pure function [`step`], tested on their own.
