@@ -9,7 +9,7 @@ use ruma::api::client::profile::{
     ProfileFieldValue, delete_profile_field, get_profile, get_profile_field, set_profile_field,
 };
 
-use crate::AppState;
+use crate::{AppState, ratelimit::RateLimitKind};
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<get_profile::v3::Request, _, _, _>(router, profile);
@@ -41,6 +41,8 @@ async fn set_field(
     State(state): State<AppState>,
     req: Authed<set_profile_field::v3::Request>,
 ) -> ApiResult<set_profile_field::v3::Response> {
+    // A display name or avatar change sends an event into every joined room.
+    state.ratelimit.check(RateLimitKind::Messages, req.user_id().as_str())?;
     let field = req.body.value.field_name().to_string();
     let value = req.body.value.value().into_owned();
     state.social.set_profile_field(req.user_id(), &req.body.user_id, &field, value).await?;
@@ -51,6 +53,7 @@ async fn delete_field(
     State(state): State<AppState>,
     req: Authed<delete_profile_field::v3::Request>,
 ) -> ApiResult<delete_profile_field::v3::Response> {
+    state.ratelimit.check(RateLimitKind::Messages, req.user_id().as_str())?;
     let field = req.body.field.to_string();
     state.social.delete_profile_field(req.user_id(), &req.body.user_id, &field).await?;
     Ok(delete_profile_field::v3::Response::new().into())

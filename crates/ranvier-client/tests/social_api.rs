@@ -640,6 +640,12 @@ async fn canonical_alias_and_create_with_alias(backend: Backend) {
     api.put(&canonical, alice.token(), json!({ "alt_aliases": "#fancy:example.org" }))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    // Permission comes first: a member without the power gets 403 whatever the alias.
+    let bob = api.register("bob", "pw").await;
+    join(&api, &bob, &room).await.assert_status(StatusCode::OK);
+    api.put(&canonical, bob.token(), json!({ "alias": "#none:example.org" }))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // Initial state is checked too: an alias of another room cannot be named.
     let initial = json!({ "initial_state": [{ "type": "m.room.canonical_alias", "content": { "alias": fancy } }] });
     api.post(&create, alice.token(), initial).await.assert_error(StatusCode::BAD_REQUEST, "M_BAD_ALIAS");

@@ -39,12 +39,13 @@ impl Rooms {
         if let Some(existing) = self.unchanged_state(&room, sender, &template).await? {
             return Ok(existing);
         }
+        let built = self.build_event(&room, sender, &template)?;
+        authorize(&room, &built)?;
+        // Only once the sender may send it: whether the aliases it names point here.
         if template.event_type == "m.room.canonical_alias" && template.state_key.as_deref() == Some("") {
             let previous = self.current_content(&room, "m.room.canonical_alias", "").await?;
             self.check_canonical_alias(room_id, previous.as_ref(), &template.content).await?;
         }
-        let built = self.build_event(&room, sender, &template)?;
-        authorize(&room, &built)?;
         let mut options = PersistOptions { txn, ..Default::default() };
         if let Some(target) = built.pdu.redacts.clone() {
             options.redact_target = self.redaction_target(&room, sender, &target).await?;
