@@ -447,6 +447,15 @@ async fn invites_joins_and_leaves() {
             bodies(&rejected["rooms"]["leave"]["!b:test"]["timeline"]["events"]),
             vec!["m.room.member|@dave:test"]
         );
+
+        // A knock shows up under `knock` with the room's stripped state.
+        b.state_event(&store, ALICE, "m.room.join_rules", "", json!({"join_rule": "knock"})).await;
+        b.membership(&store, EVE, EVE, "knock").await;
+        let knocked = sync(&sync_service, EVE, None).await;
+        let knock_state = &knocked["rooms"]["knock"]["!b:test"]["knock_state"]["events"];
+        let expected = set(&["m.room.create|", "m.room.join_rules|", "m.room.member|@eve:test"]);
+        assert!(types(knock_state).is_superset(&expected), "{knock_state}");
+        assert_eq!(knocked["rooms"]["join"], json!({}));
     })
     .await;
 }
