@@ -760,3 +760,23 @@ async fn account_data_room_filters_and_transaction_ids() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_user_who_left_pages_back_from_their_leave() {
+    on_each_backend(|store| async move {
+        let sync_service = service(&store);
+        let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        a.membership(&store, DAVE, DAVE, "join").await;
+        a.message(&store, ALICE, "seen").await;
+        a.membership(&store, DAVE, DAVE, "leave").await;
+        // More events after the leave than one walk looks at.
+        for i in 0..(crate::timeline::MAX_SCAN + 50) {
+            a.message(&store, ALICE, &format!("after {i}")).await;
+        }
+        let page =
+            messages(&sync_service, DAVE, "!a:test", (None, None), Direction::Backward, 2, Default::default()).await;
+        assert_eq!(bodies(&Value::Array(page.chunk)), vec!["m.room.member|@dave:test", "seen"]);
+        assert!(page.end.is_some());
+    })
+    .await;
+}
