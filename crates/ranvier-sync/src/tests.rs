@@ -590,6 +590,7 @@ async fn context_and_timestamp_lookup() {
     on_each_backend(|store| async move {
         let sync_service = service(&store);
         let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        a.membership(&store, BOB, BOB, "join").await;
         let mut written = Vec::new();
         for i in 0..20 {
             written.push(a.message(&store, ALICE, &format!("m{i}")).await);
@@ -625,6 +626,13 @@ async fn context_and_timestamp_lookup() {
         )
         .await;
         assert_eq!(bodies(&Value::Array(after.chunk)), vec!["m13", "m14"]);
+
+        // Lazy loading narrows the state to the members of the events' senders.
+        let lazy: RoomEventFilter = serde_json::from_value(json!({"lazy_load_members": true})).expect("filter");
+        let context = sync_service.context(ALICE, "DEV", "!a:test", &middle.event_id, 4, &lazy).await.expect("context");
+        let state = types(&Value::Array(context.state));
+        assert!(state.contains("m.room.member|@alice:test") && state.contains("m.room.create|"), "{state:?}");
+        assert!(!state.contains("m.room.member|@bob:test"), "{state:?}");
 
         let missing = sync_service.context(ALICE, "DEV", "!a:test", "$nope", 4, &Default::default()).await;
         assert_eq!(missing.expect_err("unknown event").kind(), Some(&ruma::api::error::ErrorKind::NotFound));
