@@ -138,13 +138,12 @@ impl Default for RateLimitsConfig {
 
 impl Config {
     /// Parse a TOML document, then apply `RANVIER_*` overrides from `env`.
-    pub fn from_toml_and_env(
-        text: &str,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, String> {
+    pub fn from_toml_and_env(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
         let mut root: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
         for (key, value) in env {
-            let Some(path) = key.strip_prefix("RANVIER_") else { continue };
+            let Some(path) = key.strip_prefix("RANVIER_") else {
+                continue;
+            };
             if path.is_empty() {
                 continue;
             }
@@ -194,7 +193,8 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(BTreeMap::new().into_iter().collect()));
+            let entry =
+                table.entry(first.clone()).or_insert_with(|| toml::Value::Table(BTreeMap::new().into_iter().collect()));
             match entry {
                 toml::Value::Table(inner) => set_path(inner, rest, value),
                 _ => Err(format!("RANVIER_ override descends into `{first}`, which is not a table")),

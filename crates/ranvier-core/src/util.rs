@@ -4,10 +4,7 @@ use rand::{Rng, distr::Alphanumeric};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A random alphanumeric string of `len` characters (access tokens, device ids, session ids).

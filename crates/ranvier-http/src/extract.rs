@@ -157,10 +157,7 @@ fn parse_error(error: FromHttpRequestError) -> Rejection {
 }
 
 /// Split the request, read the body within the limit, and parse it as `T`.
-async fn parse<T: IncomingRequest, S: AuthState>(
-    req: Request,
-    state: &S,
-) -> Result<(T, Option<String>), Rejection> {
+async fn parse<T: IncomingRequest, S: AuthState>(req: Request, state: &S) -> Result<(T, Option<String>), Rejection> {
     let (mut parts, body) = req.into_parts();
     let token = access_token(&parts);
     let path_params = RawPathParams::from_request_parts(&mut parts, state)
@@ -221,18 +218,10 @@ mod tests {
 
     #[test]
     fn token_from_header_or_query() {
-        let (parts, _) = http::Request::builder()
-            .uri("/x?a=1&access_token=abc%2Bd")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let (parts, _) = http::Request::builder().uri("/x?a=1&access_token=abc%2Bd").body(()).unwrap().into_parts();
         assert_eq!(access_token(&parts).as_deref(), Some("abc+d"));
-        let (parts, _) = http::Request::builder()
-            .uri("/x")
-            .header("Authorization", "Bearer tok")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let (parts, _) =
+            http::Request::builder().uri("/x").header("Authorization", "Bearer tok").body(()).unwrap().into_parts();
         assert_eq!(access_token(&parts).as_deref(), Some("tok"));
         let (parts, _) = http::Request::builder().uri("/x?b=%zz").body(()).unwrap().into_parts();
         assert_eq!(access_token(&parts), None);

@@ -13,5 +13,5 @@ pub mod response;
 pub mod route;
 
 pub use extract::{AuthState, Authed, Identity, Ruma};
-pub use response::{ApiResult, RumaResponse, error_response};
+pub use response::{ApiResult, ErrorResponse, RumaResponse, error_response, matrix_error};
 pub use route::{fallback, route};

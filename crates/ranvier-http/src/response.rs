@@ -15,8 +15,8 @@ use ruma::api::{
     error::{ErrorBody, StandardErrorBody},
 };
 
-/// What handlers return.
-pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
+/// What handlers return. `?` converts service errors; write `Err(error.into())` to return one.
+pub type ApiResult<T> = Result<RumaResponse<T>, ErrorResponse>;
 
 /// A ruma response type, serialised by ruma.
 pub struct RumaResponse<T>(pub T);
@@ -84,8 +84,15 @@ pub fn matrix_error(status: StatusCode, kind: ErrorKind, message: String) -> Res
     }
 }
 
-/// Errors as responses, so handlers can return `Result<_, Error>`.
+/// A service error on its way out as a response.
+#[derive(Debug)]
 pub struct ErrorResponse(pub Error);
+
+impl From<Error> for ErrorResponse {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {

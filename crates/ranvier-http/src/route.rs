@@ -3,7 +3,7 @@
 use axum::{
     Router,
     handler::Handler,
-    http::{Method, StatusCode},
+    http::StatusCode,
     response::Response,
     routing::{MethodFilter, on},
 };
@@ -34,6 +34,6 @@ pub async fn fallback() -> Response {
 }
 
 /// A known path with the wrong method: `405 M_UNRECOGNIZED`.
-pub async fn method_not_allowed(_method: Method) -> Response {
+pub async fn method_not_allowed() -> Response {
     matrix_error(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "Unrecognized request".to_owned())
 }

@@ -1,2 +1,208 @@
 //! Events, the room DAG, state groups, current state and memberships (the tables of
 //! `0001_init.sql` under "Rooms and the event graph").
+//!
+//! This module holds the *read* side shared by the room service and sync. The write path
+//! (persisting an event with its edges, state group, current state and membership in one
+//! transaction) lives in [`crate::persist`].
+
+use std::collections::HashMap;
+
+use ranvier_core::{Result, error::Context};
+use sqlx::{AnyConnection, Row, any::AnyRow};
+
+use crate::{Store, flag};
+
+/// A stored PDU and its bookkeeping.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Position in the events stream; orders the timeline.
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    /// `None` for non-state events.
+    pub state_key: Option<String>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    /// The PDU as canonical JSON, without `event_id` (redacted in place once redacted).
+    pub pdu: String,
+    pub outlier: bool,
+    pub rejected: bool,
+    pub soft_failed: bool,
+    /// The redaction event applied to this one, if any.
+    pub redacted_by: Option<String>,
+    /// The state group holding the room state *before* this event.
+    pub state_group: Option<i64>,
+}
+
+/// State as a map from `(event_type, state_key)` to event id.
+pub type StateIds = HashMap<(String, String), String>;
+
+/// The columns every event query selects, in [`StoredEvent`] order.
+pub const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+     origin_server_ts, pdu, outlier, rejected_reason, soft_failed, redacted_by, state_group";
+
+/// Decode a row selected with [`EVENT_COLUMNS`].
+pub fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
+    let get = |e: sqlx::Error| ranvier_core::Error::internal(format!("decode event row: {e}"));
+    Ok(StoredEvent {
+        stream_ordering: row.try_get(0).map_err(get)?,
+        event_id: row.try_get(1).map_err(get)?,
+        room_id: row.try_get(2).map_err(get)?,
+        sender: row.try_get(3).map_err(get)?,
+        event_type: row.try_get(4).map_err(get)?,
+        state_key: row.try_get(5).map_err(get)?,
+        depth: row.try_get(6).map_err(get)?,
+        origin_server_ts: row.try_get(7).map_err(get)?,
+        pdu: row.try_get(8).map_err(get)?,
+        outlier: flag(row.try_get(9).map_err(get)?),
+        rejected: row.try_get::<Option<String>, _>(10).map_err(get)?.is_some(),
+        soft_failed: flag(row.try_get(11).map_err(get)?),
+        redacted_by: row.try_get(12).map_err(get)?,
+        state_group: row.try_get(13).map_err(get)?,
+    })
+}
+
+/// Which way a timeline read walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+impl Store {
+    /// One event by id.
+    pub async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await
+            .context("get event")?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// Several events by id, in no particular order; unknown ids are skipped.
+    pub async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let mut events = Vec::with_capacity(event_ids.len());
+        // Chunked IN lists keep each statement within both backends' parameter limits.
+        for chunk in event_ids.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders.join(", "));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(self.pool()).await.context("get events")? {
+                events.push(event_from_row(&row)?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Timeline events of a room (not outliers, rejected or soft-failed) with
+    /// `after < stream_ordering <= up_to`, walking in `direction`, at most `limit`.
+    pub async fn room_timeline(
+        &self,
+        room_id: &str,
+        after: i64,
+        up_to: i64,
+        direction: Direction,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let order = match direction {
+            Direction::Forward => "ASC",
+            Direction::Backward => "DESC",
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+             AND outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0 ORDER BY stream_ordering {order} LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(after)
+            .bind(up_to)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .context("room timeline")?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The version of a room we know, if any.
+    pub async fn room_version(&self, room_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(self.pool())
+            .await
+            .context("room version")
+    }
+
+    /// The current state of a room.
+    pub async fn current_state_ids(&self, room_id: &str) -> Result<StateIds> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(self.pool())
+                .await
+                .context("current state")?;
+        Ok(rows.into_iter().map(|(t, k, e)| ((t, k), e)).collect())
+    }
+
+    /// Every room a user has a membership in: `(room_id, membership, event_id, stream_ordering)`.
+    pub async fn rooms_for_user(&self, user_id: &str) -> Result<Vec<(String, String, String, i64)>> {
+        sqlx::query_as(
+            "SELECT room_id, membership, event_id, stream_ordering FROM room_memberships WHERE user_id = $1 AND forgotten = 0",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await
+        .context("rooms for user")
+    }
+
+    /// The full state of a state group, following its delta chain.
+    pub async fn state_group_ids(&self, state_group: i64) -> Result<StateIds> {
+        let mut conn = self.conn().await?;
+        state_group_ids(&mut conn, state_group).await
+    }
+}
+
+/// [`Store::state_group_ids`] on a given connection (usable inside a transaction).
+pub async fn state_group_ids(conn: &mut AnyConnection, state_group: i64) -> Result<StateIds> {
+    // Walk to the root collecting the chain, then apply deltas oldest first.
+    let mut chain = vec![state_group];
+    let mut current = state_group;
+    loop {
+        let prev: Option<Option<i64>> = sqlx::query_scalar("SELECT prev_group FROM state_groups WHERE id = $1")
+            .bind(current)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("state group chain")?;
+        match prev {
+            Some(Some(prev)) => {
+                chain.push(prev);
+                current = prev;
+            }
+            Some(None) => break,
+            None => {
+                return Err(ranvier_core::Error::internal(format!("state group {current} is missing")));
+            }
+        }
+    }
+    let mut state = StateIds::new();
+    for group in chain.into_iter().rev() {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
+                .bind(group)
+                .fetch_all(&mut *conn)
+                .await
+                .context("state group entries")?;
+        for (event_type, state_key, event_id) in rows {
+            state.insert((event_type, state_key), event_id);
+        }
+    }
+    Ok(state)
+}

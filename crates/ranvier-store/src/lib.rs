@@ -21,8 +21,13 @@
 pub mod account_data;
 pub mod accounts;
 pub mod events;
+pub mod filters;
 pub mod migrate;
+pub mod persist;
+pub mod registration_tokens;
 pub mod streams;
+pub mod sync;
+pub mod uia;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -101,9 +106,8 @@ impl Store {
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
-        let mut pool_options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(30));
+        let mut pool_options =
+            AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {

@@ -59,10 +59,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
             Backend::Postgres => migration.postgres,
         };
         let mut txn = pool.begin().await.context("begin migration")?;
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut *txn)
-            .await
-            .with_context_name(migration.name)?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *txn).await.with_context_name(migration.name)?;
         sqlx::query("INSERT INTO schema_version (version, name, applied_ts) VALUES ($1, $2, $3)")
             .bind(migration.version)
             .bind(migration.name)

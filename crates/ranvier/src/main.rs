@@ -1,1 +1,62 @@
-fn main() {}
+//! The `ranvier` binary: command line, configuration loading, wiring of the services, and
+//! startup/shutdown.
+//!
+//! `ranvier serve` with no arguments writes a commented `ranvier.toml` on first run, keeps its
+//! data (SQLite database, signing key) in `ranvier-data/`, and listens on `127.0.0.1:8008`.
+
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ranvier", version, about = "A Matrix homeserver")]
+struct Cli {
+    /// The configuration file; created with commented defaults if it does not exist.
+    #[arg(long, short, global = true, env = "RANVIER_CONFIG", default_value = "ranvier.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match serve::load_config(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ranvier: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    serve::init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ranvier: start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve::serve(config).await,
+            Command::Migrate => serve::open_store(&config).await.map(|_| ()),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ranvier: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

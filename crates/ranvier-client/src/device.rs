@@ -1,0 +1,7 @@
+//! Devices: list, get, rename, delete, bulk delete.
+
+use crate::AppState;
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    router
+}

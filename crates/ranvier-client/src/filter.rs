@@ -1,0 +1,7 @@
+//! Stored filters: `/user/{userId}/filter`.
+
+use crate::AppState;
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    router
+}

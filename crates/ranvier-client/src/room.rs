@@ -1,0 +1,7 @@
+//! Room creation: `POST /createRoom`.
+
+use crate::AppState;
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    router
+}

@@ -1,0 +1,48 @@
+//! Stored PDUs into the client event format (`ClientEvent` of the spec).
+
+use ranvier_core::util::now_ms;
+use ranvier_store::events::StoredEvent;
+use serde_json::{Map, Value, json};
+
+/// Options for [`client_event`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FormatOptions<'a> {
+    /// Omit `room_id` (sync timelines and state nest events under their room).
+    pub omit_room_id: bool,
+    /// The client transaction id, when the event goes to the device that sent it.
+    pub transaction_id: Option<&'a str>,
+}
+
+/// The client format of a stored event: the PDU's client-visible keys plus `event_id` and
+/// `unsigned` (`age`, and `transaction_id` for its sender's device).
+pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
+    let pdu: Map<String, Value> = serde_json::from_str(&event.pdu).unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("event_id".into(), Value::String(event.event_id.clone()));
+    out.insert("type".into(), Value::String(event.event_type.clone()));
+    out.insert("sender".into(), Value::String(event.sender.clone()));
+    out.insert("origin_server_ts".into(), json!(event.origin_server_ts));
+    out.insert("content".into(), pdu.get("content").cloned().unwrap_or_else(|| json!({})));
+    if !options.omit_room_id {
+        out.insert("room_id".into(), Value::String(event.room_id.clone()));
+    }
+    if let Some(state_key) = &event.state_key {
+        out.insert("state_key".into(), Value::String(state_key.clone()));
+    }
+    if let Some(redacts) = pdu.get("redacts") {
+        out.insert("redacts".into(), redacts.clone());
+    }
+    let mut unsigned = match pdu.get("unsigned") {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    unsigned.insert("age".into(), json!((now_ms() - event.origin_server_ts).max(0)));
+    if let Some(txn) = options.transaction_id {
+        unsigned.insert("transaction_id".into(), Value::String(txn.to_owned()));
+    }
+    if let Some(redacted_by) = &event.redacted_by {
+        unsigned.insert("redacted_because".into(), json!({ "event_id": redacted_by }));
+    }
+    out.insert("unsigned".into(), Value::Object(unsigned));
+    Value::Object(out)
+}

@@ -1,0 +1,1 @@
+//! Registration tokens (`m.login.registration_token`).

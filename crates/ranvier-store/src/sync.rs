@@ -1,0 +1,1 @@
+//! Queries that `/sync` needs beyond the shared event reads.

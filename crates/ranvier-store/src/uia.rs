@@ -1,0 +1,1 @@
+//! User-interactive authentication sessions.

@@ -1,0 +1,92 @@
+//! Loading the configuration, opening the store, wiring the services and running the HTTP
+//! listener until SIGINT or SIGTERM.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use ranvier_client::{AppState, Services};
+use ranvier_core::{Config, Error, Result, config::DEFAULT_CONFIG_TOML, error::Context};
+use ranvier_rooms::Rooms;
+use ranvier_store::Store;
+use ranvier_sync::SyncService;
+use tower_http::cors::{Any, CorsLayer};
+
+/// Read the config file (writing the commented default first if absent) and apply
+/// `RANVIER_*` environment overrides.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(path, DEFAULT_CONFIG_TOML)
+                .map_err(|e| format!("write default config {}: {e}", path.display()))?;
+            eprintln!("ranvier: wrote a default configuration to {}", path.display());
+            DEFAULT_CONFIG_TOML.to_owned()
+        }
+        Err(e) => return Err(format!("read config {}: {e}", path.display())),
+    };
+    Config::from_toml_and_env(&text, std::env::vars())
+}
+
+/// Log to stderr with the configured filter (`RUST_LOG` wins).
+pub fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Create the data directory and open (and migrate) the database.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    std::fs::create_dir_all(&config.data_dir).context("create data directory")?;
+    Store::open(&config.database_url(), config.database.max_connections).await
+}
+
+/// Run the server until a shutdown signal arrives.
+pub async fn serve(config: Config) -> Result<()> {
+    let server_name: ruma::OwnedServerName = config
+        .server_name
+        .as_str()
+        .try_into()
+        .map_err(|_| Error::internal("server_name is not a valid server name"))?;
+    let store = open_store(&config).await?;
+    let signing_key = ranvier_rooms::keys::load_or_generate(&config.signing_key_path())?;
+    let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
+    let sync = SyncService::new(store.clone(), rooms.clone());
+    let listen = config.listen.clone();
+    let services = Services { config, server_name, store, rooms, sync, auth: Default::default() };
+    let state = AppState(Arc::new(services));
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
+    let app = ranvier_client::router(state).layer(cors);
+
+    let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
+    let local = listener.local_addr().context("listener address")?;
+    tracing::info!(address = %local, "listening for clients");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serve http")?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+    // Long-polling syncs would otherwise hold the shutdown open for their whole timeout.
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        std::process::exit(0);
+    });
+}
