@@ -117,10 +117,7 @@ impl Api {
         let what = format!("{method} {path}");
         let mut attempt = 0;
         loop {
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .timeout(timeout);
+            let mut req = self.http.request(method.clone(), url.clone()).timeout(timeout);
             if let Some(token) = token {
                 req = req.bearer_auth(token);
             }
@@ -149,19 +146,11 @@ impl Api {
             let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status == StatusCode::TOO_MANY_REQUESTS && attempt < MAX_RATE_LIMIT_RETRIES {
                 attempt += 1;
-                let ms = parsed
-                    .get("retry_after_ms")
-                    .and_then(Value::as_u64)
-                    .or(header_wait)
-                    .unwrap_or(500);
+                let ms = parsed.get("retry_after_ms").and_then(Value::as_u64).or(header_wait).unwrap_or(500);
                 tokio::time::sleep(Duration::from_millis(ms).min(MAX_RETRY_WAIT)).await;
                 continue;
             }
-            return Ok(Response {
-                status,
-                body: parsed,
-                bytes: bytes.len(),
-            });
+            return Ok(Response { status, body: parsed, bytes: bytes.len() });
         }
     }
 
@@ -174,9 +163,7 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Response, ApiError> {
-        let resp = self
-            .raw(method.clone(), path, token, query, body, REQUEST_TIMEOUT)
-            .await?;
+        let resp = self.raw(method.clone(), path, token, query, body, REQUEST_TIMEOUT).await?;
         check(&format!("{method} {path}"), resp)
     }
 
@@ -190,26 +177,17 @@ impl Api {
             "auth": {"type": "m.login.dummy"},
             "initial_device_display_name": "bench",
         });
-        let mut resp = self
-            .raw(Method::POST, path, None, &[], Some(&body), REQUEST_TIMEOUT)
-            .await?;
+        let mut resp = self.raw(Method::POST, path, None, &[], Some(&body), REQUEST_TIMEOUT).await?;
         if resp.status == StatusCode::UNAUTHORIZED
             && let Some(session) = resp.body.get("session").and_then(Value::as_str)
         {
             body["auth"]["session"] = Value::String(session.to_owned());
-            resp = self
-                .raw(Method::POST, path, None, &[], Some(&body), REQUEST_TIMEOUT)
-                .await?;
+            resp = self.raw(Method::POST, path, None, &[], Some(&body), REQUEST_TIMEOUT).await?;
         }
         let resp = check(&format!("POST {path}"), resp)?;
         let user_id = field(&resp.body, "user_id", path)?;
         let token = field(&resp.body, "access_token", path)?;
-        Ok(User {
-            localpart: localpart.to_owned(),
-            password: password.to_owned(),
-            user_id,
-            token,
-        })
+        Ok(User { localpart: localpart.to_owned(), password: password.to_owned(), user_id, token })
     }
 
     /// Password login; returns a fresh access token.
@@ -221,18 +199,14 @@ impl Api {
             "password": password,
             "initial_device_display_name": "bench",
         });
-        let resp = self
-            .call(Method::POST, path, None, &[], Some(&body))
-            .await?;
+        let resp = self.call(Method::POST, path, None, &[], Some(&body)).await?;
         field(&resp.body, "access_token", path)
     }
 
     /// Creates a room with the given request body; returns its room ID.
     pub async fn create_room(&self, user: &User, body: &Value) -> Result<String, ApiError> {
         let path = "/_matrix/client/v3/createRoom";
-        let resp = self
-            .call(Method::POST, path, Some(&user.token), &[], Some(body))
-            .await?;
+        let resp = self.call(Method::POST, path, Some(&user.token), &[], Some(body)).await?;
         field(&resp.body, "room_id", path)
     }
 
@@ -242,24 +216,13 @@ impl Api {
         let seg = encode_segment(room_id);
         let path = format!("/_matrix/client/v3/rooms/{seg}/join");
         let body = json!({});
-        let resp = self
-            .raw(
-                Method::POST,
-                &path,
-                Some(&user.token),
-                &[],
-                Some(&body),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let resp = self.raw(Method::POST, &path, Some(&user.token), &[], Some(&body), REQUEST_TIMEOUT).await?;
         if resp.status == StatusCode::NOT_FOUND || resp.status == StatusCode::METHOD_NOT_ALLOWED {
-            let unrecognized = resp.body.get("errcode").and_then(Value::as_str)
-                == Some("M_UNRECOGNIZED")
-                || resp.body.is_null();
+            let unrecognized =
+                resp.body.get("errcode").and_then(Value::as_str) == Some("M_UNRECOGNIZED") || resp.body.is_null();
             if unrecognized {
                 let path = format!("/_matrix/client/v3/join/{seg}");
-                self.call(Method::POST, &path, Some(&user.token), &[], Some(&body))
-                    .await?;
+                self.call(Method::POST, &path, Some(&user.token), &[], Some(&body)).await?;
                 return Ok(());
             }
         }
@@ -267,22 +230,11 @@ impl Api {
     }
 
     /// Sends one `m.room.message` text event; returns its event ID.
-    pub async fn send_text(
-        &self,
-        user: &User,
-        room_id: &str,
-        txn: &str,
-        text: &str,
-    ) -> Result<String, ApiError> {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
-            encode_segment(room_id),
-            encode_segment(txn)
-        );
+    pub async fn send_text(&self, user: &User, room_id: &str, txn: &str, text: &str) -> Result<String, ApiError> {
+        let path =
+            format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", encode_segment(room_id), encode_segment(txn));
         let body = json!({"msgtype": "m.text", "body": text});
-        let resp = self
-            .call(Method::PUT, &path, Some(&user.token), &[], Some(&body))
-            .await?;
+        let resp = self.call(Method::PUT, &path, Some(&user.token), &[], Some(&body)).await?;
         field(&resp.body, "event_id", &path)
     }
 
@@ -304,17 +256,13 @@ impl Api {
             query.push(("filter", filter));
         }
         let limit = REQUEST_TIMEOUT + Duration::from_millis(timeout_ms);
-        let resp = self
-            .raw(Method::GET, path, Some(&user.token), &query, None, limit)
-            .await?;
+        let resp = self.raw(Method::GET, path, Some(&user.token), &query, None, limit).await?;
         check(&format!("GET {path}"), resp)
     }
 
     /// `GET /_matrix/client/versions`, to see whether the server answers at all.
     pub async fn versions(&self) -> Result<Value, ApiError> {
-        let resp = self
-            .call(Method::GET, "/_matrix/client/versions", None, &[], None)
-            .await?;
+        let resp = self.call(Method::GET, "/_matrix/client/versions", None, &[], None).await?;
         Ok(resp.body)
     }
 }
@@ -323,35 +271,18 @@ fn check(what: &str, resp: Response) -> Result<Response, ApiError> {
     if resp.status.is_success() {
         return Ok(resp);
     }
-    let errcode = resp
-        .body
-        .get("errcode")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let message = resp
-        .body
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    Err(ApiError {
-        what: what.to_owned(),
-        status: Some(resp.status.as_u16()),
-        errcode,
-        message,
-    })
+    let errcode = resp.body.get("errcode").and_then(Value::as_str).map(str::to_owned);
+    let message = resp.body.get("error").and_then(Value::as_str).unwrap_or("").to_owned();
+    Err(ApiError { what: what.to_owned(), status: Some(resp.status.as_u16()), errcode, message })
 }
 
 fn field(body: &Value, name: &str, what: &str) -> Result<String, ApiError> {
-    body.get(name)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError {
-            what: what.to_owned(),
-            status: None,
-            errcode: None,
-            message: format!("response lacks `{name}`"),
-        })
+    body.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| ApiError {
+        what: what.to_owned(),
+        status: None,
+        errcode: None,
+        message: format!("response lacks `{name}`"),
+    })
 }
 
 /// Extracts `next_batch` from a sync response.

@@ -32,24 +32,9 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(
-        api: Api,
-        label: String,
-        scale: f64,
-        pid: Option<u32>,
-        case_timeout: Duration,
-    ) -> Self {
+    pub fn new(api: Api, label: String, scale: f64, pid: Option<u32>, case_timeout: Duration) -> Self {
         let run_id = format!("{:08x}", rand::rng().random::<u32>());
-        Self {
-            api,
-            label,
-            scale,
-            pid,
-            case_timeout,
-            run_id,
-            seq: AtomicU64::new(0),
-            pool: Mutex::new(Vec::new()),
-        }
+        Self { api, label, scale, pid, case_timeout, run_id, seq: AtomicU64::new(0), pool: Mutex::new(Vec::new()) }
     }
 
     /// `base` multiplied by the scale, at least 1.
@@ -178,8 +163,5 @@ where
         let (i, r) = joined.expect("benchmark task panicked");
         out[i] = Some(r?);
     }
-    Ok(out
-        .into_iter()
-        .map(|r| r.expect("every task ran"))
-        .collect())
+    Ok(out.into_iter().map(|r| r.expect("every task ran")).collect())
 }

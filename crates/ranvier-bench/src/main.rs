@@ -17,10 +17,7 @@ use crate::api::Api;
 use crate::bench::Bench;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "ranvier-bench",
-    about = "Load generator for Matrix homeservers over the Client-Server API"
-)]
+#[command(name = "ranvier-bench", about = "Load generator for Matrix homeservers over the Client-Server API")]
 struct Cli {
     /// Base URL of the homeserver (loopback), e.g. http://127.0.0.1:8008.
     #[arg(long, env = "RANVIER_BENCH_URL")]
@@ -69,19 +66,9 @@ async fn main() -> ExitCode {
     let names: Vec<String> = if cli.scenarios.iter().any(|s| s == "all") {
         scenarios::ALL.iter().map(|s| s.to_string()).collect()
     } else {
-        cli.scenarios
-            .iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
+        cli.scenarios.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
     };
-    let bench = Bench::new(
-        api,
-        cli.label,
-        cli.scale,
-        cli.server_pid,
-        Duration::from_secs(cli.case_timeout_secs),
-    );
+    let bench = Bench::new(api, cli.label, cli.scale, cli.server_pid, Duration::from_secs(cli.case_timeout_secs));
     if let Some(pid) = cli.server_pid {
         let mut f = Map::new();
         match resources::status_kb(pid, "VmRSS") {
@@ -89,12 +76,7 @@ async fn main() -> ExitCode {
                 f.insert("idle_rss_kb".into(), json!(rss));
                 bench.emit("idle", "-", json!({"pid": pid}), Ok(f));
             }
-            None => bench.emit(
-                "idle",
-                "-",
-                json!({"pid": pid}),
-                Err(format!("cannot read /proc/{pid}/status")),
-            ),
+            None => bench.emit("idle", "-", json!({"pid": pid}), Err(format!("cannot read /proc/{pid}/status"))),
         }
     }
     for name in &names {

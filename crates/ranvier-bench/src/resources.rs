@@ -47,11 +47,7 @@ impl Probe {
     pub fn start(pid: Option<u32>) -> Self {
         let peak_reset = pid.is_some_and(reset_peak);
         let cpu_start = pid.and_then(cpu_secs);
-        Self {
-            pid,
-            cpu_start,
-            peak_reset,
-        }
+        Self { pid, cpu_start, peak_reset }
     }
 
     /// Adds `server_cpu_secs` and `server_peak_rss_kb` to the figures when known.

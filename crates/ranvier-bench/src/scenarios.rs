@@ -13,15 +13,7 @@ use crate::bench::{Bench, SETUP_CONCURRENCY, bounded};
 use crate::stats::{add_latency, median, round3};
 
 /// Every scenario name, in the order they run by default.
-pub const ALL: &[&str] = &[
-    "register",
-    "login",
-    "create_rooms",
-    "send",
-    "fanout",
-    "initial_sync",
-    "join_large",
-];
+pub const ALL: &[&str] = &["register", "login", "create_rooms", "send", "fanout", "initial_sync", "join_large"];
 
 /// Concurrency of the request-rate scenarios (register, login, create_rooms).
 const RATE_CONCURRENCY: usize = 10;
@@ -35,12 +27,7 @@ pub async fn run(bench: &Bench, name: &str) {
         "fanout" => fanout(bench).await,
         "initial_sync" => initial_sync(bench).await,
         "join_large" => join_large(bench).await,
-        other => bench.emit(
-            other,
-            "-",
-            json!({}),
-            Err(format!("unknown scenario; known: {}", ALL.join(","))),
-        ),
+        other => bench.emit(other, "-", json!({}), Err(format!("unknown scenario; known: {}", ALL.join(",")))),
     }
 }
 
@@ -49,20 +36,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Figures shared by the request-rate scenarios.
-fn rate_figures(
-    count: usize,
-    elapsed: Duration,
-    latencies_ms: &[f64],
-    unit: &str,
-) -> Map<String, Value> {
+fn rate_figures(count: usize, elapsed: Duration, latencies_ms: &[f64], unit: &str) -> Map<String, Value> {
     let mut f = Map::new();
     let secs = elapsed.as_secs_f64();
     f.insert("count".into(), json!(count));
     f.insert("secs".into(), json!(round3(secs)));
-    f.insert(
-        format!("{unit}_per_sec"),
-        json!(round3(count as f64 / secs)),
-    );
+    f.insert(format!("{unit}_per_sec"), json!(round3(count as f64 / secs)));
     add_latency(&mut f, "", latencies_ms);
     f
 }
@@ -90,9 +69,7 @@ async fn register(bench: &Bench) {
             let lat: Vec<f64> = done.iter().map(|(_, l)| *l).collect();
             let mut f = rate_figures(n, elapsed, &lat, "registrations");
             probe.finish(&mut f);
-            bench
-                .add_to_pool(done.into_iter().map(|(u, _)| u).collect())
-                .await;
+            bench.add_to_pool(done.into_iter().map(|(u, _)| u).collect()).await;
             Ok(f)
         })
         .await;
@@ -131,9 +108,8 @@ async fn create_rooms(bench: &Bench) {
     bench
         .case("create_rooms", "-", params, async {
             let users = bench.pool(creators).await?;
-            let jobs: Vec<(User, String)> = (0..n)
-                .map(|i| (users[i % creators].clone(), format!("bench room {i}")))
-                .collect();
+            let jobs: Vec<(User, String)> =
+                (0..n).map(|i| (users[i % creators].clone(), format!("bench room {i}"))).collect();
             let api = bench.api.clone();
             let probe = bench.probe();
             let start = Instant::now();
@@ -159,27 +135,15 @@ async fn send(bench: &Bench) {
     let total = bench.scaled(200);
     for senders in [1usize, 10] {
         let per_sender = total.div_ceil(senders);
-        let case = if senders == 1 {
-            "1_user".to_owned()
-        } else {
-            format!("{senders}_users")
-        };
+        let case = if senders == 1 { "1_user".to_owned() } else { format!("{senders}_users") };
         let params = json!({"senders": senders, "messages_per_sender": per_sender});
         bench
             .case("send", &case, params, async {
                 let users = bench.pool(senders).await?;
-                let room = bench
-                    .public_room(&users[0], "bench send")
-                    .await
-                    .map_err(|e| format!("setup: {e}"))?;
-                bench
-                    .join_all(users[1..].to_vec(), &room)
-                    .await
-                    .map_err(|e| format!("setup: {e}"))?;
-                let jobs: Vec<(User, Vec<String>)> = users
-                    .into_iter()
-                    .map(|u| (u, (0..per_sender).map(|_| bench.unique("t")).collect()))
-                    .collect();
+                let room = bench.public_room(&users[0], "bench send").await.map_err(|e| format!("setup: {e}"))?;
+                bench.join_all(users[1..].to_vec(), &room).await.map_err(|e| format!("setup: {e}"))?;
+                let jobs: Vec<(User, Vec<String>)> =
+                    users.into_iter().map(|u| (u, (0..per_sender).map(|_| bench.unique("t")).collect())).collect();
                 let api = bench.api.clone();
                 let probe = bench.probe();
                 let start = Instant::now();
@@ -190,8 +154,7 @@ async fn send(bench: &Bench) {
                         let mut lat = Vec::with_capacity(txns.len());
                         for (i, txn) in txns.iter().enumerate() {
                             let t = Instant::now();
-                            api.send_text(&user, &room, txn, &format!("bench message {i}"))
-                                .await?;
+                            api.send_text(&user, &room, txn, &format!("bench message {i}")).await?;
                             lat.push(ms(t.elapsed()));
                         }
                         Ok::<_, crate::api::ApiError>(lat)
@@ -230,14 +193,7 @@ async fn fanout(bench: &Bench) {
             "interval_ms": interval.as_millis() as u64,
             "sync_timeout_ms": 30000,
         });
-        bench
-            .case(
-                "fanout",
-                &case,
-                params,
-                fanout_case(bench, receivers, messages, interval),
-            )
-            .await;
+        bench.case("fanout", &case, params, fanout_case(bench, receivers, messages, interval)).await;
     }
 }
 
@@ -250,22 +206,15 @@ async fn fanout_case(
     let users = bench.pool(receivers + 1).await?;
     let sender = users[0].clone();
     let readers = users[1..].to_vec();
-    let room = bench
-        .public_room(&sender, "bench fanout")
-        .await
-        .map_err(|e| format!("setup: {e}"))?;
-    bench
-        .join_all(readers.clone(), &room)
-        .await
-        .map_err(|e| format!("setup: {e}"))?;
+    let room = bench.public_room(&sender, "bench fanout").await.map_err(|e| format!("setup: {e}"))?;
+    bench.join_all(readers.clone(), &room).await.map_err(|e| format!("setup: {e}"))?;
     // Each receiver starts from its own incremental position, taken after joining.
     let sinces = {
         let b = bench.api.clone();
         bounded(SETUP_CONCURRENCY, readers.clone(), move |u| {
             let api = b.clone();
             async move {
-                let filter =
-                    r#"{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}"#;
+                let filter = r#"{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}"#;
                 let resp = api.sync(&u, None, Some(filter), 0).await?;
                 next_batch(&resp)
             }
@@ -285,11 +234,7 @@ async fn fanout_case(
         let barrier = barrier.clone();
         let sender_id = sender.user_id.clone();
         tasks.spawn(async move {
-            let mut seen = Seen {
-                arrivals: HashMap::new(),
-                limited: false,
-                error: None,
-            };
+            let mut seen = Seen { arrivals: HashMap::new(), limited: false, error: None };
             let mut since = since;
             barrier.wait().await;
             while seen.arrivals.len() < messages {
@@ -338,11 +283,7 @@ async fn fanout_case(
         tokio::time::sleep_until(start + interval * i as u32).await;
         let txn = bench.unique("f");
         let t = Instant::now();
-        match bench
-            .api
-            .send_text(&sender, &room, &txn, &format!("fanout {i}"))
-            .await
-        {
+        match bench.api.send_text(&sender, &room, &txn, &format!("fanout {i}")).await {
             Ok(id) => {
                 let done = Instant::now();
                 send_lat.push(ms(done - t));
@@ -382,10 +323,7 @@ async fn fanout_case(
         return Err(format!("sending: {e}"));
     }
     if let Some(e) = receiver_errors.first() {
-        return Err(format!(
-            "{} receivers failed, first: {e}",
-            receiver_errors.len()
-        ));
+        return Err(format!("{} receivers failed, first: {e}", receiver_errors.len()));
     }
     let expected = sent.len() * receivers;
     f.insert("deliveries_expected".into(), json!(expected));
@@ -415,10 +353,7 @@ async fn initial_sync(bench: &Bench) {
     let history = 20usize;
     let params = json!({"rooms": rooms, "members_per_room": members, "messages_per_room": history, "repeats": 3});
     let setup = async {
-        let syncer = bench
-            .fresh_user()
-            .await
-            .map_err(|e| format!("setup: {e}"))?;
+        let syncer = bench.fresh_user().await.map_err(|e| format!("setup: {e}"))?;
         let others = bench.pool(members - 1).await?;
         let api = bench.api.clone();
         let jobs: Vec<(usize, User, Vec<User>, Vec<String>)> = (0..rooms)
@@ -436,13 +371,8 @@ async fn initial_sync(bench: &Bench) {
                     api.join(u, &room).await?;
                 }
                 for (i, txn) in txns.iter().enumerate() {
-                    let author = if others.is_empty() {
-                        &owner
-                    } else {
-                        &others[i % others.len()]
-                    };
-                    api.send_text(author, &room, txn, &format!("history {i}"))
-                        .await?;
+                    let author = if others.is_empty() { &owner } else { &others[i % others.len()] };
+                    api.send_text(author, &room, txn, &format!("history {i}")).await?;
                 }
                 Ok::<_, crate::api::ApiError>(())
             }
@@ -461,12 +391,7 @@ async fn initial_sync(bench: &Bench) {
         }
         Err(_) => {
             for case in ["lazy_members", "full_members"] {
-                bench.emit(
-                    "initial_sync",
-                    case,
-                    params.clone(),
-                    Err("setup timed out".into()),
-                );
+                bench.emit("initial_sync", case, params.clone(), Err("setup timed out".into()));
             }
             return;
         }
@@ -481,11 +406,7 @@ async fn initial_sync(bench: &Bench) {
                 for _ in 0..3 {
                     let filter = sync_filter(lazy, &bench.unique("org.ranvier.bench.nonce."));
                     let t = Instant::now();
-                    let resp = bench
-                        .api
-                        .sync(&syncer, None, Some(&filter), 0)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let resp = bench.api.sync(&syncer, None, Some(&filter), 0).await.map_err(|e| e.to_string())?;
                     secs.push(t.elapsed().as_secs_f64());
                     bytes = resp.bytes;
                     joined = resp.body["rooms"]["join"].as_object().map_or(0, Map::len);
@@ -510,41 +431,22 @@ async fn join_large(bench: &Bench) {
         bench
             .case("join_large", &case, params, async {
                 let users = bench.pool(members).await?;
-                let room = bench
-                    .public_room(&users[0], "bench large")
-                    .await
-                    .map_err(|e| format!("setup: {e}"))?;
-                bench
-                    .join_all(users[1..].to_vec(), &room)
-                    .await
-                    .map_err(|e| format!("setup: {e}"))?;
-                let joiner = bench
-                    .fresh_user()
-                    .await
-                    .map_err(|e| format!("setup: {e}"))?;
-                let since = bench
-                    .since_token(&joiner)
-                    .await
-                    .map_err(|e| format!("setup: {e}"))?;
+                let room = bench.public_room(&users[0], "bench large").await.map_err(|e| format!("setup: {e}"))?;
+                bench.join_all(users[1..].to_vec(), &room).await.map_err(|e| format!("setup: {e}"))?;
+                let joiner = bench.fresh_user().await.map_err(|e| format!("setup: {e}"))?;
+                let since = bench.since_token(&joiner).await.map_err(|e| format!("setup: {e}"))?;
 
                 let probe = bench.probe();
                 let t = Instant::now();
-                bench
-                    .api
-                    .join(&joiner, &room)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                bench.api.join(&joiner, &room).await.map_err(|e| e.to_string())?;
                 let join_secs = t.elapsed().as_secs_f64();
                 let mut f = Map::new();
                 f.insert("join_secs".into(), json!(round3(join_secs)));
                 for (name, lazy) in [("lazy", true), ("full", false)] {
                     let filter = sync_filter(lazy, &bench.unique("org.ranvier.bench.nonce."));
                     let t = Instant::now();
-                    let resp = bench
-                        .api
-                        .sync(&joiner, Some(&since), Some(&filter), 10000)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let resp =
+                        bench.api.sync(&joiner, Some(&since), Some(&filter), 10000).await.map_err(|e| e.to_string())?;
                     let secs = t.elapsed().as_secs_f64();
                     let has_room = resp.body["rooms"]["join"].get(room.as_str()).is_some();
                     f.insert(format!("first_sync_{name}_secs"), json!(round3(secs)));

@@ -31,14 +31,8 @@ pub fn add_latency(figures: &mut Map<String, Value>, prefix: &str, samples_ms: &
         return;
     }
     let mean = v.iter().sum::<f64>() / v.len() as f64;
-    figures.insert(
-        format!("{prefix}p50_ms"),
-        json!(round3(percentile(&v, 50.0))),
-    );
-    figures.insert(
-        format!("{prefix}p99_ms"),
-        json!(round3(percentile(&v, 99.0))),
-    );
+    figures.insert(format!("{prefix}p50_ms"), json!(round3(percentile(&v, 50.0))));
+    figures.insert(format!("{prefix}p99_ms"), json!(round3(percentile(&v, 99.0))));
     figures.insert(format!("{prefix}mean_ms"), json!(round3(mean)));
     figures.insert(format!("{prefix}max_ms"), json!(round3(v[v.len() - 1])));
 }
