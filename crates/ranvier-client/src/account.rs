@@ -1,108 +1,186 @@
-//! Accounts and sessions: `/register`, `/login`, `/logout`, `/logout/all`, `/account/whoami`.
+//! Accounts and sessions: `/register` (with `/register/available` and the registration-token
+//! validity check), `/login`, `/logout`, `/logout/all`, `/account/whoami`,
+//! `/account/password` and `/account/deactivate`.
 
 use axum::extract::State;
 use ranvier_core::{Error, Result, error::ErrorKind, util::random_string};
-use ranvier_http::{ApiResult, Authed, Ruma, route};
+use ranvier_http::{ApiResult, Authed, Identity, Ruma, route};
+use ranvier_store::accounts::{CreateAccount, NewAccount, NewDevice};
 use ruma::{
-    OwnedDeviceId, OwnedUserId, UserId,
+    OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
     api::client::{
-        account::{register, whoami},
+        account::{
+            ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
+            get_username_availability,
+            register::{self, RegistrationKind},
+            whoami,
+        },
         session::{get_login_types, login, logout, logout_all},
-        uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo},
+        uiaa::{AuthType, UserIdentifier},
     },
 };
 
-use crate::{AppState, auth};
+use crate::{
+    AppState, Services,
+    auth::{self, MAX_PASSWORD_BYTES, UiaRequest},
+    ratelimit::{ClientAddr, RateLimitKind},
+};
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<register::v3::Request, _, _, _>(router, register);
+    let router = route::<get_username_availability::v3::Request, _, _, _>(router, username_available);
+    let router = route::<check_registration_token_validity::v1::Request, _, _, _>(router, token_validity);
     let router = route::<get_login_types::v3::Request, _, _, _>(router, login_types);
     let router = route::<login::v3::Request, _, _, _>(router, login);
     let router = route::<logout::v3::Request, _, _, _>(router, logout);
     let router = route::<logout_all::v3::Request, _, _, _>(router, logout_all);
+    let router = route::<change_password::v3::Request, _, _, _>(router, change_password);
+    let router = route::<deactivate::v3::Request, _, _, _>(router, deactivate);
     route::<whoami::v3::Request, _, _, _>(router, whoami)
 }
 
-/// The 401 UIA response listing `flows`, for a new session.
-fn uia_required(flows: Vec<AuthFlow>, completed: Vec<AuthType>, session: String) -> Error {
-    let mut info = UiaaInfo::new(flows);
-    info.completed = completed;
-    info.session = Some(session);
-    match serde_json::to_value(&info) {
-        Ok(body) => Error::Uiaa(Box::new(body)),
-        Err(e) => Error::internal(format!("serialise UIA info: {e}")),
-    }
+/// The operation name registration sessions are bound to.
+const REGISTER_OPERATION: &str = "POST /register";
+
+/// A fresh device id: ten upper-case letters and digits.
+pub fn new_device_id() -> OwnedDeviceId {
+    OwnedDeviceId::from(random_string(10).to_uppercase())
 }
 
-/// Validate a requested localpart and make the full user id.
-fn user_id_for(state: &AppState, localpart: &str) -> Result<OwnedUserId> {
-    let valid = !localpart.is_empty()
-        && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
-    if !valid {
-        return Err(Error::matrix(
-            ErrorKind::InvalidUsername,
-            "User ID can only contain characters a-z, 0-9, or '=_-./+'",
-        ));
+/// A fresh access token.
+pub fn new_access_token() -> String {
+    random_string(40)
+}
+
+/// `403 M_FORBIDDEN`: registration is closed.
+fn registration_disabled() -> Error {
+    Error::forbidden("Registration has been disabled")
+}
+
+/// Check a new password against the configured policy.
+pub fn check_new_password(services: &Services, password: &str) -> Result<()> {
+    if password.chars().count() < services.config.registration.min_password_length {
+        return Err(Error::matrix(ErrorKind::WeakPassword, "Password is too short"));
     }
-    let user_id = UserId::parse(format!("@{localpart}:{}", state.server_name))
-        .map_err(|_| Error::matrix(ErrorKind::InvalidUsername, "Invalid user id"))?;
-    if user_id.as_str().len() > 255 {
-        return Err(Error::matrix(ErrorKind::InvalidUsername, "User ID is too long"));
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::invalid_param(format!("Password is longer than {MAX_PASSWORD_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// The id a new account would get for `username`, if it is valid and free.
+pub async fn available_user_id(services: &Services, username: &str) -> Result<OwnedUserId> {
+    let user_id = auth::new_user_id(&services.server_name, &username.to_lowercase())?;
+    if services.store.get_user(user_id.as_str()).await?.is_some() {
+        return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken."));
     }
     Ok(user_id)
 }
 
+/// The 401 `M_MISSING_TOKEN` of endpoints whose token is optional in ruma but required here.
+fn require_identity(identity: Option<Identity>) -> Result<Identity> {
+    identity.ok_or_else(|| Error::matrix(ErrorKind::MissingToken, "Missing access token"))
+}
+
 async fn register(
     State(state): State<AppState>,
+    client: ClientAddr,
     req: Ruma<register::v3::Request>,
 ) -> ApiResult<register::v3::Response> {
+    state.ratelimit.check(RateLimitKind::Registration, &client.key())?;
     let body = req.body;
+    if matches!(body.kind, RegistrationKind::Guest) {
+        return Err(Error::matrix(ErrorKind::GuestAccessForbidden, "Guest access is disabled").into());
+    }
     if !state.config.registration.enabled {
-        return Err(Error::forbidden("Registration has been disabled").into());
+        return Err(registration_disabled().into());
     }
-    let localpart = match &body.username {
-        Some(name) => name.to_lowercase(),
-        None => random_string(12).to_lowercase(),
-    };
-    let user_id = user_id_for(&state, &localpart)?;
-    if state.store.get_user(user_id.as_str()).await?.is_some() {
-        return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken.").into());
+    // Check what the client sent before asking it to authenticate, so that a bad username or
+    // password is reported before the user spends a registration token on it.
+    if let Some(password) = &body.password {
+        check_new_password(&state, password)?;
     }
-    // UIA: one stage, m.login.dummy.
-    match &body.auth {
-        Some(AuthData::Dummy(_)) => {}
-        Some(_) => {
-            return Err(Error::matrix(ErrorKind::Unrecognized, "Unsupported authentication type").into());
-        }
-        None => {
-            let flows = vec![AuthFlow::new(vec![AuthType::Dummy])];
-            return Err(uia_required(flows, vec![], random_string(24)).into());
-        }
-    }
-    let password_hash = match body.password {
-        Some(password) => Some(auth::hash_password(password).await?),
+    let requested = match &body.username {
+        Some(username) => Some(available_user_id(&state, username).await?),
         None => None,
     };
-    if !state.store.create_user(user_id.as_str(), password_hash.as_deref(), false).await? {
-        return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken.").into());
+    let stage = if state.config.registration.require_token { AuthType::RegistrationToken } else { AuthType::Dummy };
+    let uia = UiaRequest { operation: REGISTER_OPERATION.to_owned(), user_id: None, flows: vec![vec![stage]] };
+    let passed = auth::user_interactive_auth(&state, &uia, body.auth.as_ref()).await?;
+
+    let password = body.password.ok_or_else(|| Error::missing_param("Missing password"))?;
+    let user_id = match requested {
+        Some(user_id) => user_id,
+        None => generated_user_id(&state).await?,
+    };
+    let password_hash = state.auth.hash_password(password).await?;
+    let device_id = body.device_id.unwrap_or_else(new_device_id);
+    let token = new_access_token();
+    let device = NewDevice {
+        device_id: device_id.as_str(),
+        display_name: body.initial_device_display_name.as_deref(),
+        access_token: &token,
+    };
+    let account = NewAccount {
+        user_id: user_id.as_str(),
+        password_hash: Some(&password_hash),
+        admin: false,
+        uia_session: Some(&passed.session_id),
+        device: (!body.inhibit_login).then_some(device),
+    };
+    match state.store.create_account(account).await? {
+        CreateAccount::Created => {}
+        CreateAccount::UserExists => {
+            return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken.").into());
+        }
+        CreateAccount::SessionGone => {
+            return Err(Error::forbidden("The authentication session has ended; start the registration again").into());
+        }
     }
-    let mut response = register::v3::Response::new(user_id.clone());
+    tracing::info!(user = %user_id, "registered a new account");
+    let mut response = register::v3::Response::new(user_id);
     if !body.inhibit_login {
-        let device_id = body.device_id.unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
-        let token = random_string(32);
-        state
-            .store
-            .create_device_with_token(
-                user_id.as_str(),
-                device_id.as_str(),
-                body.initial_device_display_name.as_deref(),
-                &token,
-            )
-            .await?;
         response.access_token = Some(token);
         response.device_id = Some(device_id);
     }
     Ok(response.into())
+}
+
+/// A random free user id, for registrations that name none.
+async fn generated_user_id(services: &Services) -> Result<OwnedUserId> {
+    for _ in 0..10 {
+        let localpart = random_string(12).to_lowercase();
+        if let Ok(user_id) = available_user_id(services, &localpart).await {
+            return Ok(user_id);
+        }
+    }
+    Err(Error::internal("could not generate a free user id"))
+}
+
+async fn username_available(
+    State(state): State<AppState>,
+    req: Ruma<get_username_availability::v3::Request>,
+) -> ApiResult<get_username_availability::v3::Response> {
+    if !state.config.registration.enabled {
+        return Err(registration_disabled().into());
+    }
+    available_user_id(&state, &req.body.username).await?;
+    Ok(get_username_availability::v3::Response::new(true).into())
+}
+
+async fn token_validity(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> ApiResult<check_registration_token_validity::v1::Response> {
+    state.ratelimit.check(RateLimitKind::Registration, &client.key())?;
+    let registration = &state.config.registration;
+    if !registration.enabled || !registration.require_token {
+        return Err(Error::forbidden("Registration tokens are not enabled on this homeserver").into());
+    }
+    state.auth.expire_uia_sessions(&state.store).await?;
+    let valid = state.store.registration_token_is_valid(&req.body.token).await?;
+    Ok(check_registration_token_validity::v1::Response::new(valid).into())
 }
 
 async fn login_types(_req: Ruma<get_login_types::v3::Request>) -> ApiResult<get_login_types::v3::Response> {
@@ -110,35 +188,39 @@ async fn login_types(_req: Ruma<get_login_types::v3::Request>) -> ApiResult<get_
     Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]).into())
 }
 
-async fn login(State(state): State<AppState>, req: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
+async fn login(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    req: Ruma<login::v3::Request>,
+) -> ApiResult<login::v3::Response> {
     use login::v3::LoginInfo;
-    use ruma::api::client::uiaa::UserIdentifier;
+    state.ratelimit.check(RateLimitKind::Login, &client.key())?;
     let body = req.body;
     let LoginInfo::Password(password) = body.login_info else {
-        return Err(Error::matrix(ErrorKind::Unknown, "Unsupported login type").into());
+        return Err(Error::invalid_param("Unsupported login type").into());
     };
     let forbidden = || Error::forbidden("Invalid username or password");
     #[allow(deprecated)]
     let name = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
         (None, Some(user)) => user.clone(),
-        _ => return Err(Error::matrix(ErrorKind::Unknown, "Unsupported identifier type").into()),
+        // No third-party identifiers are bound to accounts here, so none can log in.
+        (Some(_), _) => return Err(forbidden().into()),
+        (None, None) => return Err(Error::missing_param("Missing identifier").into()),
     };
-    let user_id = if name.starts_with('@') {
-        UserId::parse(name.to_lowercase()).map_err(|_| forbidden())?
-    } else {
-        user_id_for(&state, &name.to_lowercase()).map_err(|_| forbidden())?
-    };
+    let user_id = auth::local_user_from_identifier(&state.server_name, &name).ok_or_else(forbidden)?;
+    // Guesses against one account are limited wherever they come from.
+    state.ratelimit.check(RateLimitKind::Login, user_id.as_str())?;
     let user = state.store.get_user(user_id.as_str()).await?.ok_or_else(forbidden)?;
     if user.deactivated {
         return Err(Error::matrix(ErrorKind::UserDeactivated, "This account has been deactivated").into());
     }
     let hash = user.password_hash.ok_or_else(forbidden)?;
-    if !auth::verify_password(password.password, hash).await? {
+    if password.password.len() > MAX_PASSWORD_BYTES || !state.auth.verify_password(password.password, hash).await? {
         return Err(forbidden().into());
     }
-    let device_id = body.device_id.unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
-    let token = random_string(32);
+    let device_id = body.device_id.unwrap_or_else(new_device_id);
+    let token = new_access_token();
     state
         .store
         .create_device_with_token(
@@ -148,6 +230,7 @@ async fn login(State(state): State<AppState>, req: Ruma<login::v3::Request>) -> 
             &token,
         )
         .await?;
+    // Logging in with an existing device id revoked that device's old tokens.
     state.auth.forget(&user_id, Some(&device_id));
     Ok(login::v3::Response::new(user_id, token, device_id).into())
 }
@@ -162,10 +245,11 @@ async fn logout_all(
     State(state): State<AppState>,
     req: Authed<logout_all::v3::Request>,
 ) -> ApiResult<logout_all::v3::Response> {
-    for device in state.store.list_devices(req.user_id().as_str()).await? {
-        state.store.delete_device(req.user_id().as_str(), &device.device_id).await?;
-    }
-    state.auth.forget(req.user_id(), None);
+    let user_id = req.user_id();
+    let devices = state.store.list_devices(user_id.as_str()).await?;
+    let device_ids: Vec<&str> = devices.iter().map(|device| device.device_id.as_str()).collect();
+    state.store.delete_devices(user_id.as_str(), &device_ids).await?;
+    state.auth.forget(user_id, None);
     Ok(logout_all::v3::Response::new().into())
 }
 
@@ -173,4 +257,62 @@ async fn whoami(_state: State<AppState>, req: Authed<whoami::v3::Request>) -> Ap
     let mut response = whoami::v3::Response::new(req.identity.user_id.clone(), false);
     response.device_id = Some(req.identity.device_id.clone());
     Ok(response.into())
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    req: Ruma<change_password::v3::Request>,
+) -> ApiResult<change_password::v3::Response> {
+    let identity = require_identity(req.identity)?;
+    let body = req.body;
+    let user_id = &identity.user_id;
+    check_new_password(&state, &body.new_password)?;
+    let uia = UiaRequest::password(user_id, "POST /account/password");
+    let passed = auth::user_interactive_auth(&state, &uia, body.auth.as_ref()).await?;
+    let password_hash = state.auth.hash_password(body.new_password).await?;
+    let keep_device = body.logout_devices.then_some(identity.device_id.as_str());
+    let logged_out = state.store.change_password(user_id.as_str(), Some(&password_hash), keep_device).await?;
+    state.auth.forget_devices(user_id, &logged_out);
+    auth::finish_uia(&state, passed).await?;
+    Ok(change_password::v3::Response::new().into())
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    req: Ruma<deactivate::v3::Request>,
+) -> ApiResult<deactivate::v3::Response> {
+    let identity = require_identity(req.identity)?;
+    let user_id = &identity.user_id;
+    let uia = UiaRequest::password(user_id, "POST /account/deactivate");
+    let passed = auth::user_interactive_auth(&state, &uia, req.body.auth.as_ref()).await?;
+    let rooms = deactivate_account(&state, user_id).await?;
+    leave_rooms_after_deactivation(&state, user_id, rooms).await?;
+    // Deactivation already removed the user's sessions; this is for symmetry.
+    auth::finish_uia(&state, passed).await?;
+    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
+}
+
+/// Deactivate an account: it can no longer log in, its devices, tokens, UIA sessions and
+/// account data are gone, and its id stays taken. Returns the rooms the user is still joined
+/// to, invited to or knocking on, which the caller must leave on the user's behalf.
+pub async fn deactivate_account(services: &Services, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+    services.store.deactivate_user(user_id.as_str()).await?;
+    services.auth.forget(user_id, None);
+    tracing::info!(user = %user_id, "deactivated account");
+    let memberships = services.store.rooms_for_user(user_id.as_str()).await?;
+    Ok(memberships
+        .into_iter()
+        .filter(|(_, membership, _, _)| matches!(membership.as_str(), "join" | "invite" | "knock"))
+        .filter_map(|(room_id, _, _, _)| OwnedRoomId::try_from(room_id).ok())
+        .collect())
+}
+
+/// Leave the rooms of a deactivated account. This is the hook for the room service's
+/// membership path; until it is wired here, a deactivated user stays listed in the rooms it
+/// was in (it cannot act in them: it has no tokens).
+async fn leave_rooms_after_deactivation(_services: &Services, user_id: &UserId, rooms: Vec<OwnedRoomId>) -> Result<()> {
+    if !rooms.is_empty() {
+        tracing::warn!(user = %user_id, rooms = rooms.len(), "deactivated account keeps its room memberships");
+    }
+    Ok(())
 }

@@ -7,7 +7,8 @@
 //!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`].
-//!   [`auth`] resolves access tokens, hashes passwords and runs UIA.
+//!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
+//!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
 //! Handlers are thin: parse with ruma (through the extractors), call one service function,
 //! return a ruma response.
@@ -21,6 +22,7 @@ pub mod discovery;
 pub mod filter;
 pub mod membership;
 pub mod message;
+pub mod ratelimit;
 pub mod room;
 pub mod room_event;
 pub mod sync;
@@ -42,6 +44,7 @@ pub struct Services {
     pub rooms: Rooms,
     pub sync: SyncService,
     pub auth: auth::Auth,
+    pub ratelimit: ratelimit::RateLimiter,
 }
 
 /// The axum state: a shared handle on [`Services`].

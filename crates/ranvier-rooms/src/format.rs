@@ -14,7 +14,9 @@ pub struct FormatOptions<'a> {
 }
 
 /// The client format of a stored event: the PDU's client-visible keys plus `event_id` and
-/// `unsigned` (`age`, and `transaction_id` for its sender's device).
+/// `unsigned` (`age`, and `transaction_id` for its sender's device). The stored PDU's own
+/// `unsigned` carries what the write path recorded for clients: `prev_content`,
+/// `prev_sender` and `replaces_state` for state events, `redacted_because` once redacted.
 pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
     let pdu: Map<String, Value> = serde_json::from_str(&event.pdu).unwrap_or_default();
     let mut out = Map::new();
@@ -29,7 +31,13 @@ pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
     if let Some(state_key) = &event.state_key {
         out.insert("state_key".into(), Value::String(state_key.clone()));
     }
-    if let Some(redacts) = pdu.get("redacts") {
+    // Room version 11 moved `redacts` into the content; clients of older versions read the
+    // top-level key, so it is given in both places.
+    let redacts = pdu.get("redacts").or_else(|| match pdu.get("content") {
+        Some(Value::Object(content)) if event.event_type == "m.room.redaction" => content.get("redacts"),
+        _ => None,
+    });
+    if let Some(redacts) = redacts {
         out.insert("redacts".into(), redacts.clone());
     }
     let mut unsigned = match pdu.get("unsigned") {
@@ -40,7 +48,11 @@ pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
     if let Some(txn) = options.transaction_id {
         unsigned.insert("transaction_id".into(), Value::String(txn.to_owned()));
     }
-    if let Some(redacted_by) = &event.redacted_by {
+    // The write path stores the whole redaction event in `unsigned.redacted_because`; older
+    // rows may only know its id.
+    if let Some(redacted_by) = &event.redacted_by
+        && !unsigned.contains_key("redacted_because")
+    {
         unsigned.insert("redacted_because".into(), json!({ "event_id": redacted_by }));
     }
     out.insert("unsigned".into(), Value::Object(unsigned));

@@ -3,17 +3,41 @@
 //!
 //! # Layout
 //! - [`keys`]: the server's ed25519 signing key (generated on first start).
-//! - [`Rooms`]: the service the API crates call to create rooms, change membership, send
-//!   events and read timelines and state.
+//! - [`pdu`]: the parsed PDU and its `ruma::state_res::Event` implementation.
+//! - [`room_state`]: the per-room cache kept inside the room's write lock.
+//! - [`build`]: turning an [`EventTemplate`] into a signed PDU, and the auth check.
+//! - [`persist`]: the single write path (state groups, current state, memberships).
+//! - [`create`], [`membership`], [`send`]: the write operations the client API calls.
+//! - [`read`]: state, members and event reads with their access checks.
+//! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
+//!
+//! # Architecture invariants
+//! - Every event reaches the database through [`Rooms::persist`], under the room's write lock.
+//! - A room's [`room_state::RoomState`] changes only after the transaction it reflects commits.
 
+pub mod build;
+pub mod create;
 pub mod format;
 pub mod keys;
+pub mod membership;
+pub mod pdu;
+pub mod persist;
+pub mod read;
+pub mod room_state;
+pub mod send;
 pub mod visibility;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
+use ranvier_core::{Error, Result};
 use ranvier_store::Store;
-use ruma::{OwnedServerName, signatures::Ed25519KeyPair};
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, signatures::Ed25519KeyPair};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+
+pub use build::EventTemplate;
+pub use create::{CreateRoom, Preset};
+pub use membership::MembershipAction;
+use room_state::RoomState;
 
 /// The room versions this server can create and join.
 pub fn supported_room_versions() -> Vec<ruma::RoomVersionId> {
@@ -27,15 +51,23 @@ pub struct Rooms {
     inner: Arc<RoomsInner>,
 }
 
+/// A room's write lock, holding its cache once loaded.
+type RoomLock = Arc<Mutex<Option<RoomState>>>;
+
 struct RoomsInner {
     store: Store,
     server_name: OwnedServerName,
     signing_key: Ed25519KeyPair,
+    /// One write lock per room, created on first use.
+    locks: parking_lot::Mutex<HashMap<OwnedRoomId, RoomLock>>,
 }
+
+/// The held write lock of a room whose cache is loaded.
+pub(crate) type LockedRoom = OwnedMappedMutexGuard<Option<RoomState>, RoomState>;
 
 impl Rooms {
     pub fn new(store: Store, server_name: OwnedServerName, signing_key: Ed25519KeyPair) -> Self {
-        Self { inner: Arc::new(RoomsInner { store, server_name, signing_key }) }
+        Self { inner: Arc::new(RoomsInner { store, server_name, signing_key, locks: Default::default() }) }
     }
 
     pub fn store(&self) -> &Store {
@@ -48,5 +80,28 @@ impl Rooms {
 
     pub fn signing_key(&self) -> &Ed25519KeyPair {
         &self.inner.signing_key
+    }
+
+    fn lock_entry(&self, room_id: &RoomId) -> RoomLock {
+        self.inner.locks.lock().entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Take a room's write lock and load its cache; `None` if the room is unknown.
+    pub(crate) async fn lock_room(&self, room_id: &RoomId) -> Result<Option<LockedRoom>> {
+        let mut guard = self.lock_entry(room_id).lock_owned().await;
+        if guard.is_none() {
+            *guard = RoomState::load(self.store(), room_id.to_owned()).await?;
+        }
+        Ok(OwnedMutexGuard::try_map(guard, Option::as_mut).ok())
+    }
+
+    /// Take the write lock of a room that does not exist yet and start its cache.
+    pub(crate) async fn lock_new_room(&self, room: RoomState) -> Result<LockedRoom> {
+        let mut guard = self.lock_entry(&room.room_id).lock_owned().await;
+        if guard.is_some() {
+            return Err(Error::internal(format!("room {} already exists", room.room_id)));
+        }
+        *guard = Some(room);
+        OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::internal("new room cache vanished"))
     }
 }

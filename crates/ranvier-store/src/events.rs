@@ -206,3 +206,169 @@ pub async fn state_group_ids(conn: &mut AnyConnection, state_group: i64) -> Resu
     }
     Ok(state)
 }
+
+/// A row of `rooms`.
+#[derive(Clone, Debug)]
+pub struct RoomRow {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: Option<String>,
+    pub is_public: bool,
+    /// The state group equal to the room's current state.
+    pub current_state_group: Option<i64>,
+}
+
+/// A user's current membership in a room.
+#[derive(Clone, Debug)]
+pub struct MembershipRow {
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+    pub forgotten: bool,
+}
+
+impl Store {
+    /// The `rooms` row of a room, if we know it.
+    pub async fn room(&self, room_id: &str) -> Result<Option<RoomRow>> {
+        type Row = (String, String, Option<String>, i64, Option<i64>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT room_id, room_version, creator, is_public, current_state_group FROM rooms WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(self.pool())
+        .await
+        .context("get room")?;
+        Ok(row.map(|(room_id, room_version, creator, is_public, current_state_group)| RoomRow {
+            room_id,
+            room_version,
+            creator,
+            is_public: flag(is_public),
+            current_state_group,
+        }))
+    }
+
+    /// The forward extremities of a room with their depths.
+    pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e ON e.event_id = f.event_id \
+             WHERE f.room_id = $1 ORDER BY e.depth DESC, e.stream_ordering DESC",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await
+        .context("forward extremities")
+    }
+
+    /// The delta-chain length of a state group, if it exists.
+    pub async fn state_group_chain_length(&self, state_group: i64) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT chain_length FROM state_groups WHERE id = $1")
+            .bind(state_group)
+            .fetch_optional(self.pool())
+            .await
+            .context("state group chain length")
+    }
+
+    /// The current state event of `(event_type, state_key)` in a room.
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>> {
+        let sql = format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id \
+             WHERE c.room_id = $1 AND c.event_type = $2 AND c.state_key = $3",
+            prefixed_columns("e")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(event_type)
+            .bind(state_key)
+            .fetch_optional(self.pool())
+            .await
+            .context("current state event")?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// The current state events of a room, optionally only those of the given types.
+    pub async fn current_state_events(&self, room_id: &str, types: Option<&[&str]>) -> Result<Vec<StoredEvent>> {
+        let mut sql = format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.room_id = $1",
+            prefixed_columns("e")
+        );
+        if let Some(types) = types {
+            let placeholders: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 2)).collect();
+            sql.push_str(&format!(" AND c.event_type IN ({})", placeholders.join(", ")));
+        }
+        sql.push_str(" ORDER BY e.stream_ordering");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
+        for event_type in types.unwrap_or(&[]) {
+            query = query.bind(*event_type);
+        }
+        let rows = query.fetch_all(self.pool()).await.context("current state events")?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// A user's current membership in a room.
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<MembershipRow>> {
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT membership, event_id, stream_ordering, forgotten FROM room_memberships \
+             WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await
+        .context("get membership")?;
+        Ok(row.map(|(membership, event_id, stream_ordering, forgotten)| MembershipRow {
+            membership,
+            event_id,
+            stream_ordering,
+            forgotten: flag(forgotten),
+        }))
+    }
+
+    /// The users of a room with the given membership: `(user_id, event_id)`.
+    pub async fn room_members_with(&self, room_id: &str, membership: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT user_id, event_id FROM room_memberships WHERE room_id = $1 AND membership = $2")
+            .bind(room_id)
+            .bind(membership)
+            .fetch_all(self.pool())
+            .await
+            .context("room members")
+    }
+
+    /// The event a client transaction produced, if it was already sent.
+    pub async fn txn_event_id(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(txn_id)
+            .fetch_optional(self.pool())
+            .await
+            .context("get transaction id")
+    }
+
+    /// The events a given event points at as `prev_events`.
+    pub async fn prev_event_ids(&self, event_id: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT prev_event_id FROM event_edges WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_all(self.pool())
+            .await
+            .context("prev events")
+    }
+
+    /// The `auth_events` of a given event.
+    pub async fn auth_event_ids(&self, event_id: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT auth_event_id FROM event_auth WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_all(self.pool())
+            .await
+            .context("auth events")
+    }
+}
+
+/// [`EVENT_COLUMNS`] qualified with a table alias, for joins.
+fn prefixed_columns(alias: &str) -> String {
+    EVENT_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}

@@ -1,26 +1,143 @@
-//! `/sync`: initial and incremental sync built from the streams, with long-polling on the
-//! store's notifier.
+//! The read side of rooms: `/sync` (initial and incremental, long-polling on the store's
+//! notifier), stored filters, and history reads (`/messages`, `/context`,
+//! `/timestamp_to_event`).
+//!
+//! # Layout
+//! - [`SyncService`]: the service the API crate calls; [`SyncService::sync`] runs the
+//!   long-poll around one sync pass ([`sync`]).
+//! - [`sync`]: which rooms to report and what to say about each.
+//! - [`history`]: `/messages`, `/context` and `/timestamp_to_event`.
+//! - [`timeline`]: the one paginating walk over a room's events, with filters and history
+//!   visibility, behind all of the above.
+//! - [`filter`]: applying filter definitions (pure); [`format`]: events on their way out;
+//!   [`response`]: the `/sync` body; [`cache`]: state groups and lazy-loaded members.
+//!
+//! **Architecture invariant:** every event handed to a client passes through
+//! [`ranvier_rooms::visibility::filter_visible`] (inside [`timeline::Walk`] or directly).
 
+pub mod cache;
+pub mod filter;
+pub mod format;
+pub mod history;
+pub mod response;
+pub mod sync;
+pub mod timeline;
+
+use std::{sync::Arc, time::Duration};
+
+use ranvier_core::{Error, Result, error::ErrorKind};
 use ranvier_rooms::Rooms;
-use ranvier_store::Store;
+use ranvier_store::{Store, StreamToken};
+use ruma::api::client::filter::FilterDefinition;
+
+pub use response::SyncResponse;
+pub use sync::SyncRequest;
 
 /// The sync service. Cheap to clone.
 #[derive(Clone)]
 pub struct SyncService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Store,
     rooms: Rooms,
+    state_cache: cache::StateCache,
+    sent_members: cache::SentMembers,
 }
 
 impl SyncService {
     pub fn new(store: Store, rooms: Rooms) -> Self {
-        Self { store, rooms }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                rooms,
+                // About a million state entries (on the order of 100 MB) at most.
+                state_cache: cache::StateCache::new(1_000_000),
+                sent_members: cache::SentMembers::new(10_000, 20_000),
+            }),
+        }
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.inner.store
     }
 
     pub fn rooms(&self) -> &Rooms {
-        &self.rooms
+        &self.inner.rooms
     }
+
+    /// Parse a `since` or pagination token.
+    pub fn parse_token(token: &str) -> Result<StreamToken> {
+        token.parse().map_err(|()| Error::invalid_param(format!("Invalid token `{token}`")))
+    }
+
+    /// The filter a `/sync` request names: a stored filter's id, or an inline definition
+    /// (which the request parser already read; text starting with `{` that is still here did
+    /// not parse).
+    pub async fn stored_or_inline_filter(&self, user_id: &str, filter_id: &str) -> Result<FilterDefinition> {
+        if filter_id.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<serde_json::Value>(filter_id) {
+                Ok(_) => Error::bad_json("Invalid filter definition"),
+                Err(_) => Error::matrix(ErrorKind::NotJson, "Filter is not valid JSON"),
+            });
+        }
+        self.get_filter(user_id, filter_id).await
+    }
+
+    /// A stored filter of `user_id` by id: `M_NOT_FOUND` if there is none.
+    pub async fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<FilterDefinition> {
+        let not_found = || Error::not_found("No such filter");
+        let id: i64 = filter_id.parse().map_err(|_| not_found())?;
+        let json = self.store().get_filter(user_id, id).await?.ok_or_else(not_found)?;
+        serde_json::from_str(&json).map_err(|e| Error::internal(format!("stored filter {id} of {user_id}: {e}")))
+    }
+
+    /// Store a filter and return its id.
+    pub async fn create_filter(&self, user_id: &str, filter: &FilterDefinition) -> Result<String> {
+        let json = serde_json::to_string(filter).map_err(|e| Error::internal(format!("serialise filter: {e}")))?;
+        Ok(self.store().create_filter(user_id, &json).await?.to_string())
+    }
+
+    /// `/sync`: answer at once if there is something new for the user (or this is an initial
+    /// or full-state sync); otherwise wait until there is, or until the timeout.
+    ///
+    /// The wait is on the store's change notifier, never a poll. A pass that finds nothing for
+    /// this user moves the starting point up to where it looked, so the next wake-up only
+    /// looks at what is newer still.
+    pub async fn sync(&self, request: SyncRequest) -> Result<SyncResponse> {
+        let mut changes = self.store().streams().subscribe();
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        let mut since = request.since;
+        loop {
+            changes.borrow_and_update();
+            let now = self.store().streams().current_token();
+            let has_news = match since {
+                Some(since) => now.is_after(&since),
+                None => true,
+            };
+            if has_news || request.full_state {
+                let response = self.compute(&request, since, now).await?;
+                if since.is_none() || request.full_state || !response.is_empty() || request.timeout.is_zero() {
+                    return Ok(response);
+                }
+                since = Some(now);
+            } else if request.timeout.is_zero() {
+                return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                // The deadline passed (or the store is shutting down): nothing new.
+                _ => {
+                    let token = since.unwrap_or(now);
+                    return Ok(SyncResponse { next_batch: token.to_string(), ..Default::default() });
+                }
+            }
+        }
+    }
+}
+
+/// Cap a client's requested long-poll timeout by the server's limit.
+pub fn effective_timeout(requested: Option<Duration>, max_ms: u64) -> Duration {
+    requested.unwrap_or(Duration::ZERO).min(Duration::from_millis(max_ms))
 }

@@ -51,7 +51,8 @@ pub async fn serve(config: Config) -> Result<()> {
     let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
     let sync = SyncService::new(store.clone(), rooms.clone());
     let listen = config.listen.clone();
-    let services = Services { config, server_name, store, rooms, sync, auth: Default::default() };
+    let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
+    let services = Services { config, server_name, store, rooms, sync, auth: Default::default(), ratelimit };
     let state = AppState(Arc::new(services));
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
     let app = ranvier_client::router(state).layer(cors);
@@ -59,6 +60,8 @@ pub async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, "listening for clients");
+    // Connection info gives handlers the client address, which keys the per-address rate limits.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serve http")?;
     tracing::info!("shut down");
     Ok(())

@@ -29,20 +29,30 @@ CREATE TABLE access_tokens (
 );
 CREATE INDEX access_tokens_by_device ON access_tokens (user_id, device_id);
 
+-- Registration tokens (m.login.registration_token). A token is valid while it has not expired
+-- and pending + completed < uses_allowed.
 CREATE TABLE registration_tokens (
     token TEXT PRIMARY KEY,
     uses_allowed BIGINT,                     -- NULL: unlimited
-    pending BIGINT NOT NULL DEFAULT 0,
-    completed BIGINT NOT NULL DEFAULT 0,
+    pending BIGINT NOT NULL DEFAULT 0,       -- live UIA sessions that passed the token stage
+    completed BIGINT NOT NULL DEFAULT 0,     -- accounts registered with the token
     expiry_ts BIGINT                         -- NULL: never expires
 );
 
+-- User-interactive authentication sessions. A session authorises one operation for one user.
 CREATE TABLE uia_sessions (
     session_id TEXT PRIMARY KEY,
-    user_id TEXT,                            -- set once the session belongs to a user
-    completed TEXT NOT NULL DEFAULT '[]',    -- JSON array of completed stage types
-    params TEXT NOT NULL DEFAULT '{}',       -- JSON: per-session data (e.g. registration token used)
-    request_hash TEXT,                       -- what the session was started for
+    operation TEXT NOT NULL,                 -- what the session was started for, e.g. 'POST /account/password'
+    user_id TEXT,                            -- the authenticated user; NULL for registration
+    completed TEXT NOT NULL DEFAULT '[]',    -- JSON array of completed stage types, in order
+    registration_token TEXT,                 -- the token this session holds a pending use of
+    created_ts BIGINT NOT NULL
+);
+CREATE INDEX uia_sessions_by_created ON uia_sessions (created_ts);
+
+-- Nonces of shared-secret registration (/_synapse/admin/v1/register): single use, short-lived.
+CREATE TABLE shared_secret_nonces (
+    nonce TEXT PRIMARY KEY,
     created_ts BIGINT NOT NULL
 );
 
@@ -69,7 +79,8 @@ CREATE TABLE rooms (
     room_version TEXT NOT NULL,
     creator TEXT,
     created_ts BIGINT NOT NULL,
-    is_public BIGINT NOT NULL DEFAULT 0      -- published in the room directory
+    is_public BIGINT NOT NULL DEFAULT 0,     -- published in the room directory
+    current_state_group BIGINT               -- the state group equal to current_state
 );
 
 -- Every PDU we hold. stream_ordering is the events-stream position (and the order of
@@ -83,7 +94,10 @@ CREATE TABLE events (
     state_key TEXT,                          -- NULL for non-state events
     depth BIGINT NOT NULL,
     origin_server_ts BIGINT NOT NULL,
-    pdu TEXT NOT NULL,                       -- the PDU as canonical JSON, without event_id (redacted in place)
+    pdu TEXT NOT NULL,                       -- the PDU as canonical JSON (redacted in place); event_id only
+                                             -- in room versions 1 and 2, where it is part of the format.
+                                             -- `unsigned` holds local metadata for clients (prev_content,
+                                             -- replaces_state, redacted_because): strip it before federation
     outlier BIGINT NOT NULL DEFAULT 0,       -- held for auth/state only; not in the timeline
     rejected_reason TEXT,                    -- NULL unless the event failed auth
     soft_failed BIGINT NOT NULL DEFAULT 0,
@@ -105,6 +119,7 @@ CREATE TABLE event_auth (
     auth_event_id TEXT NOT NULL,
     PRIMARY KEY (event_id, auth_event_id)
 );
+CREATE INDEX event_auth_by_auth ON event_auth (auth_event_id);
 
 CREATE TABLE forward_extremities (
     room_id TEXT NOT NULL,
@@ -157,3 +172,8 @@ CREATE TABLE room_memberships (
     PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
+CREATE INDEX room_memberships_by_room ON room_memberships (room_id, membership);
+
+-- Sync ----------------------------------------------------------------------------------------
+-- A user's own member events in a room, for history visibility ("joined after the event").
+CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);

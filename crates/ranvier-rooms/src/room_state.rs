@@ -1,0 +1,152 @@
+//! The in-memory view of one room that the write path keeps: current state ids, the current
+//! auth-relevant events (create, power levels, join rules, members, third-party invites), the
+//! forward extremities and the current state group.
+//!
+//! A `RoomState` lives inside the room's write lock, so whoever holds the lock may read and
+//! change it; it is updated only after the write it reflects has committed. It is loaded from
+//! the store the first time a room is written to, and never holds full state per event.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ranvier_core::{Error, Result};
+use ranvier_store::Store;
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, RoomVersionId, events::StateEventType, room_version_rules::RoomVersionRules,
+};
+
+use crate::pdu::Pdu;
+
+/// `(event_type, state_key)`.
+pub type StateKey = (String, String);
+
+/// Start a new full snapshot once a state group's delta chain is longer than this.
+pub const MAX_STATE_CHAIN: i64 = 50;
+
+/// The state event types the authorization rules read.
+pub const AUTH_TYPES: [&str; 5] =
+    ["m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.member", "m.room.third_party_invite"];
+
+/// Whether events of `event_type` are kept in the auth cache.
+pub fn is_auth_type(event_type: &str) -> bool {
+    AUTH_TYPES.contains(&event_type)
+}
+
+/// What the write path knows about a room.
+pub struct RoomState {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    /// The current state.
+    pub state: HashMap<StateKey, OwnedEventId>,
+    /// The current state events of the [`AUTH_TYPES`].
+    pub auth: HashMap<StateKey, Arc<Pdu>>,
+    /// Forward extremities with their depths.
+    pub extremities: Vec<(OwnedEventId, i64)>,
+    /// The state group equal to the current state (`None` before the create event).
+    pub state_group: Option<i64>,
+    /// The delta-chain length of `state_group`.
+    pub chain_length: i64,
+}
+
+impl RoomState {
+    /// An empty room about to receive its create event.
+    pub fn new(room_id: OwnedRoomId, version: RoomVersionId) -> Result<Self> {
+        let rules = version.rules().ok_or_else(|| {
+            Error::matrix(ranvier_core::error::ErrorKind::UnsupportedRoomVersion, "Unsupported room version")
+        })?;
+        Ok(Self {
+            room_id,
+            version,
+            rules,
+            state: HashMap::new(),
+            auth: HashMap::new(),
+            extremities: Vec::new(),
+            state_group: None,
+            chain_length: 0,
+        })
+    }
+
+    /// Load a room from the store; `None` if the room is unknown.
+    pub async fn load(store: &Store, room_id: OwnedRoomId) -> Result<Option<Self>> {
+        let Some(row) = store.room(room_id.as_str()).await? else {
+            return Ok(None);
+        };
+        let version = RoomVersionId::try_from(row.room_version.as_str())
+            .map_err(|_| Error::internal(format!("room {room_id} has an invalid version")))?;
+        let mut room = Self::new(room_id, version)?;
+        room.state = store
+            .current_state_ids(room.room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(key, id)| EventId::parse(&id).ok().map(|id| (key, id)))
+            .collect();
+        for event in store.current_state_events(room.room_id.as_str(), Some(&AUTH_TYPES)).await? {
+            let pdu = Pdu::from_stored(&event)?;
+            let key = (event.event_type.clone(), event.state_key.clone().unwrap_or_default());
+            room.auth.insert(key, Arc::new(pdu));
+        }
+        room.extremities = store
+            .forward_extremities(room.room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(id, depth)| EventId::parse(&id).ok().map(|id| (id, depth)))
+            .collect();
+        room.state_group = row.current_state_group;
+        if let Some(group) = row.current_state_group {
+            room.chain_length = store.state_group_chain_length(group).await?.unwrap_or(0);
+        }
+        Ok(Some(room))
+    }
+
+    /// The current auth-relevant state event of `(event_type, state_key)`.
+    pub fn auth_event(&self, event_type: &str, state_key: &str) -> Option<&Arc<Pdu>> {
+        self.auth.get(&(event_type.to_owned(), state_key.to_owned()))
+    }
+
+    /// The create event.
+    pub fn create_event(&self) -> Option<&Arc<Pdu>> {
+        self.auth_event("m.room.create", "")
+    }
+
+    /// A user's current membership (`leave` when there is none).
+    pub fn membership(&self, user_id: &str) -> String {
+        self.auth_event("m.room.member", user_id)
+            .and_then(|event| event.content_str("membership"))
+            .unwrap_or_else(|| "leave".to_owned())
+    }
+
+    /// A state lookup for the state-dependent auth rules over the current state.
+    pub fn fetch_state(&self, event_type: &StateEventType, state_key: &str) -> Option<Arc<Pdu>> {
+        self.auth.get(&(event_type.to_string(), state_key.to_owned())).cloned()
+    }
+
+    /// A cached auth event by id (linear: used for the few ids of one event's auth_events).
+    pub fn auth_event_by_id(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
+        self.auth.values().find(|event| event.event_id == event_id).cloned()
+    }
+
+    /// Record a committed event: extremities, and state if it is an accepted state event.
+    pub fn apply(&mut self, pdu: &Arc<Pdu>, new_state_group: Option<(i64, i64)>) {
+        self.extremities.retain(|(id, _)| !pdu.prev_events.contains(id));
+        self.extremities.push((pdu.event_id.clone(), pdu.depth));
+        self.extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
+        if let Some(state_key) = &pdu.state_key {
+            let key = (pdu.event_type.to_string(), state_key.clone());
+            if is_auth_type(&key.0) {
+                self.auth.insert(key.clone(), pdu.clone());
+            }
+            self.state.insert(key, pdu.event_id.clone());
+        }
+        if let Some((group, chain_length)) = new_state_group {
+            self.state_group = Some(group);
+            self.chain_length = chain_length;
+        }
+    }
+
+    /// Replace a cached auth event by its redacted form.
+    pub fn apply_redaction(&mut self, redacted: Pdu) {
+        if let Some(entry) = self.auth.values_mut().find(|event| event.event_id == redacted.event_id) {
+            *entry = Arc::new(redacted);
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! One `/sync` pass: which rooms to report and what to say about each.
+//!
+//! An initial sync (no `since`) reports every joined room with its latest timeline events and
+//! the state at the start of that timeline. An incremental sync reports only rooms with
+//! something new since `since`: it asks the store for the rooms among the user's memberships
+//! that have events after `since` (one query whose cost follows the new events) and for the
+//! user's membership changes; rooms with nothing new are never loaded.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use futures_util::{StreamExt, stream};
+use ranvier_core::Result;
+use ranvier_store::{
+    StreamKind, StreamToken,
+    events::{Direction, StateIds, StoredEvent},
+    sync::MembershipRow,
+};
+use ruma::api::client::filter::FilterDefinition;
+use serde_json::{Value, json};
+
+use crate::{
+    SyncService,
+    filter::{
+        event_allowed, lazy_members, room_allowed, room_event_allowed, state_type_allowed, timeline_limit,
+        wants_federation_format,
+    },
+    format::{Formatter, content_of, stripped_state},
+    response::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, SyncResponse, Timeline},
+    timeline::Walk,
+};
+
+/// How many rooms are built at once.
+const ROOM_CONCURRENCY: usize = 4;
+
+/// The stripped state an invite or knock carries, besides the membership event itself.
+const STRIPPED_STATE_TYPES: [&str; 6] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+/// What a client asked of `/sync`, resolved (the filter is a definition, not an id).
+#[derive(Clone, Debug)]
+pub struct SyncRequest {
+    pub user_id: String,
+    pub device_id: String,
+    pub filter: FilterDefinition,
+    pub since: Option<StreamToken>,
+    pub full_state: bool,
+    /// How long to wait for something new (already capped by the server's limit).
+    pub timeout: std::time::Duration,
+}
+
+/// What to compute for one joined or left room.
+#[derive(Clone, Debug)]
+struct RoomPlan {
+    room_id: String,
+    left: bool,
+    /// The position the client knows the room at; `None` for a full (initial) view.
+    since: Option<i64>,
+    /// The last position to report (the leave, for a left room).
+    up_to: i64,
+}
+
+/// One room's computed update.
+enum RoomOutcome {
+    Joined(String, JoinedRoom),
+    Left(String, LeftRoom),
+}
+
+impl SyncService {
+    /// Compute the response for the positions `(since, now]`.
+    pub(crate) async fn compute(
+        &self,
+        request: &SyncRequest,
+        since: Option<StreamToken>,
+        now: StreamToken,
+    ) -> Result<SyncResponse> {
+        let store = self.store();
+        let user_id = request.user_id.as_str();
+        let filter = &request.filter;
+        let now_events = now.get(StreamKind::Events);
+        let since_events = since.map(|token| token.get(StreamKind::Events));
+        let mut response = SyncResponse { next_batch: now.to_string(), ..Default::default() };
+        if since.is_none() {
+            self.inner.sent_members.reset(user_id, &request.device_id);
+        }
+
+        // Account data, global and per room.
+        let account_data_since = since.map_or(0, |token| token.get(StreamKind::AccountData));
+        let account_data_now = now.get(StreamKind::AccountData);
+        let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
+        if account_data_now > account_data_since {
+            for (room_id, data_type, content) in
+                store.account_data_changes(user_id, account_data_since, account_data_now).await?
+            {
+                let content: Value = serde_json::from_str(&content).unwrap_or_else(|_| json!({}));
+                let event = json!({ "type": data_type, "content": content });
+                if room_id.is_empty() {
+                    if event_allowed(&filter.account_data, &data_type, None) {
+                        response.account_data.events.push(event);
+                    }
+                } else if room_allowed(&filter.room, &room_id)
+                    && room_event_allowed(&filter.room.account_data, &room_id, &data_type, user_id, || None)
+                {
+                    room_account_data.entry(room_id).or_default().push(event);
+                }
+            }
+        }
+
+        let memberships = store.memberships_of(user_id).await?;
+        let new_events: HashMap<String, i64> = match since_events {
+            Some(since) if now_events > since => store.rooms_with_new_events(user_id, since, now_events).await?,
+            _ => HashMap::new(),
+        };
+
+        let mut plans = Vec::new();
+        let mut invites = Vec::new();
+        let mut knocks = Vec::new();
+        for membership in memberships {
+            if !room_allowed(&filter.room, &membership.room_id) {
+                continue;
+            }
+            let changed = since_events.is_none_or(|since| membership.stream_ordering > since);
+            match membership.membership.as_str() {
+                "join" => {
+                    let room_since = match since_events {
+                        // A room joined since the last sync is new to the client: send it whole.
+                        Some(since) if membership.stream_ordering <= since => Some(since),
+                        _ => None,
+                    };
+                    let wanted = room_since.is_none()
+                        || request.full_state
+                        || new_events.contains_key(&membership.room_id)
+                        || room_account_data.contains_key(&membership.room_id);
+                    if wanted {
+                        plans.push(RoomPlan {
+                            room_id: membership.room_id,
+                            left: false,
+                            since: room_since,
+                            up_to: now_events,
+                        });
+                    }
+                }
+                "invite" if changed => invites.push(membership),
+                "knock" if changed => knocks.push(membership),
+                "leave" | "ban" => {
+                    let up_to = membership.stream_ordering.min(now_events);
+                    match since_events {
+                        None if filter.room.include_leave => {
+                            plans.push(RoomPlan { room_id: membership.room_id, left: true, since: None, up_to })
+                        }
+                        Some(since) if changed || (request.full_state && filter.room.include_leave) => {
+                            plans.push(RoomPlan {
+                                room_id: membership.room_id,
+                                left: true,
+                                since: changed.then_some(since),
+                                up_to,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let outcomes: Vec<Result<Option<RoomOutcome>>> = stream::iter(plans)
+            .map(|plan| self.room_update(request, plan, &room_account_data, now))
+            .buffer_unordered(ROOM_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome? {
+                Some(RoomOutcome::Joined(room_id, room)) => {
+                    response.rooms.join.insert(room_id, room);
+                }
+                Some(RoomOutcome::Left(room_id, room)) => {
+                    response.rooms.leave.insert(room_id, room);
+                }
+                None => {}
+            }
+        }
+        for invite in invites {
+            let events = self.stripped_state_for(&invite).await?;
+            let mut room = InvitedRoom::default();
+            room.invite_state.events = events;
+            response.rooms.invite.insert(invite.room_id, room);
+        }
+        for knock in knocks {
+            let events = self.stripped_state_for(&knock).await?;
+            let mut room = KnockedRoom::default();
+            room.knock_state.events = events;
+            response.rooms.knock.insert(knock.room_id, room);
+        }
+        Ok(response)
+    }
+
+    /// The timeline, state, account data and summary of one joined or left room.
+    async fn room_update(
+        &self,
+        request: &SyncRequest,
+        plan: RoomPlan,
+        room_account_data: &HashMap<String, Vec<Value>>,
+        now: StreamToken,
+    ) -> Result<Option<RoomOutcome>> {
+        let store = self.store();
+        let user_id = request.user_id.as_str();
+        let filter = &request.filter;
+        let room_id = plan.room_id.as_str();
+        let timeline_filter = &filter.room.timeline;
+
+        let page = Walk {
+            store,
+            user_id,
+            room_id,
+            after: plan.since.unwrap_or(0),
+            up_to: plan.up_to,
+            direction: Direction::Backward,
+            limit: timeline_limit(timeline_filter),
+            keep: |event: &StoredEvent| {
+                room_event_allowed(timeline_filter, room_id, &event.event_type, &event.sender, || content_of(event))
+            },
+        }
+        .run()
+        .await?;
+        let complete = !page.more && !page.skipped;
+        let mut timeline_events = page.events;
+        timeline_events.reverse();
+        let limited = page.more;
+        // The client closes a gap with `/messages?dir=b&from=prev_batch`, which must start just
+        // before the first event it was given.
+        let mut prev_batch_token = now;
+        prev_batch_token
+            .set(StreamKind::Events, timeline_events.first().map_or(page.next, |first| first.stream_ordering - 1));
+
+        // State.
+        let state_filter = &filter.room.state;
+        let lazy = lazy_members(state_filter);
+        let full_state = plan.since.is_none() || request.full_state;
+        let mut senders: HashSet<&str> = timeline_events.iter().map(|event| event.sender.as_str()).collect();
+        senders.insert(user_id);
+        let in_timeline: HashSet<&str> = timeline_events.iter().map(|event| event.event_id.as_str()).collect();
+        let keep_key = |(event_type, state_key): &(String, String)| {
+            state_type_allowed(state_filter, event_type)
+                && (lazy.is_none() || event_type != "m.room.member" || senders.contains(state_key.as_str()))
+        };
+        let mut state_ids: Vec<String> = Vec::new();
+        if full_state {
+            let start = self.state_at_start(room_id, timeline_events.first(), plan.up_to).await?;
+            state_ids.extend(start.iter().filter(|(key, _)| keep_key(key)).map(|(_, id)| id.clone()));
+        } else if let Some(since) = plan.since {
+            if !complete {
+                let start = self.state_at_start(room_id, timeline_events.first(), plan.up_to).await?;
+                let before = self.state_after(room_id, since).await?;
+                state_ids.extend(
+                    start
+                        .iter()
+                        .filter(|(key, id)| before.get(*key) != Some(*id) && keep_key(key))
+                        .map(|(_, id)| id.clone()),
+                );
+            }
+            if let (Some(include_redundant), Some(first)) = (lazy, timeline_events.first()) {
+                // Lazy-loading clients need the member events of the timeline's senders; send
+                // those the device has not had yet (or all of them, if it asks).
+                let keys: Vec<(String, String)> =
+                    senders.iter().map(|sender| ("m.room.member".to_owned(), (*sender).to_owned())).collect();
+                let members: Vec<String> = match first.state_group {
+                    Some(group) => store
+                        .state_group_keys(&[group], &keys)
+                        .await?
+                        .remove(&group)
+                        .map(|state| state.into_values().collect())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let members: Vec<String> = members
+                    .into_iter()
+                    .filter(|id| !state_ids.contains(id) && !in_timeline.contains(id.as_str()))
+                    .collect();
+                let members = if include_redundant {
+                    members
+                } else {
+                    self.inner.sent_members.unsent(user_id, &request.device_id, members)
+                };
+                state_ids.extend(members);
+            }
+        }
+        state_ids.retain(|id| !in_timeline.contains(id.as_str()));
+        let mut state_events = store.get_events(&state_ids).await?;
+        state_events.retain(|event| {
+            room_event_allowed(state_filter, room_id, &event.event_type, &event.sender, || content_of(event))
+        });
+        state_events.sort_by_key(|event| event.stream_ordering);
+        if lazy.is_some() {
+            let members = state_events
+                .iter()
+                .chain(timeline_events.iter())
+                .filter(|event| event.event_type == "m.room.member")
+                .map(|event| event.event_id.clone());
+            self.inner.sent_members.record(user_id, &request.device_id, members);
+        }
+
+        let own: Vec<String> = timeline_events
+            .iter()
+            .filter(|event| event.sender == user_id)
+            .map(|event| event.event_id.clone())
+            .collect();
+        let transaction_ids = if own.is_empty() {
+            HashMap::new()
+        } else {
+            store.transaction_ids(user_id, &request.device_id, &own).await?
+        };
+        let formatter = Formatter {
+            event_fields: filter.event_fields.as_deref(),
+            federation: wants_federation_format(filter),
+            transaction_ids,
+        };
+        let timeline = Timeline {
+            events: formatter.events(&timeline_events, true),
+            limited,
+            prev_batch: Some(prev_batch_token.to_string()),
+        };
+        let state = formatter.events(&state_events, true);
+        let account_data = room_account_data.get(room_id).cloned().unwrap_or_default();
+
+        if plan.left {
+            let mut room = LeftRoom { timeline, ..Default::default() };
+            room.state.events = state;
+            room.account_data.events = account_data;
+            return Ok(Some(RoomOutcome::Left(plan.room_id, room)));
+        }
+        let members_changed = full_state
+            || state_events.iter().chain(timeline_events.iter()).any(|event| event.event_type == "m.room.member");
+        let summary = if members_changed { Some(self.summary(room_id, user_id).await?) } else { None };
+        let mut room = JoinedRoom { summary, timeline, ..Default::default() };
+        room.state.events = state;
+        room.account_data.events = account_data;
+        if plan.since.is_some() && !request.full_state && room.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(RoomOutcome::Joined(plan.room_id, room)))
+    }
+
+    /// The state before `first` (the first timeline event), or the state at `up_to` when the
+    /// timeline is empty.
+    async fn state_at_start(&self, room_id: &str, first: Option<&StoredEvent>, up_to: i64) -> Result<Arc<StateIds>> {
+        match first.and_then(|event| event.state_group) {
+            Some(group) => self.inner.state_cache.get(self.store(), group).await,
+            None => self.state_after(room_id, up_to).await,
+        }
+    }
+
+    /// The room state after the last timeline event at or before `position`.
+    pub(crate) async fn state_after(&self, room_id: &str, position: i64) -> Result<Arc<StateIds>> {
+        let Some(event) = self.store().latest_event_at(room_id, position).await? else {
+            return Ok(Arc::new(StateIds::new()));
+        };
+        let before = match event.state_group {
+            Some(group) => self.inner.state_cache.get(self.store(), group).await?,
+            None => Arc::new(StateIds::new()),
+        };
+        match &event.state_key {
+            Some(state_key) => {
+                let mut after = (*before).clone();
+                after.insert((event.event_type.clone(), state_key.clone()), event.event_id.clone());
+                Ok(Arc::new(after))
+            }
+            None => Ok(before),
+        }
+    }
+
+    /// The room summary: member counts and up to five other members to name the room by.
+    async fn summary(&self, room_id: &str, user_id: &str) -> Result<RoomSummary> {
+        let counts = self.store().membership_counts(room_id).await?;
+        let heroes = self.store().room_heroes(room_id, user_id, 5).await?;
+        Ok(RoomSummary {
+            heroes,
+            joined_member_count: counts.get("join").copied().unwrap_or(0),
+            invited_member_count: counts.get("invite").copied().unwrap_or(0),
+        })
+    }
+
+    /// The stripped state for an invite or knock: what the membership event carried over
+    /// federation, or else the room's key state events at that event, then the event itself.
+    async fn stripped_state_for(&self, membership: &MembershipRow) -> Result<Vec<Value>> {
+        let store = self.store();
+        let Some(event) = store.get_event(&membership.event_id).await? else {
+            return Ok(Vec::new());
+        };
+        let pdu: Value = serde_json::from_str(&event.pdu).unwrap_or(Value::Null);
+        let carried = pdu
+            .pointer("/unsigned/invite_room_state")
+            .or_else(|| pdu.pointer("/unsigned/knock_room_state"))
+            .and_then(Value::as_array);
+        let mut out = match carried {
+            Some(events) => events.clone(),
+            None => match event.state_group {
+                Some(group) => {
+                    let mut keys: Vec<(String, String)> =
+                        STRIPPED_STATE_TYPES.iter().map(|t| ((*t).to_owned(), String::new())).collect();
+                    keys.push(("m.room.member".to_owned(), event.sender.clone()));
+                    let ids: Vec<String> = store
+                        .state_group_keys(&[group], &keys)
+                        .await?
+                        .remove(&group)
+                        .map(|state| state.into_values().filter(|id| *id != event.event_id).collect())
+                        .unwrap_or_default();
+                    let mut events = store.get_events(&ids).await?;
+                    events.sort_by_key(|e| e.stream_ordering);
+                    events.iter().map(stripped_state).collect()
+                }
+                None => Vec::new(),
+            },
+        };
+        out.push(stripped_state(&event));
+        Ok(out)
+    }
+}

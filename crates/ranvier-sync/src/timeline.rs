@@ -1,0 +1,104 @@
+//! Walking a room's timeline page by page, with a filter and history visibility applied:
+//! the one loop behind sync timelines, `/messages` and `/context`.
+//!
+//! Positions are events-stream positions. A pagination position `p` sits between the events
+//! at `p` and `p + 1`: walking backward from `p` starts with the newest event at or before
+//! `p`; walking forward from `p` starts with the oldest event after `p`. Every event the walk
+//! looks at is consumed exactly once, so consecutive pages neither repeat nor skip events.
+
+use ranvier_core::Result;
+use ranvier_rooms::visibility::filter_visible;
+use ranvier_store::{
+    Store,
+    events::{Direction, StoredEvent},
+};
+
+/// The most events one walk looks at before it returns what it has; the caller gets a
+/// position to continue from.
+pub const MAX_SCAN: usize = 1000;
+
+/// What a walk returned.
+#[derive(Debug)]
+pub struct Page {
+    /// The events kept, in walk order (newest first when walking backward).
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (see the module doc).
+    pub next: i64,
+    /// Whether events remain in the range after `next`.
+    pub more: bool,
+    /// Whether the walk dropped events (filtered out or not visible) before `next`.
+    pub skipped: bool,
+}
+
+/// A walk over one room's timeline in `(after, up_to]`.
+pub struct Walk<'a, F> {
+    pub store: &'a Store,
+    pub user_id: &'a str,
+    pub room_id: &'a str,
+    /// Exclusive lower bound.
+    pub after: i64,
+    /// Inclusive upper bound.
+    pub up_to: i64,
+    pub direction: Direction,
+    pub limit: usize,
+    /// Which events to keep (history visibility is applied on top).
+    pub keep: F,
+}
+
+impl<F: Fn(&StoredEvent) -> bool> Walk<'_, F> {
+    /// Collect up to `limit` kept, visible events.
+    pub async fn run(self) -> Result<Page> {
+        let Walk { store, user_id, room_id, mut after, mut up_to, direction, limit, keep } = self;
+        let start = match direction {
+            Direction::Backward => up_to,
+            Direction::Forward => after,
+        };
+        let mut page = Page { events: Vec::new(), next: start, more: false, skipped: false };
+        if limit == 0 || after >= up_to {
+            page.more = limit == 0 && after < up_to;
+            return Ok(page);
+        }
+        let mut scanned = 0usize;
+        // Ask for one event more than needed, so that a full page also tells whether more exist.
+        let mut batch_size = (limit + 1).clamp(2, 200);
+        loop {
+            let batch = store.room_timeline(room_id, after, up_to, direction, batch_size as i64).await?;
+            let exhausted = batch.len() < batch_size;
+            let candidates: Vec<StoredEvent> = batch.iter().filter(|event| keep(event)).cloned().collect();
+            let visible = filter_visible(store, user_id, room_id, candidates).await?;
+            let mut visible = visible.into_iter().peekable();
+            for event in &batch {
+                scanned += 1;
+                let kept = visible.peek().is_some_and(|v| v.event_id == event.event_id);
+                if kept {
+                    if page.events.len() == limit {
+                        // This is the extra event: it stays for the next page.
+                        page.more = true;
+                        return Ok(page);
+                    }
+                    if let Some(kept_event) = visible.next() {
+                        page.events.push(kept_event);
+                    }
+                } else {
+                    page.skipped = true;
+                }
+                page.next = match direction {
+                    Direction::Backward => event.stream_ordering - 1,
+                    Direction::Forward => event.stream_ordering,
+                };
+            }
+            match direction {
+                Direction::Backward => up_to = page.next,
+                Direction::Forward => after = page.next,
+            }
+            if exhausted || after >= up_to {
+                return Ok(page);
+            }
+            if scanned >= MAX_SCAN {
+                page.more = true;
+                return Ok(page);
+            }
+            batch_size = (batch_size * 2).min(200);
+        }
+    }
+}
