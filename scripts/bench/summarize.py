@@ -3,7 +3,9 @@
 scenario case and figure, the median of each server over the rounds, the spread
 (min..max) and the Ranvier/Synapse ratio of medians.
 
-Usage: summarize.py RESULTS.jsonl [--baseline synapse] [--subject ranvier]
+Usage: summarize.py RESULTS.jsonl [--baseline synapse] [--subject ranvier] [--markdown]
+
+With --markdown it prints the headline figures as a Markdown table instead.
 """
 
 import argparse
@@ -57,14 +59,52 @@ def fmt(x):
     return f"{x:.3g}"
 
 
+# Figures shown by --markdown, per scenario.
+HEADLINES = {
+    "idle": ["idle_rss_kb"],
+    "register": ["registrations_per_sec", "p50_ms", "server_cpu_secs", "server_peak_rss_kb"],
+    "login": ["logins_per_sec", "p50_ms", "server_cpu_secs", "server_peak_rss_kb"],
+    "create_rooms": ["rooms_per_sec", "p50_ms", "p99_ms", "server_cpu_secs"],
+    "send": ["events_per_sec", "p50_ms", "p99_ms", "server_cpu_secs"],
+    "fanout": ["delivery_p50_ms", "delivery_p99_ms", "deliveries_seen", "server_cpu_secs", "server_peak_rss_kb"],
+    "initial_sync": ["secs", "first_secs", "bytes", "server_cpu_secs"],
+    "join_large": ["join_secs", "first_sync_lazy_secs", "first_sync_lazy_bytes", "first_sync_full_secs",
+                   "first_sync_full_bytes"],
+}
+
+
+def spread(vals):
+    return f"{fmt(statistics.median(vals))} ({fmt(min(vals))}..{fmt(max(vals))}, n={len(vals)})"
+
+
+def markdown(table, a, b):
+    order = list(HEADLINES)
+    print(f"| scenario / case | figure | {a} median (min..max) | {b} median (min..max) | {a}/{b} |")
+    print("| --- | --- | --- | --- | --- |")
+    keys = sorted(table, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))
+    for scenario, case in keys:
+        label = scenario if case == "-" else f"{scenario} / {case}"
+        for figure in HEADLINES.get(scenario, []):
+            vals = table[(scenario, case)].get(figure)
+            if not vals:
+                continue
+            va, vb = vals.get(a), vals.get(b)
+            ratio = f"{statistics.median(va) / statistics.median(vb):.2f}" if va and vb and statistics.median(vb) else ""
+            print(f"| {label} | {figure} | {spread(va) if va else '-'} | {spread(vb) if vb else '-'} | {ratio} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("--baseline", default="synapse")
     ap.add_argument("--subject", default="ranvier")
+    ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     table, errors = load(args.results)
     a, b = args.subject, args.baseline
+    if args.markdown:
+        markdown(table, a, b)
+        return
 
     header = f"{'scenario/case':34} {'figure':30} {a + ' median':>16} {'(min..max)':>22} " \
              f"{b + ' median':>16} {'(min..max)':>22} {'ratio':>8}  better"
