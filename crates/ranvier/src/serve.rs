@@ -52,7 +52,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let sync = SyncService::new(store.clone(), rooms.clone());
     let listen = config.listen.clone();
     let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
-    let e2ee = ranvier_e2ee::E2ee::new(store.clone());
+    let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
     let services = Services { config, server_name, store, rooms, sync, e2ee, auth: Default::default(), ratelimit };
     let state = AppState(Arc::new(services));
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);

@@ -190,7 +190,7 @@ impl Store {
         replaces: impl Fn(&BackupKey, &BackupKey) -> bool + Send,
     ) -> Result<BackupWrite> {
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         let Some(current) = current_version(conn, user_id).await? else {
             return Ok(BackupWrite::UnknownVersion);
         };
@@ -291,7 +291,7 @@ impl Store {
         scope: BackupScope<'_>,
     ) -> Result<Option<(i64, i64)>> {
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         let etag: Option<i64> = sqlx::query_scalar(
             "SELECT etag FROM e2e_backup_versions WHERE user_id = $1 AND version = $2 AND deleted = 0",
         )

@@ -87,7 +87,7 @@ impl Store {
     /// the user sees. Returns whether anything changed.
     pub async fn set_cross_signing_keys(&self, user_id: &str, keys: &[CrossSigningKeyRow]) -> Result<bool> {
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         let mut changed_public = false;
         let mut changed_private = false;
         for key in keys {
@@ -146,7 +146,7 @@ impl Store {
             return Ok(());
         }
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         for signature in signatures {
             sqlx::query(
                 "INSERT INTO e2e_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature) \

@@ -73,7 +73,7 @@ impl Store {
     /// previous one of its algorithm (and is unused again) unless it is the same key.
     pub async fn upload_keys(&self, user_id: &str, device_id: &str, upload: &UploadKeys) -> Result<UploadOutcome> {
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         let mut device_keys_changed = false;
         let mut position = None;
         if let Some(key_json) = &upload.device_keys {
@@ -234,7 +234,7 @@ impl Store {
             return Ok(claimed);
         }
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         for (user_id, device_id, algorithm) in requests {
             if let Some((key_id, key_json)) = claim_one_time_key(conn, user_id, device_id, algorithm).await? {
                 claimed.push(ClaimedKey {
@@ -286,7 +286,7 @@ impl Store {
     /// recorded here.
     pub async fn delete_device_e2ee(&self, user_id: &str, device_id: &str) -> Result<bool> {
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         let had_keys = sqlx::query("DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)

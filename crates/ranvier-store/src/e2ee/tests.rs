@@ -247,19 +247,22 @@ async fn to_device_is_idempotent_queued_and_deleted_once_delivered() {
         assert_eq!(store.send_to_device(other).await.unwrap(), SendOutcome::Queued(2));
         let now = store.streams().current(StreamKind::ToDevice);
 
-        let inbox = store.to_device_inbox("@r:x", "R1", 0, now, 100).await.unwrap();
+        let page = store.to_device_inbox("@r:x", "R1", 0, now, 100).await.unwrap();
+        assert_eq!(page.complete_up_to, now);
+        let inbox = page.messages;
         assert_eq!(inbox.len(), 2);
         assert_eq!((inbox[0].sender.as_str(), inbox[0].event_type.as_str()), ("@s:x", "m.test"));
         assert_eq!(inbox[0].content, r#"{"n":1}"#);
         // A page of one stops after the first send.
         let page = store.to_device_inbox("@r:x", "R1", 0, now, 1).await.unwrap();
-        assert_eq!(page.len(), 1);
-        assert_eq!(page[0].stream_pos, first_pos);
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(page.messages[0].stream_pos, first_pos);
+        assert_eq!(page.complete_up_to, first_pos);
         // Messages stay until the device syncs past them.
         assert_eq!(store.delete_delivered_to_device("@r:x", "R1", first_pos).await.unwrap(), 1);
         assert_eq!(store.delete_delivered_to_device("@r:x", "R1", first_pos).await.unwrap(), 0);
-        assert_eq!(store.to_device_inbox("@r:x", "R1", 0, now, 100).await.unwrap().len(), 1);
-        assert_eq!(store.to_device_inbox("@r:x", "R2", 0, now, 100).await.unwrap().len(), 2);
+        assert_eq!(store.to_device_inbox("@r:x", "R1", 0, now, 100).await.unwrap().messages.len(), 1);
+        assert_eq!(store.to_device_inbox("@r:x", "R2", 0, now, 100).await.unwrap().messages.len(), 2);
         assert_eq!(store.delete_delivered_to_device("@r:x", "R1", now).await.unwrap(), 1);
         drop(store);
 
@@ -267,7 +270,7 @@ async fn to_device_is_idempotent_queued_and_deleted_once_delivered() {
         // even though every message at the newest position of R1 was deleted.
         let store = db.reopen().await;
         assert_eq!(store.streams().current(StreamKind::ToDevice), now);
-        assert_eq!(store.to_device_inbox("@r:x", "R2", 0, now, 100).await.unwrap().len(), 2);
+        assert_eq!(store.to_device_inbox("@r:x", "R2", 0, now, 100).await.unwrap().messages.len(), 2);
         store.delete_delivered_to_device("@r:x", "R2", now).await.unwrap();
         drop(store);
         let store = db.reopen().await;
@@ -275,6 +278,44 @@ async fn to_device_is_idempotent_queued_and_deleted_once_delivered() {
         let third = ToDeviceSend { txn_id: "t3", ..send };
         store.send_to_device(third).await.unwrap();
         assert_eq!(store.streams().current(StreamKind::ToDevice), now + 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inbox_pages_never_split_a_send() {
+    on_every_backend(|db| async move {
+        let store = db.reopen().await;
+        user_with_devices(&store, "@s:x", &["S"]).await;
+        user_with_devices(&store, "@r:x", &["R"]).await;
+        // Sends of one, two (`*` and the device itself) and one message for R.
+        let one = |n: u32| OutgoingToDevice {
+            user_id: "@r:x".into(),
+            target: DeviceTarget::All,
+            content: format!("{{\"n\":{n}}}"),
+        };
+        let direct =
+            OutgoingToDevice { user_id: "@r:x".into(), target: DeviceTarget::Device("R".into()), content: "{}".into() };
+        let sends: [(&str, Vec<OutgoingToDevice>); 3] =
+            [("a", vec![one(1)]), ("b", vec![one(2), direct.clone()]), ("c", vec![one(3)])];
+        let start = store.streams().current(StreamKind::ToDevice);
+        for (txn_id, messages) in &sends {
+            let send = ToDeviceSend { sender: "@s:x", sender_device: "S", txn_id, event_type: "m.x", messages };
+            store.send_to_device(send).await.unwrap();
+        }
+        let now = store.streams().current(StreamKind::ToDevice);
+        assert_eq!(now, start + 3);
+        // A limit of two would cut send b: the page stops after send a.
+        let page = store.to_device_inbox("@r:x", "R", start, now, 2).await.unwrap();
+        assert_eq!((page.messages.len(), page.complete_up_to), (1, start + 1));
+        // From send b on, a limit of one still returns send b whole.
+        let page = store.to_device_inbox("@r:x", "R", start + 1, now, 1).await.unwrap();
+        assert_eq!((page.messages.len(), page.complete_up_to), (2, start + 2));
+        // A limit of three ends exactly between sends b and c.
+        let page = store.to_device_inbox("@r:x", "R", start, now, 3).await.unwrap();
+        assert_eq!((page.messages.len(), page.complete_up_to), (3, start + 2));
+        let page = store.to_device_inbox("@r:x", "R", start, now, 10).await.unwrap();
+        assert_eq!((page.messages.len(), page.complete_up_to), (4, now));
     })
     .await;
 }
@@ -305,10 +346,10 @@ async fn device_removal_forgets_keys_and_inbox() {
         assert!(store.device_keys("@a:x", &["DEV".into()]).await.unwrap().is_empty());
         assert!(store.one_time_key_counts("@a:x", "DEV").await.unwrap().is_empty());
         assert!(store.unused_fallback_key_algorithms("@a:x", "DEV").await.unwrap().is_empty());
-        assert!(store.to_device_inbox("@a:x", "DEV", 0, i64::MAX, 10).await.unwrap().is_empty());
+        assert!(store.to_device_inbox("@a:x", "DEV", 0, i64::MAX, 10).await.unwrap().messages.is_empty());
         // The other device keeps everything.
         assert_eq!(store.device_keys("@a:x", &[]).await.unwrap().len(), 1);
-        assert_eq!(store.to_device_inbox("@a:x", "KEEP", 0, i64::MAX, 10).await.unwrap().len(), 1);
+        assert_eq!(store.to_device_inbox("@a:x", "KEEP", 0, i64::MAX, 10).await.unwrap().messages.len(), 1);
         // A device without keys changes nobody's device list.
         assert!(!store.delete_device_e2ee("@a:x", "DEV").await.unwrap());
     })

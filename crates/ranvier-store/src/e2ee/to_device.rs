@@ -58,12 +58,21 @@ pub struct InboxMessage {
     pub content: String,
 }
 
+/// A page of a device's inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxPage {
+    pub messages: Vec<InboxMessage>,
+    /// The page holds every message up to this position (the page's `up_to` unless the limit
+    /// cut it short); the next page starts after it.
+    pub complete_up_to: i64,
+}
+
 impl Store {
     /// Queue a send's messages for their local devices. Messages for devices that do not
     /// exist are dropped, as they could never be delivered.
     pub async fn send_to_device(&self, send: ToDeviceSend<'_>) -> Result<SendOutcome> {
         let mut txn = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut **txn;
+        let conn: &mut AnyConnection = &mut txn;
         let now = now_ms();
         sqlx::query("DELETE FROM to_device_txns WHERE created_ts < $1")
             .bind(now - TXN_RETENTION_MS)
@@ -132,6 +141,7 @@ impl Store {
     /// Up to `limit` messages of a device's inbox at positions `after < pos <= up_to`, in
     /// order. Messages of one send are never split: if the limit falls inside a send, that
     /// send is left for the next call (unless it is the first, which is then returned whole).
+    /// The page says up to which position it is complete.
     pub async fn to_device_inbox(
         &self,
         user_id: &str,
@@ -139,7 +149,7 @@ impl Store {
         after: i64,
         up_to: i64,
         limit: usize,
-    ) -> Result<Vec<InboxMessage>> {
+    ) -> Result<InboxPage> {
         let fetch = |after: i64, up_to: i64, limit: i64| async move {
             let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
                 "SELECT stream_pos, sender, event_type, content FROM to_device_inbox \
@@ -168,18 +178,24 @@ impl Store {
         let limit = limit.max(1);
         let mut messages = fetch(after, up_to, limit as i64 + 1).await?;
         if messages.len() <= limit {
-            return Ok(messages);
+            return Ok(InboxPage { messages, complete_up_to: up_to });
         }
+        let cut = messages[limit].stream_pos;
         messages.truncate(limit);
         let last = messages[limit - 1].stream_pos;
-        let first = messages[0].stream_pos;
-        if first == last {
+        if last != cut {
+            // The page ends between two sends.
+            return Ok(InboxPage { messages, complete_up_to: last });
+        }
+        if messages[0].stream_pos == last {
             // One send fills the page: return all of it.
-            return fetch(after, last, i64::MAX).await;
+            let messages = fetch(after, last, i64::MAX).await?;
+            return Ok(InboxPage { messages, complete_up_to: last });
         }
         // Stop before the send the limit cut into.
         messages.retain(|message| message.stream_pos < last);
-        Ok(messages)
+        let complete_up_to = messages.last().map_or(after, |message| message.stream_pos);
+        Ok(InboxPage { messages, complete_up_to })
     }
 
     /// Delete a device's messages at positions up to `up_to`: the device has synced past
