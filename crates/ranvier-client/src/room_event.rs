@@ -22,7 +22,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use crate::{AppState, membership::raw_json};
+use crate::{AppState, membership::raw_json, ratelimit::RateLimitKind};
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<send_message_event::v3::Request, _, _, _>(router, send_message);
@@ -56,6 +56,7 @@ async fn send_message(
     req: Authed<send_message_event::v3::Request>,
 ) -> ApiResult<send_message_event::v3::Response> {
     let body = &req.body;
+    state.ratelimit.check(RateLimitKind::Messages, req.user_id().as_str())?;
     let template = EventTemplate::message(body.event_type.to_string(), content_object(body.body.json().get())?);
     let txn = TxnKey {
         user_id: req.user_id().to_string(),
@@ -71,6 +72,7 @@ async fn send_state(
     req: Authed<send_state_event::v3::Request>,
 ) -> ApiResult<send_state_event::v3::Response> {
     let body = &req.body;
+    state.ratelimit.check(RateLimitKind::Messages, req.user_id().as_str())?;
     let template = EventTemplate::state(
         body.event_type.to_string(),
         body.state_key.clone(),
@@ -113,6 +115,7 @@ async fn redact(
     req: Authed<redact_event::v3::Request>,
 ) -> ApiResult<redact_event::v3::Response> {
     let body = &req.body;
+    state.ratelimit.check(RateLimitKind::Messages, req.user_id().as_str())?;
     let txn = TxnKey {
         user_id: req.user_id().to_string(),
         device_id: req.device_id().to_string(),

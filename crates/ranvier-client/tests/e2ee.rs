@@ -2,16 +2,11 @@
 //! device lists and key backup, driven through the client router with `tower::oneshot`, with
 //! exact status codes and errcodes. Clients' keys are real ed25519 keys, signed as clients do.
 
-use std::sync::Arc;
+mod support;
 
-use axum::{Router, body::Body};
-use http::{Method, Request, StatusCode};
-use ranvier_client::{AppState, Services, auth::Auth, ratelimit::RateLimiter};
-use ranvier_core::Config;
-use ranvier_e2ee::E2ee;
-use ranvier_rooms::Rooms;
-use ranvier_store::{Store, StreamToken};
-use ranvier_sync::SyncService;
+use http::{Method, StatusCode};
+use ranvier_client::AppState;
+use ranvier_store::StreamToken;
 use ruma::{
     CanonicalJsonValue,
     canonical_json::to_canonical_value,
@@ -19,14 +14,12 @@ use ruma::{
     signatures::{Ed25519KeyPair, sign_json},
 };
 use serde_json::{Value, json};
-use tower::ServiceExt;
+use support::{Backend, SERVER_NAME, TestApi};
 
-const SERVER: &str = "test.local";
-
+/// The in-process API of one test, with the helpers these tests share.
 struct TestServer {
-    app: Router,
+    api: TestApi,
     state: AppState,
-    _dir: tempfile::TempDir,
 }
 
 /// A registered user with one device.
@@ -72,43 +65,22 @@ impl Key {
     }
 }
 
+/// A user id on the test server.
+fn local(localpart: &str) -> String {
+    format!("@{localpart}:{SERVER_NAME}")
+}
+
 impl TestServer {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config { server_name: SERVER.into(), data_dir: dir.path().to_owned(), ..Config::default() };
-        config.rate_limits.enabled = false;
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("test.db").display()), 4).await.unwrap();
-        let server_name: ruma::OwnedServerName = SERVER.try_into().unwrap();
-        let signing_key = ranvier_rooms::keys::load_or_generate(&dir.path().join("signing.key")).unwrap();
-        let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
-        let sync = SyncService::new(store.clone(), rooms.clone());
-        let e2ee = E2ee::new(store.clone(), server_name.clone());
-        let ratelimit = RateLimiter::new(&config.rate_limits);
-        let services =
-            Services { config, server_name, store, rooms, sync, e2ee, auth: Auth::with_fast_hashing(), ratelimit };
-        let state = AppState(Arc::new(services));
-        Self { app: ranvier_client::router(state.clone()), state, _dir: dir }
+    /// A server on `backend`, or `None` when that backend is not available here.
+    async fn start(backend: Backend) -> Option<Self> {
+        let api = TestApi::start(backend, |_| {}).await?;
+        let state = api.state.clone();
+        Some(Self { api, state })
     }
 
     async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let body = match body {
-            Some(body) => Body::from(body.to_string()),
-            None => Body::empty(),
-        };
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.header("Content-Type", "application/json").body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-        (status, value)
+        let response = self.api.send(method.as_str(), path, token, body.as_ref(), None).await;
+        (response.status, response.body)
     }
 
     async fn register(&self, name: &str) -> Client {
@@ -224,9 +196,8 @@ fn signed_otk(client: &Client, key: &Key, public: &str, fallback: bool) -> Value
     key.sign(&client.user_id, otk)
 }
 
-#[tokio::test]
-async fn keys_upload_checks_the_device_keys() {
-    let server = TestServer::new().await;
+async fn keys_upload_checks_the_device_keys(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let key = Key::new(&alice.device_id);
@@ -283,9 +254,8 @@ async fn keys_upload_checks_the_device_keys() {
     assert_eq!((status, body["one_time_key_counts"]["signed_curve25519"].clone()), (StatusCode::OK, json!(2)));
 }
 
-#[tokio::test]
-async fn keys_query_and_claim() {
-    let server = TestServer::new().await;
+async fn keys_query_and_claim(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let key = server.upload_device_keys(&alice).await;
@@ -299,7 +269,7 @@ async fn keys_query_and_claim() {
 
     let query = json!({"device_keys": {
         alice.user_id.clone(): [],
-        "@nobody:test.local": [],
+        local("nobody"): [],
         "@someone:elsewhere.example": [],
     }});
     let (status, body) = server.post(&bob, "/keys/query", query).await;
@@ -309,7 +279,7 @@ async fn keys_query_and_claim() {
     assert_eq!(device["user_id"], alice.user_id);
     assert!(device["signatures"][&alice.user_id][key.key_id()].is_string());
     assert_eq!(device["unsigned"], json!({"device_display_name": "alice's phone"}));
-    assert_eq!(body["device_keys"]["@nobody:test.local"], json!({}), "local users always get an entry");
+    assert_eq!(body["device_keys"][local("nobody")], json!({}), "local users always get an entry");
     assert!(body["device_keys"].get("@someone:elsewhere.example").is_none(), "no federation yet");
     // Asking for named devices returns only those.
     let (_, body) =
@@ -354,9 +324,8 @@ async fn keys_query_and_claim() {
     assert!(server.token().is_after(&before));
 }
 
-#[tokio::test]
-async fn to_device_is_delivered_once_per_device() {
-    let server = TestServer::new().await;
+async fn to_device_is_delivered_once_per_device(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let bob2 = server.login(&bob).await;
@@ -401,9 +370,8 @@ async fn to_device_is_delivered_once_per_device() {
     assert_eq!(initial2.to_device_events.len(), 2, "the other device has not acknowledged yet");
 }
 
-#[tokio::test]
-async fn to_device_pages_carry_their_position() {
-    let server = TestServer::new().await;
+async fn to_device_pages_carry_their_position(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let since = server.token();
@@ -426,9 +394,8 @@ async fn to_device_pages_carry_their_position() {
     assert_eq!(second.to_device_position, now.get(ranvier_store::StreamKind::ToDevice));
 }
 
-#[tokio::test]
-async fn device_lists_follow_shared_rooms() {
-    let server = TestServer::new().await;
+async fn device_lists_follow_shared_rooms(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
@@ -497,9 +464,8 @@ impl CrossSigning {
     }
 }
 
-#[tokio::test]
-async fn cross_signing_upload_needs_auth_only_to_replace_keys() {
-    let server = TestServer::new().await;
+async fn cross_signing_upload_needs_auth_only_to_replace_keys(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let keys = CrossSigning::new();
 
@@ -515,7 +481,7 @@ async fn cross_signing_upload_needs_auth_only_to_replace_keys() {
     assert_eq!((status, errcode(&body)), (StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE"));
     // Keys of someone else, or with the wrong usage.
     let mut foreign = keys.upload(&alice);
-    foreign["master_key"]["user_id"] = json!("@mallory:test.local");
+    foreign["master_key"]["user_id"] = json!(local("mallory"));
     let (status, body) = server.post(&alice, "/keys/device_signing/upload", foreign).await;
     assert_eq!((status, errcode(&body)), (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"));
     let mut misused = keys.upload(&alice);
@@ -557,9 +523,8 @@ async fn cross_signing_upload_needs_auth_only_to_replace_keys() {
     assert!(body.get("user_signing_keys").is_none_or(|keys| keys.get(&alice.user_id).is_none()), "{body}");
 }
 
-#[tokio::test]
-async fn signatures_are_verified_stored_and_shown() {
-    let server = TestServer::new().await;
+async fn signatures_are_verified_stored_and_shown(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let alice_device = server.upload_device_keys(&alice).await;
@@ -647,11 +612,12 @@ fn session(first_message_index: u64, forwarded_count: u64, is_verified: bool, ma
     })
 }
 
-#[tokio::test]
-async fn key_backup_versions_keys_and_errors() {
-    let server = TestServer::new().await;
+async fn key_backup_versions_keys_and_errors(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else { return };
     let alice = server.register("alice").await;
-    let room = "!room:test.local";
+    let room = format!("!room:{SERVER_NAME}");
+    let room = room.as_str();
+    let other_room = format!("!other:{SERVER_NAME}");
 
     let (status, body) = server.get(&alice, "/room_keys/version").await;
     assert_eq!((status, errcode(&body)), (StatusCode::NOT_FOUND, "M_NOT_FOUND"));
@@ -705,15 +671,15 @@ async fn key_backup_versions_keys_and_errors() {
     assert_eq!(body["etag"], again["etag"], "keeping the stored key does not move the etag");
 
     // The bulk forms.
-    let bulk = json!({"rooms": {room: {"sessions": {"s2": session(0, 0, false, "b")}}, "!other:test.local": {"sessions": {"s3": session(0, 0, true, "c")}}}});
+    let bulk = json!({"rooms": {room: {"sessions": {"s2": session(0, 0, false, "b")}}, other_room.clone(): {"sessions": {"s3": session(0, 0, true, "c")}}}});
     let (status, body) = server.put(&alice, "/room_keys/keys?version=2", bulk).await;
     assert_eq!((status, body["count"].clone()), (StatusCode::OK, json!(3)));
     let (_, body) = server.get(&alice, "/room_keys/keys?version=2").await;
     assert_eq!(body["rooms"][room]["sessions"].as_object().unwrap().len(), 2);
-    assert_eq!(body["rooms"]["!other:test.local"]["sessions"]["s3"]["is_verified"], true);
+    assert_eq!(body["rooms"][&other_room]["sessions"]["s3"]["is_verified"], true);
     let (_, body) = server.get(&alice, &format!("/room_keys/keys/{room}?version=2")).await;
     assert_eq!(body["sessions"].as_object().unwrap().len(), 2);
-    let (status, body) = server.get(&alice, "/room_keys/keys/!empty:test.local?version=2").await;
+    let (status, body) = server.get(&alice, &format!("/room_keys/keys/!empty:{SERVER_NAME}?version=2")).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"sessions": {}})));
     let (status, body) = server.get(&alice, &format!("/room_keys/keys/{room}/nope?version=2")).await;
     assert_eq!((status, errcode(&body)), (StatusCode::NOT_FOUND, "M_NOT_FOUND"));
@@ -762,3 +728,14 @@ async fn key_backup_versions_keys_and_errors() {
     let (status, body) = server.get(&bob, "/room_keys/version/1").await;
     assert_eq!((status, errcode(&body)), (StatusCode::NOT_FOUND, "M_NOT_FOUND"));
 }
+
+both_backends!(
+    keys_upload_checks_the_device_keys,
+    keys_query_and_claim,
+    to_device_is_delivered_once_per_device,
+    to_device_pages_carry_their_position,
+    device_lists_follow_shared_rooms,
+    cross_signing_upload_needs_auth_only_to_replace_keys,
+    signatures_are_verified_stored_and_shown,
+    key_backup_versions_keys_and_errors,
+);

@@ -97,7 +97,7 @@ impl Default for Config {
             listen: "127.0.0.1:8008".into(),
             data_dir: PathBuf::from("ranvier-data"),
             signing_key_path: None,
-            log: "info".into(),
+            log: "info,ruma_state_res=warn".into(),
             default_room_version: "12".into(),
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
@@ -144,7 +144,8 @@ impl Config {
             let Some(path) = key.strip_prefix("RANVIER_") else {
                 continue;
             };
-            if path.is_empty() {
+            // RANVIER_CONFIG names the file itself (a command-line option), not a setting.
+            if path.is_empty() || path == "CONFIG" {
                 continue;
             }
             let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -223,7 +224,7 @@ listen = "127.0.0.1:8008"
 data_dir = "ranvier-data"
 
 # Log filter (tracing EnvFilter syntax). RUST_LOG overrides it.
-log = "info"
+log = "info,ruma_state_res=warn"
 
 # Room version for new rooms.
 default_room_version = "12"
@@ -273,6 +274,7 @@ mod tests {
             ("RANVIER_REGISTRATION__ENABLED".to_owned(), "false".to_owned()),
             ("RANVIER_LIMITS__MAX_REQUEST_BYTES".to_owned(), "1000".to_owned()),
             ("OTHER".to_owned(), "ignored".to_owned()),
+            ("RANVIER_CONFIG".to_owned(), "/etc/ranvier.toml".to_owned()),
         ];
         let config = Config::from_toml_and_env("", env).unwrap();
         assert_eq!(config.server_name, "example.org");

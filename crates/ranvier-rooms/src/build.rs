@@ -33,17 +33,25 @@ pub struct EventTemplate {
     pub content: Value,
     /// For redactions: the redacted event.
     pub redacts: Option<OwnedEventId>,
+    /// `origin_server_ts` to use instead of the clock (application services may set it).
+    pub timestamp: Option<i64>,
 }
 
 impl EventTemplate {
     /// A non-state event.
     pub fn message(event_type: impl Into<String>, content: Value) -> Self {
-        Self { event_type: event_type.into(), state_key: None, content, redacts: None }
+        Self { event_type: event_type.into(), state_key: None, content, redacts: None, timestamp: None }
     }
 
     /// A state event.
     pub fn state(event_type: impl Into<String>, state_key: impl Into<String>, content: Value) -> Self {
-        Self { event_type: event_type.into(), state_key: Some(state_key.into()), content, redacts: None }
+        Self {
+            event_type: event_type.into(),
+            state_key: Some(state_key.into()),
+            content,
+            redacts: None,
+            timestamp: None,
+        }
     }
 }
 
@@ -121,7 +129,7 @@ impl Rooms {
         object.insert("sender".into(), Value::String(sender.to_string()));
         object.insert("content".into(), Value::Object(content));
         object.insert("depth".into(), Value::from(depth));
-        object.insert("origin_server_ts".into(), Value::from(now_ms()));
+        object.insert("origin_server_ts".into(), Value::from(template.timestamp.unwrap_or_else(now_ms)));
         object.insert("prev_events".into(), prev.iter().map(|(id, _)| event_ref(id, format)).collect());
         object.insert("auth_events".into(), auth_events.iter().map(|id| event_ref(id, format)).collect());
         if let Some(state_key) = &template.state_key {
@@ -151,17 +159,21 @@ impl Rooms {
         let CanonicalJsonValue::Object(mut object) = to_canonical(Value::Object(object), "Event")? else {
             return Err(Error::internal("canonical PDU is not an object"));
         };
-        hash_and_sign_event(self.server_name().as_str(), self.signing_key(), &mut object, &rules.redaction)
-            .map_err(|e| Error::bad_json(format!("Cannot sign event: {e}")))?;
+        hash_and_sign_event(self.server_name().as_str(), self.signing_key(), &mut object, &rules.redaction).map_err(
+            |e| match e {
+                ruma::signatures::JsonError::PduTooLarge => too_large(),
+                e => Error::bad_json(format!("Cannot sign event: {e}")),
+            },
+        )?;
         let size = serde_json::to_string(&object).map(|s| s.len()).unwrap_or(usize::MAX);
         if size > MAX_PDU_BYTES {
-            return Err(Error::too_large(format!("Event is {size} bytes, more than the {MAX_PDU_BYTES} allowed")));
+            return Err(too_large());
         }
         let event_id = match v1_event_id {
             Some(id) => id,
             None => {
                 let hash = reference_hash(&object, rules).map_err(|e| match e {
-                    ruma::signatures::JsonError::PduTooLarge => Error::too_large("Event is too large"),
+                    ruma::signatures::JsonError::PduTooLarge => too_large(),
                     e => Error::internal(format!("reference hash: {e}")),
                 })?;
                 EventId::new_v2_or_v3(&hash).map_err(|e| Error::internal(format!("event id: {e}")))?
@@ -175,6 +187,10 @@ impl Rooms {
         };
         Ok(BuiltEvent { pdu: Arc::new(pdu), object, auth_events: auth_pdus, room_id })
     }
+}
+
+fn too_large() -> Error {
+    Error::too_large(format!("Event is larger than the {MAX_PDU_BYTES} bytes allowed"))
 }
 
 /// The room id of a version 12+ room: the create event's id with `!` for `$`.

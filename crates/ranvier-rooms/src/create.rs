@@ -4,7 +4,7 @@
 //! The whole sequence runs under the new room's write lock, so nobody can act in the room
 //! before it is set up.
 
-use ranvier_core::{Error, Result, error::ErrorKind};
+use ranvier_core::{Error, Result, error::ErrorKind, util::now_ms};
 use ranvier_store::persist::NewRoom;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
@@ -121,19 +121,23 @@ impl Rooms {
                 create_content.insert("additional_creators".into(), Value::Array(additional));
             }
         }
-        // A version 12 room id comes from the create event's hash; until then the room is
-        // built under a provisional id that no event carries.
-        let provisional_id = RoomId::new_v1(self.server_name());
-        let room = RoomState::new(provisional_id, version.clone())?;
-        let built = self.build_event(
-            &room,
-            creator,
-            &EventTemplate::state("m.room.create", "", Value::Object(create_content)),
-        )?;
+        // A version 12 room id comes from the create event's hash; the event is built under a
+        // provisional id that it does not carry. Should the id be taken (the same user creating
+        // identical rooms within a millisecond), a later timestamp gives a new hash.
+        let create_content = Value::Object(create_content);
+        let mut timestamp = now_ms();
+        let (built, mut locked) = loop {
+            let room = RoomState::new(RoomId::new_v1(self.server_name()), version.clone())?;
+            let mut template = EventTemplate::state("m.room.create", "", create_content.clone());
+            template.timestamp = Some(timestamp);
+            let built = self.build_event(&room, creator, &template)?;
+            let room = RoomState { room_id: built.room_id.clone(), ..room };
+            if let Some(locked) = self.lock_new_room(room).await? {
+                break (built, locked);
+            }
+            timestamp += 1;
+        };
         let room_id = built.room_id.clone();
-        let mut room = room;
-        room.room_id = room_id.clone();
-        let mut locked = self.lock_new_room(room).await?;
         authorize(&locked, &built).map_err(|e| invalid_request(e, "m.room.create"))?;
         let new_room = NewRoom {
             room_version: version.to_string(),

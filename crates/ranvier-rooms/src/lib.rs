@@ -29,7 +29,7 @@ pub mod visibility;
 
 use std::{collections::HashMap, sync::Arc};
 
-use ranvier_core::{Error, Result};
+use ranvier_core::Result;
 use ranvier_store::Store;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, signatures::Ed25519KeyPair};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
@@ -88,20 +88,37 @@ impl Rooms {
 
     /// Take a room's write lock and load its cache; `None` if the room is unknown.
     pub(crate) async fn lock_room(&self, room_id: &RoomId) -> Result<Option<LockedRoom>> {
-        let mut guard = self.lock_entry(room_id).lock_owned().await;
-        if guard.is_none() {
+        let lock = self.lock_entry(room_id);
+        let mut guard = lock.clone().lock_owned().await;
+        // A cache without a state group is a room whose create event never committed (the
+        // creation failed): the database, not the cache, says whether the room exists.
+        if guard.as_ref().is_none_or(|room| room.state_group.is_none()) {
             *guard = RoomState::load(self.store(), room_id.to_owned()).await?;
         }
-        Ok(OwnedMutexGuard::try_map(guard, Option::as_mut).ok())
+        match OwnedMutexGuard::try_map(guard, Option::as_mut) {
+            Ok(locked) => Ok(Some(locked)),
+            Err(guard) => {
+                // Requests naming unknown rooms must not grow the lock map: drop the entry
+                // unless another task holds it too (the map and `lock` are two references).
+                drop(guard);
+                let mut locks = self.inner.locks.lock();
+                if Arc::strong_count(&lock) == 2 {
+                    locks.remove(room_id);
+                }
+                Ok(None)
+            }
+        }
     }
 
-    /// Take the write lock of a room that does not exist yet and start its cache.
-    pub(crate) async fn lock_new_room(&self, room: RoomState) -> Result<LockedRoom> {
+    /// Take the write lock of a room that does not exist yet and start its cache; `None` if a
+    /// room with that id already exists (two identical version 12 create events made in the
+    /// same millisecond have the same id).
+    pub(crate) async fn lock_new_room(&self, room: RoomState) -> Result<Option<LockedRoom>> {
         let mut guard = self.lock_entry(&room.room_id).lock_owned().await;
-        if guard.is_some() {
-            return Err(Error::internal(format!("room {} already exists", room.room_id)));
+        if guard.is_some() || self.store().room(room.room_id.as_str()).await?.is_some() {
+            return Ok(None);
         }
         *guard = Some(room);
-        OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::internal("new room cache vanished"))
+        Ok(OwnedMutexGuard::try_map(guard, Option::as_mut).ok())
     }
 }

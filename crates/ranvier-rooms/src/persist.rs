@@ -2,6 +2,9 @@
 //! membership changes, and the client metadata in `unsigned`, then writes everything in one
 //! transaction (`ranvier_store::persist`) and only then updates the room's cache.
 //!
+//! The same path stores events that change nothing (see [`Disposition`]): outliers, rejected
+//! and soft-failed events, as federation will deliver them.
+//!
 //! Callers hold the room's write lock (they pass the [`RoomState`] that lives inside it), so
 //! events of one room are persisted one at a time and the cache never runs ahead of the
 //! database.
@@ -23,9 +26,28 @@ use crate::{
     room_state::{MAX_STATE_CHAIN, RoomState},
 };
 
+/// Where an event goes in the room.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Disposition {
+    /// An accepted event: it joins the DAG's forward edge and, if it is a state event,
+    /// changes the room state.
+    #[default]
+    Timeline,
+    /// Held only to authorise or give state for other events (received over federation):
+    /// no state group, not in the timeline, not an extremity.
+    Outlier,
+    /// Failed the auth rules on receipt: stored with the reason (so it is never fetched and
+    /// checked again) but changes nothing.
+    Rejected(String),
+    /// Passed auth against its own state but not against the current state: stored and
+    /// visible to federation, but neither an extremity nor a state change.
+    SoftFailed,
+}
+
 /// Extra writes that go with an event.
 #[derive(Default)]
 pub(crate) struct PersistOptions {
+    pub disposition: Disposition,
     pub txn: Option<TxnKey>,
     pub new_room: Option<NewRoom>,
     /// For an accepted redaction: the target, already checked to be redactable by the sender.
@@ -57,14 +79,24 @@ impl Rooms {
             prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
             auth_events: pdu.auth_events.iter().map(ToString::to_string).collect(),
             state_group: room.state_group,
-            update_extremities: true,
+            update_extremities: options.disposition == Disposition::Timeline,
             new_room: options.new_room,
             txn: options.txn,
             ..Default::default()
         };
+        let accepted = options.disposition == Disposition::Timeline;
+        match &options.disposition {
+            Disposition::Timeline => {}
+            Disposition::Outlier => {
+                event.outlier = true;
+                event.state_group = None;
+            }
+            Disposition::Rejected(reason) => event.rejected_reason = Some(reason.clone()),
+            Disposition::SoftFailed => event.soft_failed = true,
+        }
 
         let mut new_group = None;
-        if let Some(state_key) = &pdu.state_key {
+        if let Some(state_key) = pdu.state_key.as_ref().filter(|_| accepted) {
             let key = (pdu.event_type.to_string(), state_key.clone());
             if let Some(prev_id) = room.state.get(&key) {
                 let unsigned = self.replaced_state_unsigned(room, &key, prev_id.as_str()).await?;
@@ -108,7 +140,7 @@ impl Rooms {
         }
 
         let mut redacted_pdu = None;
-        if let Some(target) = options.redact_target {
+        if let Some(target) = options.redact_target.filter(|_| accepted) {
             let (text, redacted) = redact_stored(&target, room, &object, &pdu)?;
             event.redaction = Some(Redaction { target_event_id: target.event_id.clone(), redacted_pdu: text });
             redacted_pdu = Some(redacted);
@@ -117,6 +149,9 @@ impl Rooms {
         event.pdu = serde_json::to_string(&object).map_err(|e| Error::internal(format!("serialise PDU: {e}")))?;
         store.persist_event(&event).await?;
 
+        if !accepted {
+            return Ok(position);
+        }
         if room.room_id != room_id {
             room.room_id = room_id;
         }
@@ -197,4 +232,72 @@ fn redaction_client_format(object: &CanonicalJsonObject, pdu: &Pdu) -> Value {
         event["redacts"] = Value::String(redacts.to_string());
     }
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{UserId, signatures::Ed25519KeyPair};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{CreateRoom, EventTemplate, build::check_auth};
+
+    async fn rooms() -> (Rooms, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ranvier_store::Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()), 2).await.unwrap();
+        let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".to_owned()).unwrap();
+        (Rooms::new(store, "test.local".try_into().unwrap(), key), dir)
+    }
+
+    #[tokio::test]
+    async fn events_that_change_nothing_are_stored_apart() {
+        let (rooms, _dir) = rooms().await;
+        let alice = UserId::parse("@alice:test.local").unwrap();
+        let mallory = UserId::parse("@mallory:test.local").unwrap();
+        let room_id = rooms.create_room(&alice, CreateRoom::default()).await.unwrap();
+        let store = rooms.store().clone();
+        let extremities = store.forward_extremities(room_id.as_str()).await.unwrap();
+        let state = store.current_state_ids(room_id.as_str()).await.unwrap();
+
+        let mut room = rooms.lock_room(&room_id).await.unwrap().unwrap();
+        let dispositions = [
+            Disposition::Rejected("sender's membership is not `join`".into()),
+            Disposition::SoftFailed,
+            Disposition::Outlier,
+        ];
+        let mut ids = Vec::new();
+        for (i, disposition) in dispositions.into_iter().enumerate() {
+            let topic = EventTemplate::state("m.room.topic", "", json!({ "topic": format!("forged {i}") }));
+            let built = rooms.build_event(&room, &mallory, &topic).unwrap();
+            assert!(check_auth(&room, &built.pdu, &built.auth_events).is_err(), "mallory is not a member");
+            ids.push(built.pdu.event_id.to_string());
+            let options = PersistOptions { disposition, ..Default::default() };
+            rooms.persist(&mut room, built, options).await.unwrap();
+        }
+        drop(room);
+
+        let stored = store.get_events(&ids).await.unwrap();
+        assert_eq!(stored.len(), 3);
+        let by_id = |id: &str| stored.iter().find(|event| event.event_id == id).unwrap();
+        assert!(by_id(&ids[0]).rejected);
+        assert!(by_id(&ids[1]).soft_failed);
+        assert!(by_id(&ids[2]).outlier);
+        assert_eq!(by_id(&ids[2]).state_group, None);
+        assert!(by_id(&ids[0]).state_group.is_some(), "a rejected event still records the state before it");
+        // None of them reached the timeline, the extremities or the state.
+        let timeline = store
+            .room_timeline(room_id.as_str(), 0, i64::MAX, ranvier_store::events::Direction::Forward, 100)
+            .await
+            .unwrap();
+        assert!(timeline.iter().all(|event| !ids.contains(&event.event_id)));
+        assert_eq!(store.forward_extremities(room_id.as_str()).await.unwrap(), extremities);
+        assert_eq!(store.current_state_ids(room_id.as_str()).await.unwrap(), state);
+        // And the cache agrees: the next event builds on the old extremity.
+        let id = rooms
+            .send_event(&room_id, &alice, EventTemplate::message("m.room.message", json!({ "body": "hi" })), None)
+            .await
+            .unwrap();
+        assert_eq!(store.prev_event_ids(id.as_str()).await.unwrap(), vec![extremities[0].0.clone()]);
+    }
 }

@@ -68,7 +68,7 @@ impl Rooms {
     /// The room state right after `event`.
     pub async fn state_after(&self, event: &StoredEvent) -> Result<StateIds> {
         let mut state = match event.state_group {
-            Some(group) => self.store().state_group_ids(group).await?,
+            Some(group) => self.store().state_group_state(group).await?,
             None => StateIds::new(),
         };
         if let Some(state_key) = &event.state_key

@@ -26,18 +26,18 @@ impl Rooms {
         template: EventTemplate,
         txn: Option<TxnKey>,
     ) -> Result<OwnedEventId> {
-        if let Some(id) = self.sent_in_txn(txn.as_ref()).await? {
-            return Ok(id);
-        }
         let Some(mut room) = self.lock_room(room_id).await? else {
             return Err(not_in_room(sender, room_id));
         };
-        // Checked again under the lock: a concurrent retry may have just finished.
+        // Checked under the lock, so that a concurrent retry cannot slip in between.
         if let Some(id) = self.sent_in_txn(txn.as_ref()).await? {
             return Ok(id);
         }
         if template.event_type != "m.room.member" && room.membership(sender.as_str()) != "join" {
             return Err(not_in_room(sender, room_id));
+        }
+        if let Some(existing) = self.unchanged_state(&room, sender, &template).await? {
+            return Ok(existing);
         }
         let built = self.build_event(&room, sender, &template)?;
         authorize(&room, &built)?;
@@ -68,8 +68,40 @@ impl Rooms {
             state_key: None,
             content,
             redacts: Some(target.to_owned()),
+            timestamp: None,
         };
         self.send_event(room_id, sender, template, txn).await
+    }
+
+    /// A state event identical to the current one (same sender and content) is not sent
+    /// again: the current event answers, as Synapse does.
+    async fn unchanged_state(
+        &self,
+        room: &RoomState,
+        sender: &UserId,
+        template: &EventTemplate,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(state_key) = &template.state_key else {
+            return Ok(None);
+        };
+        if template.event_type == "m.room.member" {
+            return Ok(None);
+        }
+        let Some(current_id) = room.state.get(&(template.event_type.clone(), state_key.clone())) else {
+            return Ok(None);
+        };
+        let (current_sender, current_content) = match room.auth_event(&template.event_type, state_key) {
+            Some(event) => (event.sender.to_string(), event.content_value()),
+            None => match self.store().get_event(current_id.as_str()).await? {
+                Some(event) => {
+                    let pdu: serde_json::Value = serde_json::from_str(&event.pdu).unwrap_or_default();
+                    (event.sender, pdu.get("content").cloned().unwrap_or_default())
+                }
+                None => return Ok(None),
+            },
+        };
+        let unchanged = current_sender == sender.as_str() && current_content == template.content;
+        Ok(unchanged.then(|| current_id.clone()))
     }
 
     async fn sent_in_txn(&self, txn: Option<&TxnKey>) -> Result<Option<OwnedEventId>> {

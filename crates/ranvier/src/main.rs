@@ -3,7 +3,10 @@
 //!
 //! `ranvier serve` with no arguments writes a commented `ranvier.toml` on first run, keeps its
 //! data (SQLite database, signing key) in `ranvier-data/`, and listens on `127.0.0.1:8008`.
+//! `ranvier admin …` runs operator commands (registration tokens, accounts) on the same
+//! database.
 
+mod admin;
 mod serve;
 
 use std::path::PathBuf;
@@ -26,9 +29,29 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Operator commands on the database: registration tokens, accounts.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
+/// Keep glibc from holding on to freed memory. By default glibc raises its mmap threshold each
+/// time a large block is freed, after which large blocks (argon2's working memory, big sync
+/// responses) come from arenas that are never returned to the system; a fixed threshold and
+/// a few arenas keep the resident size close to what is in use.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let config = match serve::load_config(&cli.config) {
         Ok(config) => config,
@@ -47,8 +70,12 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve::serve(config).await,
-            Command::Migrate => serve::open_store(&config).await.map(|_| ()),
+            Command::Serve => serve::serve(config).await.map_err(|e| e.to_string()),
+            Command::Migrate => serve::open_store(&config).await.map(|_| ()).map_err(|e| e.to_string()),
+            Command::Admin(command) => {
+                let store = serve::open_store(&config).await.map_err(|e| e.to_string())?;
+                admin::run(&config, &store, command, &mut std::io::stdout().lock()).await
+            }
         }
     });
     match result {

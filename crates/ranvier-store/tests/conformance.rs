@@ -1,0 +1,634 @@
+//! Storage conformance: the same tests run against SQLite (a file in a temporary directory)
+//! and PostgreSQL (a fresh database), so that both backends keep exactly the same behaviour.
+//!
+//! Each test is an `async fn(Backend)`; `backend_tests!` turns it into `name::sqlite` and
+//! `name::postgres`. `RANVIER_TEST_BACKENDS` chooses which of them really run.
+
+use std::collections::HashMap;
+
+use ranvier_store::{
+    Store, StreamKind,
+    events::Direction,
+    persist::{CurrentStateChange, MembershipChange, NewRoom, NewStateGroup, PersistEvent, Redaction, TxnKey},
+    uia::TokenStage,
+};
+use ranvier_test::{Backend, TestDatabase, backend_tests};
+
+/// A store on a fresh database, and the database (kept alive for as long as the test runs).
+async fn fresh(backend: Backend) -> (Store, TestDatabase) {
+    let db = TestDatabase::create(backend).await;
+    let store = open(&db).await;
+    (store, db)
+}
+
+async fn open(db: &TestDatabase) -> Store {
+    match Store::open(&db.url(), 4).await {
+        Ok(store) => store,
+        Err(e) => panic!("open {} store: {e}", db.backend().name()),
+    }
+}
+
+/// Run one SQL statement with no parameters.
+async fn exec(store: &Store, sql: &'static str) {
+    if let Err(e) = sqlx::query(sql).execute(store.pool()).await {
+        panic!("{sql}: {e}");
+    }
+}
+
+/// Insert a minimal event row straight into `events`.
+async fn insert_event(store: &Store, stream_ordering: i64, event_id: &str, room_id: &str) {
+    let result = sqlx::query(
+        "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, origin_server_ts, pdu)
+         VALUES ($1, $2, $3, '@a:test', 'm.room.message', NULL, $1, 0, '{}')",
+    )
+    .bind(stream_ordering)
+    .bind(event_id)
+    .bind(room_id)
+    .execute(store.pool())
+    .await;
+    if let Err(e) = result {
+        panic!("insert event {event_id}: {e}");
+    }
+}
+
+/// Opening an already migrated database changes nothing and applies nothing twice; a database
+/// from a newer version is refused.
+async fn migrations_are_idempotent(backend: Backend) {
+    let (store, db) = fresh(backend).await;
+    let versions = || async {
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT version, name FROM schema_version ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap_or_else(|e| panic!("read schema_version: {e}"));
+        rows
+    };
+    let first = versions().await;
+    assert!(!first.is_empty(), "migrations were recorded");
+    assert_eq!(first[0], (1, "0001_init".to_owned()));
+    let numbers: Vec<i64> = first.iter().map(|(version, _)| *version).collect();
+    assert_eq!(numbers, (1..=first.len() as i64).collect::<Vec<_>>(), "versions are numbered without gaps");
+    assert!(store.create_user("@keep:test", None, false).await.unwrap_or_else(|e| panic!("{e}")));
+    drop(store);
+
+    for _ in 0..2 {
+        let store = open(&db).await;
+        let again: Vec<(i64, String)> = sqlx::query_as("SELECT version, name FROM schema_version ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap_or_else(|e| panic!("read schema_version: {e}"));
+        assert_eq!(again, first, "reopening applies nothing");
+        assert!(store.get_user("@keep:test").await.unwrap_or_else(|e| panic!("{e}")).is_some(), "data survives reopen");
+    }
+
+    let store = open(&db).await;
+    exec(&store, "INSERT INTO schema_version (version, name, applied_ts) VALUES (9999, 'from_the_future', 0)").await;
+    drop(store);
+    assert!(Store::open(&db.url(), 4).await.is_err(), "a schema newer than the binary is refused");
+}
+
+/// Users, devices and access tokens round-trip; tokens are stored hashed.
+async fn accounts_round_trip(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let ok = |r: ranvier_core::Result<bool>| r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok(store.create_user("@alice:test", Some("hash-a"), false).await));
+    assert!(!ok(store.create_user("@alice:test", Some("other"), true).await), "a taken id is refused");
+    assert!(ok(store.create_user("@root:test", None, true).await));
+
+    let alice =
+        store.get_user("@alice:test").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("alice"));
+    assert_eq!(alice.user_id, "@alice:test");
+    assert_eq!(alice.password_hash.as_deref(), Some("hash-a"), "the first registration wins");
+    assert!(!alice.admin && !alice.deactivated);
+    assert!(alice.created_ts > 0);
+    let root = store.get_user("@root:test").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("root"));
+    assert!(root.admin && root.password_hash.is_none());
+    assert!(store.get_user("@nobody:test").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+
+    store.set_password_hash("@alice:test", Some("hash-b")).await.unwrap_or_else(|e| panic!("{e}"));
+    let alice =
+        store.get_user("@alice:test").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("alice"));
+    assert_eq!(alice.password_hash.as_deref(), Some("hash-b"));
+
+    store
+        .create_device_with_token("@alice:test", "PHONE", Some("Phone"), "token-phone")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .create_device_with_token("@alice:test", "LAPTOP", None, "token-laptop")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let owner =
+        store.token_owner("token-phone").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("owner"));
+    assert_eq!((owner.user_id.as_str(), owner.device_id.as_str()), ("@alice:test", "PHONE"));
+    assert!(store.token_owner("token-nobody").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+
+    let devices = store.list_devices("@alice:test").await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+    assert_eq!(ids, ["LAPTOP", "PHONE"], "devices are listed by id");
+    assert_eq!(devices[1].display_name.as_deref(), Some("Phone"));
+    assert_eq!(devices[0].display_name, None);
+
+    // The token itself is never stored, only its hash.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM access_tokens")
+        .fetch_all(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|hash| !hash.contains("token-")), "tokens are stored hashed: {stored:?}");
+
+    // Logging in again on a device replaces that device's token.
+    store
+        .create_device_with_token("@alice:test", "PHONE", None, "token-phone-2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        store.token_owner("token-phone").await.unwrap_or_else(|e| panic!("{e}")).is_none(),
+        "the old token is gone"
+    );
+    assert!(store.token_owner("token-phone-2").await.unwrap_or_else(|e| panic!("{e}")).is_some());
+    let devices = store.list_devices("@alice:test").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(devices.len(), 2, "the device is kept, not duplicated");
+    assert_eq!(devices[1].display_name.as_deref(), Some("Phone"), "the display name is kept");
+}
+
+/// Deleting a token, a device, or deactivating the account revokes exactly what it should.
+async fn token_deletion(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let must = |r: ranvier_core::Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+    let owner = |token: &'static str| {
+        let store = store.clone();
+        async move { store.token_owner(token).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    store.create_user("@bob:test", Some("h"), false).await.unwrap_or_else(|e| panic!("{e}"));
+    store.create_user("@carol:test", Some("h"), false).await.unwrap_or_else(|e| panic!("{e}"));
+    must(store.create_device_with_token("@bob:test", "A", None, "bob-a").await);
+    must(store.create_device_with_token("@bob:test", "B", None, "bob-b").await);
+    must(store.create_device_with_token("@bob:test", "C", None, "bob-c").await);
+    must(store.create_device_with_token("@carol:test", "A", None, "carol-a").await);
+
+    must(store.delete_token("bob-a").await);
+    assert!(owner("bob-a").await.is_none(), "a deleted token no longer authenticates");
+    assert!(owner("bob-b").await.is_some(), "other tokens are untouched");
+    must(store.delete_token("never-existed").await);
+
+    must(store.delete_device("@bob:test", "B").await);
+    assert!(owner("bob-b").await.is_none(), "deleting a device revokes its token");
+    let devices = store.list_devices("@bob:test").await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+    assert_eq!(ids, ["A", "C"], "device A stays (only its token went), B is gone");
+    assert!(owner("carol-a").await.is_some(), "another user's device with the same id is untouched");
+
+    must(store.deactivate_user("@bob:test").await);
+    assert!(owner("bob-c").await.is_none(), "deactivation revokes every token");
+    assert!(store.list_devices("@bob:test").await.unwrap_or_else(|e| panic!("{e}")).is_empty());
+    let bob = store.get_user("@bob:test").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("bob"));
+    assert!(bob.deactivated && bob.password_hash.is_none());
+    assert!(owner("carol-a").await.is_some());
+}
+
+/// Account data: set, overwrite, read back, and the changes between two stream positions.
+async fn account_data_ranges(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let set = |user: &'static str, room: &'static str, kind: &'static str, content: &'static str| {
+        let store = store.clone();
+        async move { store.set_account_data(user, room, kind, content).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    let start = store.streams().current(StreamKind::AccountData);
+    let p1 = set("@u:test", "", "m.push_rules", r#"{"v":1}"#).await;
+    let p2 = set("@u:test", "!r:test", "m.tag", r#"{"tags":{}}"#).await;
+    let p3 = set("@other:test", "", "m.push_rules", r#"{"other":true}"#).await;
+    let p4 = set("@u:test", "", "org.example", r#"{"x":1}"#).await;
+    assert!(start < p1 && p1 < p2 && p2 < p3 && p3 < p4, "positions increase: {start} {p1} {p2} {p3} {p4}");
+    assert_eq!(store.streams().current(StreamKind::AccountData), p4, "every write is visible once committed");
+
+    let get = |user: &'static str, room: &'static str, kind: &'static str| {
+        let store = store.clone();
+        async move { store.get_account_data(user, room, kind).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    assert_eq!(get("@u:test", "", "m.push_rules").await.as_deref(), Some(r#"{"v":1}"#));
+    assert_eq!(get("@u:test", "!r:test", "m.tag").await.as_deref(), Some(r#"{"tags":{}}"#));
+    assert_eq!(get("@u:test", "", "m.tag").await, None, "room and global data are separate");
+    assert_eq!(get("@other:test", "", "m.push_rules").await.as_deref(), Some(r#"{"other":true}"#));
+
+    let changes = |since: i64, until: i64| {
+        let store = store.clone();
+        async move {
+            let rows = store.account_data_changes("@u:test", since, until).await.unwrap_or_else(|e| panic!("{e}"));
+            rows.into_iter().map(|(room, kind, _)| format!("{room}|{kind}")).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(changes(start, p4).await, ["|m.push_rules", "!r:test|m.tag", "|org.example"], "everything, in order");
+    assert_eq!(changes(p1, p4).await, ["!r:test|m.tag", "|org.example"], "`since` is exclusive");
+    assert_eq!(changes(start, p2).await, ["|m.push_rules", "!r:test|m.tag"], "`until` is inclusive");
+    assert!(changes(p4, p4).await.is_empty());
+
+    // Overwriting moves the entry to its new position: it is reported once, after the others.
+    let p5 = set("@u:test", "", "m.push_rules", r#"{"v":2}"#).await;
+    assert_eq!(get("@u:test", "", "m.push_rules").await.as_deref(), Some(r#"{"v":2}"#));
+    assert_eq!(changes(start, p5).await, ["!r:test|m.tag", "|org.example", "|m.push_rules"]);
+    assert_eq!(changes(p4, p5).await, ["|m.push_rules"]);
+    let rows = store.account_data_changes("@u:test", p4, p5).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows[0].2, r#"{"v":2}"#, "the changes carry the new content");
+}
+
+/// After a reopen, every stream continues from the highest position stored.
+async fn stream_positions_seeded_after_reopen(backend: Backend) {
+    let (store, db) = fresh(backend).await;
+    assert_eq!(store.streams().current(StreamKind::Events), 0, "a fresh database starts at 0");
+    let mut last = 0;
+    for i in 0..3 {
+        last = store.set_account_data("@u:test", "", &format!("t{i}"), "{}").await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    insert_event(&store, 40, "$a", "!r:test").await;
+    insert_event(&store, 42, "$b", "!r:test").await;
+    insert_event(&store, 41, "$c", "!r:test").await;
+    drop(store);
+
+    let store = open(&db).await;
+    assert_eq!(store.streams().current(StreamKind::Events), 42, "events continue from the stored maximum");
+    assert_eq!(store.streams().current(StreamKind::AccountData), last, "account data continues too");
+    let token = store.streams().current_token();
+    assert_eq!(token.get(StreamKind::Events), 42);
+    assert_eq!(token.get(StreamKind::AccountData), last);
+    let next = store.streams().allocate(StreamKind::Events);
+    assert_eq!(next.position(), 43, "the next event position is fresh");
+    drop(next);
+    let position = store.set_account_data("@u:test", "", "after", "{}").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(position, last + 1, "the next account data position follows the stored ones");
+}
+
+/// State groups are delta chains; `state_group_ids` applies them from the root.
+async fn state_group_delta_chains(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    for sql in [
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (10, '!r:test', NULL, 0)",
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (11, '!r:test', 10, 1)",
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (15, '!r:test', 11, 2)",
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (12, '!r:test', 10, 1)",
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (20, '!r:test', 99, 1)",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (10, 'm.room.create', '', '$create')",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (10, 'm.room.member', '@a:test', '$join-a')",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (11, 'm.room.name', '', '$name-1')",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (11, 'm.room.member', '@b:test', '$join-b')",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (15, 'm.room.name', '', '$name-2')",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (15, 'm.room.member', '@a:test', '$leave-a')",
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (12, 'm.room.topic', '', '$topic')",
+    ] {
+        exec(&store, sql).await;
+    }
+    let state = |group: i64| {
+        let store = store.clone();
+        async move {
+            let ids = store.state_group_ids(group).await.unwrap_or_else(|e| panic!("state group {group}: {e}"));
+            let mut pairs: Vec<(String, String, String)> = ids.into_iter().map(|((t, k), e)| (t, k, e)).collect();
+            pairs.sort();
+            pairs
+        }
+    };
+    let expect = |pairs: &[(&str, &str, &str)]| {
+        let mut pairs: Vec<(String, String, String)> =
+            pairs.iter().map(|(t, k, e)| (t.to_string(), k.to_string(), e.to_string())).collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(state(10).await, expect(&[("m.room.create", "", "$create"), ("m.room.member", "@a:test", "$join-a")]));
+    assert_eq!(
+        state(11).await,
+        expect(&[
+            ("m.room.create", "", "$create"),
+            ("m.room.member", "@a:test", "$join-a"),
+            ("m.room.member", "@b:test", "$join-b"),
+            ("m.room.name", "", "$name-1"),
+        ])
+    );
+    assert_eq!(
+        state(15).await,
+        expect(&[
+            ("m.room.create", "", "$create"),
+            ("m.room.member", "@a:test", "$leave-a"),
+            ("m.room.member", "@b:test", "$join-b"),
+            ("m.room.name", "", "$name-2"),
+        ]),
+        "later deltas override earlier ones"
+    );
+    assert_eq!(
+        state(12).await,
+        expect(&[
+            ("m.room.create", "", "$create"),
+            ("m.room.member", "@a:test", "$join-a"),
+            ("m.room.topic", "", "$topic")
+        ]),
+        "a sibling branch sees only its own deltas"
+    );
+    assert!(store.state_group_ids(404).await.is_err(), "an unknown group is an error, not empty state");
+    assert!(store.state_group_ids(20).await.is_err(), "a chain with a missing link is an error");
+
+    // The single-statement reader used by sync agrees with the chain walk.
+    for group in [10, 11, 12, 15] {
+        let walked = store.state_group_ids(group).await.unwrap_or_else(|e| panic!("{e}"));
+        let direct = store.state_group_state(group).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(direct, walked, "state_group_state({group}) agrees with state_group_ids");
+    }
+
+    // Sanity: the same answers through a connection, as used inside transactions.
+    let mut conn = store.conn().await.unwrap_or_else(|e| panic!("{e}"));
+    let through_conn: HashMap<(String, String), String> =
+        ranvier_store::events::state_group_ids(&mut conn, 15).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(through_conn.len(), 4);
+}
+
+/// Filters are numbered from 0 per user, read back per user, and concurrent creations get
+/// distinct ids.
+async fn filters_numbered_per_user(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let create = |user: &'static str, json: &'static str| {
+        let store = store.clone();
+        async move { store.create_filter(user, json).await.unwrap_or_else(|e| panic!("create filter: {e}")) }
+    };
+    assert_eq!(create("@a:test", r#"{"n":0}"#).await, 0);
+    assert_eq!(create("@a:test", r#"{"n":1}"#).await, 1);
+    assert_eq!(create("@b:test", r#"{"n":"b0"}"#).await, 0, "each user counts from 0");
+    let get = |user: &'static str, id: i64| {
+        let store = store.clone();
+        async move { store.get_filter(user, id).await.unwrap_or_else(|e| panic!("get filter: {e}")) }
+    };
+    assert_eq!(get("@a:test", 1).await.as_deref(), Some(r#"{"n":1}"#));
+    assert_eq!(get("@b:test", 0).await.as_deref(), Some(r#"{"n":"b0"}"#));
+    assert_eq!(get("@b:test", 1).await, None, "another user's filter id is not visible");
+    assert_eq!(get("@a:test", -1).await, None);
+
+    // Many more creations than pooled connections, so that some transactions keep losing the
+    // race for the next id while newer ones arrive: the id allocation must not give up.
+    let tasks: Vec<_> = (0..32).map(|_| tokio::spawn(create("@c:test", "{}"))).collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap_or_else(|e| panic!("filter task: {e}")));
+    }
+    ids.sort();
+    assert_eq!(ids, (0..32).collect::<Vec<i64>>(), "concurrent creations get distinct ids");
+}
+
+/// Registration tokens and the UIA sessions that hold their pending uses.
+async fn registration_tokens_and_uia_sessions(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let must = |r: ranvier_core::Result<bool>| r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(must(store.create_registration_token("once", Some(1), None).await));
+    assert!(!must(store.create_registration_token("once", None, None).await), "a token name is unique");
+    assert!(must(store.create_registration_token("open", None, None).await));
+    assert!(must(store.create_registration_token("stale", None, Some(1_000)).await));
+    let names: Vec<String> = store
+        .list_registration_tokens()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|row| row.token)
+        .collect();
+    assert_eq!(names, ["once", "open", "stale"], "listed by name");
+    assert!(must(store.registration_token_is_valid("once").await));
+    assert!(!must(store.registration_token_is_valid("stale").await), "an expired token is invalid");
+    assert!(!must(store.registration_token_is_valid("unknown").await));
+
+    let stage = |session: &'static str, token: &'static str| {
+        let store = store.clone();
+        async move { store.complete_registration_token_stage(session, token).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    for session in ["s1", "s2", "s3"] {
+        store.create_uia_session(session, "register", None).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(stage("s1", "once").await, TokenStage::Reserved);
+    let once =
+        store.get_registration_token("once").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("once"));
+    assert_eq!((once.pending, once.completed), (1, 0), "the session holds a pending use");
+    assert!(!must(store.registration_token_is_valid("once").await), "its only use is taken");
+    assert_eq!(stage("s2", "once").await, TokenStage::Invalid, "a second session cannot take it");
+    assert_eq!(stage("s2", "stale").await, TokenStage::Invalid);
+    assert_eq!(stage("gone", "open").await, TokenStage::SessionGone);
+    assert_eq!(stage("s1", "once").await, TokenStage::Reserved, "repeating the stage keeps the reservation");
+    let once =
+        store.get_registration_token("once").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("once"));
+    assert_eq!(once.pending, 1, "and does not take a second use");
+
+    let completed = store.complete_uia_stage("s1", "m.login.dummy").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(completed, Some(vec!["m.login.registration_token".to_owned(), "m.login.dummy".to_owned()]));
+    let again = store.complete_uia_stage("s1", "m.login.dummy").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.map(|stages| stages.len()), Some(2), "a stage is recorded once");
+    assert_eq!(store.complete_uia_stage("nope", "m.login.dummy").await.unwrap_or_else(|e| panic!("{e}")), None);
+    let session = store.get_uia_session("s1").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("s1"));
+    assert_eq!((session.operation.as_str(), session.registration_token.as_deref()), ("register", Some("once")));
+
+    store.delete_uia_session("s1").await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(store.get_uia_session("s1").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+    let once =
+        store.get_registration_token("once").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("once"));
+    assert_eq!((once.pending, once.completed), (0, 0), "ending the session releases the use");
+    assert!(must(store.registration_token_is_valid("once").await));
+
+    // An expired session releases its use as well.
+    assert_eq!(stage("s3", "once").await, TokenStage::Reserved);
+    exec(&store, "UPDATE uia_sessions SET created_ts = 0 WHERE session_id = 's3'").await;
+    assert!(store.get_uia_session("s3").await.unwrap_or_else(|e| panic!("{e}")).is_none(), "expired sessions are gone");
+    let expired = store.expire_uia_sessions().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(expired, 1);
+    let once =
+        store.get_registration_token("once").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("once"));
+    assert_eq!(once.pending, 0);
+
+    assert!(must(store.delete_registration_token("once").await));
+    assert!(!must(store.delete_registration_token("once").await));
+    assert!(store.get_registration_token("once").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+}
+
+/// A small room written through `persist_event` reads back through every reader.
+async fn room_graph_round_trip(backend: Backend) {
+    let (store, db) = fresh(backend).await;
+    let room = "!room:test";
+    let alice = "@alice:test";
+    let base = |stream: i64, id: &str, event_type: &str, state_key: Option<&str>, prev: &[&str]| PersistEvent {
+        stream_ordering: stream,
+        event_id: id.to_owned(),
+        room_id: room.to_owned(),
+        sender: alice.to_owned(),
+        event_type: event_type.to_owned(),
+        state_key: state_key.map(str::to_owned),
+        depth: stream,
+        origin_server_ts: 1_000 + stream,
+        pdu: format!(r#"{{"n":{stream}}}"#),
+        prev_events: prev.iter().map(|p| p.to_string()).collect(),
+        auth_events: if stream > 1 { vec!["$create".to_owned()] } else { vec![] },
+        update_extremities: true,
+        ..PersistEvent::default()
+    };
+    let entry = |t: &str, k: &str, e: &str| (t.to_owned(), k.to_owned(), e.to_owned());
+    let set = |t: &str, k: &str, e: &str| CurrentStateChange {
+        event_type: t.to_owned(),
+        state_key: k.to_owned(),
+        event_id: Some(e.to_owned()),
+    };
+    let member = |membership: &str, e: &str| MembershipChange {
+        user_id: alice.to_owned(),
+        membership: membership.to_owned(),
+        event_id: e.to_owned(),
+    };
+
+    let mut create = base(1, "$create", "m.room.create", Some(""), &[]);
+    create.new_room =
+        Some(NewRoom { room_version: "12".to_owned(), creator: Some(alice.to_owned()), is_public: false });
+    create.new_state_groups = vec![NewStateGroup {
+        id: 1,
+        prev_group: None,
+        chain_length: 0,
+        entries: vec![entry("m.room.create", "", "$create")],
+    }];
+    create.current_state = vec![set("m.room.create", "", "$create")];
+    create.current_state_group = Some(1);
+
+    let mut join = base(2, "$join", "m.room.member", Some(alice), &["$create"]);
+    join.state_group = Some(1);
+    join.new_state_groups = vec![NewStateGroup {
+        id: 2,
+        prev_group: Some(1),
+        chain_length: 1,
+        entries: vec![entry("m.room.member", alice, "$join")],
+    }];
+    join.current_state = vec![set("m.room.member", alice, "$join")];
+    join.memberships = vec![member("join", "$join")];
+    join.current_state_group = Some(2);
+
+    let mut message = base(3, "$message", "m.room.message", None, &["$join"]);
+    message.state_group = Some(2);
+    message.txn = Some(TxnKey { user_id: alice.to_owned(), device_id: "DEV".to_owned(), txn_id: "t1".to_owned() });
+
+    let mut outlier = base(4, "$outlier", "m.room.message", None, &["$message"]);
+    outlier.outlier = true;
+    outlier.update_extremities = false;
+    let mut rejected = base(5, "$rejected", "m.room.message", None, &["$message"]);
+    rejected.rejected_reason = Some("auth".to_owned());
+    rejected.update_extremities = false;
+    let mut soft_failed = base(6, "$soft", "m.room.message", None, &["$message"]);
+    soft_failed.soft_failed = true;
+    soft_failed.update_extremities = false;
+
+    let mut redaction = base(7, "$redaction", "m.room.redaction", None, &["$message"]);
+    redaction.state_group = Some(2);
+    redaction.redaction = Some(Redaction { target_event_id: "$message".to_owned(), redacted_pdu: "{}".to_owned() });
+
+    let mut leave = base(8, "$leave", "m.room.member", Some(alice), &["$redaction"]);
+    leave.state_group = Some(2);
+    leave.new_state_groups = vec![NewStateGroup {
+        id: 8,
+        prev_group: Some(2),
+        chain_length: 2,
+        entries: vec![entry("m.room.member", alice, "$leave")],
+    }];
+    leave.current_state = vec![set("m.room.member", alice, "$leave")];
+    leave.memberships = vec![member("leave", "$leave")];
+    leave.current_state_group = Some(8);
+
+    for event in [&create, &join, &message, &outlier, &rejected, &soft_failed, &redaction, &leave] {
+        store.persist_event(event).await.unwrap_or_else(|e| panic!("persist {}: {e}", event.event_id));
+    }
+
+    let row = store.room(room).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("the room exists"));
+    assert_eq!((row.room_version.as_str(), row.creator.as_deref(), row.is_public), ("12", Some(alice), false));
+    assert_eq!(row.current_state_group, Some(8));
+    assert_eq!(store.room_version(room).await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("12"));
+
+    let ids =
+        |events: Vec<ranvier_store::events::StoredEvent>| events.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+    let timeline = |after: i64, up_to: i64, direction: Direction, limit: i64| {
+        let store = store.clone();
+        async move { ids(store.room_timeline(room, after, up_to, direction, limit).await.unwrap_or_else(|e| panic!("{e}"))) }
+    };
+    assert_eq!(
+        timeline(0, 100, Direction::Forward, 100).await,
+        ["$create", "$join", "$message", "$redaction", "$leave"],
+        "outliers, rejected and soft-failed events stay out of the timeline"
+    );
+    assert_eq!(timeline(0, 100, Direction::Backward, 2).await, ["$leave", "$redaction"]);
+    assert_eq!(
+        timeline(1, 3, Direction::Forward, 100).await,
+        ["$join", "$message"],
+        "after is exclusive, up_to inclusive"
+    );
+
+    let message_row =
+        store.get_event("$message").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("$message"));
+    assert_eq!(message_row.redacted_by.as_deref(), Some("$redaction"));
+    assert_eq!(message_row.pdu, "{}", "the redacted PDU replaces the original");
+    assert_eq!(message_row.state_group, Some(2));
+    let outlier_row =
+        store.get_event("$outlier").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("$outlier"));
+    assert!(outlier_row.outlier && !outlier_row.rejected);
+    let rejected_row =
+        store.get_event("$rejected").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("$rejected"));
+    assert!(rejected_row.rejected);
+    let mut found = ids(store
+        .get_events(&["$join".to_owned(), "$nope".to_owned(), "$create".to_owned()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}")));
+    found.sort();
+    assert_eq!(found, ["$create", "$join"], "unknown ids are skipped");
+
+    let current = store.current_state_ids(room).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(current.len(), 2);
+    assert_eq!(current.get(&("m.room.member".to_owned(), alice.to_owned())).map(String::as_str), Some("$leave"));
+    let state_8 = store.state_group_ids(8).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state_8, current, "the current state group matches current_state");
+    assert_eq!(store.state_group_chain_length(8).await.unwrap_or_else(|e| panic!("{e}")), Some(2));
+
+    let membership =
+        store.membership(room, alice).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("membership"));
+    assert_eq!(
+        (membership.membership.as_str(), membership.event_id.as_str(), membership.stream_ordering),
+        ("leave", "$leave", 8)
+    );
+    let rooms = store.rooms_for_user(alice).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rooms, vec![(room.to_owned(), "leave".to_owned(), "$leave".to_owned(), 8)]);
+    store.set_room_forgotten(room, alice, true).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        store.rooms_for_user(alice).await.unwrap_or_else(|e| panic!("{e}")).is_empty(),
+        "a forgotten room is not listed"
+    );
+
+    let extremities = store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(extremities, vec![("$leave".to_owned(), 8)], "only the newest event is a forward extremity");
+    assert_eq!(store.prev_event_ids("$join").await.unwrap_or_else(|e| panic!("{e}")), ["$create"]);
+    assert_eq!(store.auth_event_ids("$join").await.unwrap_or_else(|e| panic!("{e}")), ["$create"]);
+    assert_eq!(
+        store.txn_event_id(alice, "DEV", "t1").await.unwrap_or_else(|e| panic!("{e}")).as_deref(),
+        Some("$message")
+    );
+    assert_eq!(
+        store.txn_event_id(alice, "OTHER", "t1").await.unwrap_or_else(|e| panic!("{e}")),
+        None,
+        "txn ids are per device"
+    );
+
+    // The same event id cannot be stored twice, and a failed write leaves nothing behind.
+    let mut duplicate = base(9, "$join", "m.room.message", None, &["$leave"]);
+    duplicate.new_state_groups = vec![NewStateGroup { id: 9, prev_group: Some(8), chain_length: 3, entries: vec![] }];
+    assert!(store.persist_event(&duplicate).await.is_err(), "a duplicate event id is refused");
+    assert_eq!(
+        store.state_group_chain_length(9).await.unwrap_or_else(|e| panic!("{e}")),
+        None,
+        "the transaction rolled back"
+    );
+    drop(store);
+
+    let store = open(&db).await;
+    assert_eq!(store.streams().current(StreamKind::Events), 8, "after reopen, events continue from the stored maximum");
+    let again = ids(store.room_timeline(room, 0, 100, Direction::Forward, 100).await.unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(again.len(), 5, "everything is still there after reopening");
+}
+
+backend_tests!(
+    filters_numbered_per_user,
+    registration_tokens_and_uia_sessions,
+    room_graph_round_trip,
+    migrations_are_idempotent,
+    accounts_round_trip,
+    token_deletion,
+    account_data_ranges,
+    stream_positions_seeded_after_reopen,
+    state_group_delta_chains,
+);

@@ -1,0 +1,37 @@
+//! Whole-server tests: real `ranvier` processes on loopback ports, driven over HTTP and with
+//! the `matrix-sdk` client, on every backend in `RANVIER_TEST_BACKENDS`.
+//!
+//! Everything lives in this one test binary because each binary links the whole of
+//! `matrix-sdk`; a new area of tests is a new module here, not a new file in `tests/`.
+//!
+//! # Layout
+//! - [`harness`]: the harness itself (start, restart, logs, backends).
+//! - [`errors`]: exact error codes and statuses, and no 5xx for malformed input.
+//! - [`durability`]: acknowledged events survive `kill -9`.
+//! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
+//! - [`sdk`]: the main flows driven by `matrix-sdk`.
+
+mod durability;
+mod errors;
+mod harness;
+mod scenario;
+mod sdk;
+
+use std::path::Path;
+
+use ranvier_test::{Backend, TestServer, TestServerBuilder};
+
+/// The `ranvier` binary Cargo built for these tests.
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ranvier"))
+}
+
+/// Start a server with the default test settings.
+async fn start(backend: Backend) -> TestServer {
+    TestServer::start(binary(), backend).await
+}
+
+/// A builder for a server with other settings.
+fn builder(backend: Backend) -> TestServerBuilder {
+    TestServer::builder(binary(), backend)
+}
