@@ -322,6 +322,18 @@ async fn keys_query_and_claim(backend: Backend) {
     let (_, body) = server.post(&bob, "/keys/query", json!({"device_keys": {alice.user_id.clone(): []}})).await;
     assert_eq!(body["device_keys"][&alice.user_id], json!({}));
     assert!(server.token().is_after(&before));
+
+    // Deactivation forgets the keys of every device of the user.
+    let carol = server.register("carol").await;
+    let carol2 = server.login(&carol).await;
+    server.upload_device_keys(&carol).await;
+    server.upload_device_keys(&carol2).await;
+    let (_, body) = server.post(&bob, "/keys/query", json!({"device_keys": {carol.user_id.clone(): []}})).await;
+    assert_eq!(body["device_keys"][&carol.user_id].as_object().unwrap().len(), 2);
+    let carol_id = ruma::UserId::parse(&carol.user_id).unwrap();
+    server.state.e2ee.user_deactivated(&carol_id).await.unwrap();
+    let (_, body) = server.post(&bob, "/keys/query", json!({"device_keys": {carol.user_id.clone(): []}})).await;
+    assert_eq!(body["device_keys"][&carol.user_id], json!({}));
 }
 
 async fn to_device_is_delivered_once_per_device(backend: Backend) {

@@ -14,7 +14,8 @@
 //! - `/sync` calls [`E2ee::sync_data`] once per pass with the request's `since` and the
 //!   pass's `now`, puts the result in the response, and sets the to-device position of
 //!   `next_batch` to [`SyncE2ee::to_device_position`].
-//! - Deleting a device and logging out call [`E2ee::device_removed`] for each removed device.
+//! - Deleting a device and logging out call [`E2ee::device_removed`] for each removed device;
+//!   deactivating an account calls [`E2ee::user_deactivated`].
 //! - Renaming a device may call [`E2ee::device_list_changed`].
 //!
 //! **Architecture invariant:** local and remote users take the same paths. What a remote
@@ -79,6 +80,17 @@ impl E2ee {
     pub async fn device_removed(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
         self.store().delete_device_e2ee(user_id.as_str(), device_id.as_str()).await?;
         self.inner.acknowledged.lock().remove(&(user_id.to_string(), device_id.to_string()));
+        Ok(())
+    }
+
+    /// A user was deactivated: forget the keys and to-device inboxes of all their devices
+    /// (the device rows may already be gone), telling everyone who shares a room with them.
+    /// Cross-signing keys and key backups stay: they hold nothing a deactivated account can
+    /// use, and erasing them is a separate decision.
+    pub async fn user_deactivated(&self, user_id: &UserId) -> Result<()> {
+        for device_id in self.store().e2ee_device_ids(user_id.as_str()).await? {
+            self.device_removed(user_id, device_id.as_str().into()).await?;
+        }
         Ok(())
     }
 

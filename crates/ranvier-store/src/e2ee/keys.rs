@@ -280,6 +280,22 @@ impl Store {
 }
 
 impl Store {
+    /// The devices of a user that have any end-to-end encryption data (keys or an inbox),
+    /// whether or not the device itself still exists.
+    pub async fn e2ee_device_ids(&self, user_id: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT device_id FROM e2e_device_keys WHERE user_id = $1 \
+             UNION SELECT device_id FROM e2e_one_time_keys WHERE user_id = $1 \
+             UNION SELECT device_id FROM e2e_fallback_keys WHERE user_id = $1 \
+             UNION SELECT device_id FROM to_device_inbox WHERE user_id = $1 \
+             ORDER BY device_id",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await
+        .context("devices with e2ee data")
+    }
+
     /// Forget everything end-to-end encryption holds for a device: its identity, one-time and
     /// fallback keys, the signatures of its keys, its to-device inbox and transaction ids.
     /// Returns whether it had identity keys; their removal is then a device-list change,
