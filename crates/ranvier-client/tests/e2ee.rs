@@ -323,6 +323,13 @@ async fn keys_query_and_claim(backend: Backend) {
     assert_eq!(body["device_keys"][&alice.user_id], json!({}));
     assert!(server.token().is_after(&before));
 
+    // A device deleted without telling E2EE no longer shows its keys.
+    let bob2 = server.login(&bob).await;
+    server.upload_device_keys(&bob2).await;
+    server.state.store.delete_device(&bob2.user_id, &bob2.device_id).await.unwrap();
+    let (_, body) = server.post(&bob, "/keys/query", json!({"device_keys": {bob.user_id.clone(): []}})).await;
+    assert_eq!(body["device_keys"][&bob.user_id], json!({}));
+
     // Deactivation forgets the keys of every device of the user.
     let carol = server.register("carol").await;
     let carol2 = server.login(&carol).await;
@@ -574,6 +581,11 @@ async fn signatures_are_verified_stored_and_shown(backend: Backend) {
     });
     let (status, body) = server.post(&alice, "/keys/signatures/upload", upload).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Uploading the same device keys again, even with other signatures attached, keeps the
+    // signatures made of them.
+    let again = Key::new("ELSEWHERE").sign("@someone:elsewhere.example", device_keys(&alice, &alice_device));
+    let (status, _) = server.post(&alice, "/keys/upload", json!({"device_keys": again})).await;
+    assert_eq!(status, StatusCode::OK);
     let failures = &body["failures"];
     assert_eq!(failures[&alice.user_id].as_object().unwrap().len(), 1, "{body}");
     assert_eq!(failures[&alice.user_id]["NOSUCHDEVICE"]["errcode"], "M_NOT_FOUND");

@@ -19,7 +19,9 @@ use serde_json::{Value, value::to_raw_value};
 
 use crate::{
     E2ee, invalid_signature,
-    signing::{add_signatures, canonical_object, canonical_text, object_field, str_field, verify_signature},
+    signing::{
+        add_signatures, canonical_object, canonical_text, object_field, signed_part, str_field, verify_signature,
+    },
 };
 
 /// The one-time key algorithm every count includes, at zero if need be: clients decide from
@@ -38,7 +40,18 @@ impl E2ee {
         one_time_keys: &BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
         fallback_keys: &BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
     ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
-        let device_keys = device_keys.map(|keys| checked_device_keys(user_id, device_id, keys)).transpose()?;
+        let mut device_keys = device_keys.map(|keys| checked_device_keys(user_id, device_id, keys)).transpose()?;
+        if let Some(keys) = &device_keys {
+            // The same keys again (perhaps with other signatures attached) are no change: the
+            // signatures others made of them stay valid, and nobody needs to hear of it.
+            let stored = self.store().device_keys(user_id.as_str(), &[device_id.to_string()]).await?;
+            if let Some(stored) = stored.first()
+                && serde_json::from_str::<CanonicalJsonObject>(&stored.key_json)
+                    .is_ok_and(|stored| signed_part(&stored) == signed_part(keys))
+            {
+                device_keys = None;
+            }
+        }
         let upload = UploadKeys {
             device_keys: device_keys.as_ref().map(canonical_text),
             one_time_keys: new_keys(one_time_keys)?,
@@ -85,7 +98,11 @@ impl E2ee {
         let mut response = get_keys::v3::Response::new();
         for (user_id, device_ids) in device_keys {
             let wanted: Vec<String> = device_ids.iter().map(ToString::to_string).collect();
-            let stored = self.store().device_keys(user_id.as_str(), &wanted).await?;
+            let mut stored = self.store().device_keys(user_id.as_str(), &wanted).await?;
+            if self.is_local(user_id) {
+                // Keys outliving their device (a deletion that did not reach us) are not shown.
+                stored.retain(|keys| keys.device_exists);
+            }
             let key_ids: Vec<String> = stored.iter().map(|keys| keys.device_id.clone()).collect();
             let signatures = self.store().signatures_of(user_id.as_str(), &key_ids).await?;
             let mut devices = BTreeMap::new();

@@ -47,6 +47,9 @@ pub struct StoredDeviceKeys {
     pub device_id: String,
     pub key_json: String,
     pub display_name: Option<String>,
+    /// Whether a row in `devices` stands behind the keys (always the case for a local device
+    /// that was not deleted; never for a remote one).
+    pub device_exists: bool,
 }
 
 /// A key handed out by [`Store::claim_keys`].
@@ -209,8 +212,8 @@ impl Store {
 
     /// The identity keys of a user's devices: of `device_ids`, or of all devices when empty.
     pub async fn device_keys(&self, user_id: &str, device_ids: &[String]) -> Result<Vec<StoredDeviceKeys>> {
-        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT k.device_id, k.key_json, d.display_name FROM e2e_device_keys k \
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT k.device_id, k.key_json, d.display_name, d.device_id FROM e2e_device_keys k \
              LEFT JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id \
              WHERE k.user_id = $1 ORDER BY k.device_id",
         )
@@ -220,8 +223,13 @@ impl Store {
         .context("read device keys")?;
         Ok(rows
             .into_iter()
-            .filter(|(device_id, _, _)| device_ids.is_empty() || device_ids.contains(device_id))
-            .map(|(device_id, key_json, display_name)| StoredDeviceKeys { device_id, key_json, display_name })
+            .filter(|(device_id, _, _, _)| device_ids.is_empty() || device_ids.contains(device_id))
+            .map(|(device_id, key_json, display_name, device)| StoredDeviceKeys {
+                device_id,
+                key_json,
+                display_name,
+                device_exists: device.is_some(),
+            })
             .collect())
     }
 

@@ -117,7 +117,10 @@ async fn keys_upload_count_and_claim(backend: Backend) {
     let keys = store.device_keys("@a:x", &[]).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].display_name.as_deref(), Some("phone"));
+    assert!(keys[0].device_exists);
     assert!(store.device_keys("@a:x", &["OTHER".into()]).await.unwrap().is_empty());
+    store.delete_device("@a:x", "DEV").await.unwrap();
+    assert!(!store.device_keys("@a:x", &[]).await.unwrap()[0].device_exists);
 }
 
 async fn concurrent_claims_never_share_a_key(backend: Backend) {
