@@ -74,8 +74,8 @@ impl Services {
             .try_into()
             .map_err(|_| ranvier_core::Error::internal("server_name is not a valid server name"))?;
         let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
-        let sync = SyncService::new(store.clone(), rooms.clone());
         let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
+        let sync = SyncService::with_e2ee(store.clone(), rooms.clone(), e2ee.clone());
         let social = ranvier_social::Social::new(store.clone(), rooms.clone());
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
         Ok(Self { config, server_name, store, rooms, sync, e2ee, social, auth: Default::default(), ratelimit })

@@ -53,12 +53,24 @@ struct Inner {
     state_cache: cache::StateCache,
     sent_members: cache::SentMembers,
     recent: changes::RecentEvents,
+    /// End-to-end encryption data (to-device, device lists, key counts), when wired.
+    e2ee: Option<ranvier_e2ee::E2ee>,
 }
 
 impl SyncService {
     pub fn new(store: Store, rooms: Rooms) -> Self {
+        Self::build(store, rooms, None)
+    }
+
+    /// A sync service whose responses carry end-to-end encryption data.
+    pub fn with_e2ee(store: Store, rooms: Rooms, e2ee: ranvier_e2ee::E2ee) -> Self {
+        Self::build(store, rooms, Some(e2ee))
+    }
+
+    fn build(store: Store, rooms: Rooms, e2ee: Option<ranvier_e2ee::E2ee>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                e2ee,
                 rooms,
                 // About a million state entries (on the order of 100 MB) at most.
                 state_cache: cache::StateCache::new(1_000_000),
