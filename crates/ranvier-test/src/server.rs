@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use sqlx::{Connection, SqliteConnection, postgres::PgConnection, sqlite::SqliteConnectOptions};
 use tempfile::TempDir;
 
 use crate::backend::{Backend, PostgresDatabase};
@@ -159,6 +160,31 @@ impl TestServer {
     /// The PostgreSQL database URL, when the backend is PostgreSQL.
     pub fn database_url(&self) -> Option<&str> {
         self.database.as_ref().map(|db| db.url())
+    }
+
+    /// Run one SQL statement on the server's database, for setting up what no API offers yet
+    /// (for example a registration token). Safe while the server runs: SQLite waits for the
+    /// server's writer, PostgreSQL serialises as usual.
+    pub async fn execute_sql(&self, statement: &str) {
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        let result = match &self.database {
+            Some(db) => match PgConnection::connect(db.url()).await {
+                Ok(mut conn) => sqlx::raw_sql(statement).execute(&mut conn).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+            None => {
+                let options = SqliteConnectOptions::new()
+                    .filename(self.data_dir().join("ranvier.db"))
+                    .busy_timeout(Duration::from_secs(30));
+                match SqliteConnection::connect_with(&options).await {
+                    Ok(mut conn) => sqlx::raw_sql(statement).execute(&mut conn).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            panic!("SQL on the {} test database failed: {e}", self.backend.name());
+        }
     }
 
     /// The stderr log of the current (or last) process.

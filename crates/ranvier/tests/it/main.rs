@@ -8,12 +8,14 @@
 //! - [`harness`]: the harness itself (start, restart, logs, backends).
 //! - [`errors`]: exact error codes and statuses, and no 5xx for malformed input.
 //! - [`durability`]: acknowledged events survive `kill -9`.
+//! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
 
 mod durability;
 mod errors;
 mod harness;
+mod registration;
 mod scenario;
 mod sdk;
 
