@@ -5,6 +5,7 @@
 use axum::extract::State;
 use ranvier_core::{Error, Result, error::ErrorKind, util::random_string};
 use ranvier_http::{ApiResult, Authed, Identity, Ruma, route};
+use ranvier_rooms::MembershipAction;
 use ranvier_store::accounts::{CreateAccount, NewAccount, NewDevice};
 use ruma::{
     OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
@@ -113,37 +114,74 @@ async fn register(
         Some(user_id) => user_id,
         None => generated_user_id(&state).await?,
     };
-    let password_hash = state.auth.hash_password(password).await?;
-    let device_id = body.device_id.unwrap_or_else(new_device_id);
-    let token = new_access_token();
-    let device = NewDevice {
-        device_id: device_id.as_str(),
-        display_name: body.initial_device_display_name.as_deref(),
-        access_token: &token,
-    };
-    let account = NewAccount {
-        user_id: user_id.as_str(),
-        password_hash: Some(&password_hash),
+    let first_device = NewLogin { device_id: body.device_id, display_name: body.initial_device_display_name };
+    let account = Registration {
+        user_id,
+        password,
         admin: false,
-        uia_session: Some(&passed.session_id),
-        device: (!body.inhibit_login).then_some(device),
+        uia: Some(passed),
+        login: (!body.inhibit_login).then_some(first_device),
     };
-    match state.store.create_account(account).await? {
-        CreateAccount::Created => {}
-        CreateAccount::UserExists => {
-            return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken.").into());
-        }
-        CreateAccount::SessionGone => {
-            return Err(Error::forbidden("The authentication session has ended; start the registration again").into());
-        }
-    }
-    tracing::info!(user = %user_id, "registered a new account");
-    let mut response = register::v3::Response::new(user_id);
-    if !body.inhibit_login {
+    let registered = create_account(&state, account).await?;
+    let mut response = register::v3::Response::new(registered.user_id);
+    if let Some((token, device_id)) = registered.login {
         response.access_token = Some(token);
         response.device_id = Some(device_id);
     }
     Ok(response.into())
+}
+
+/// A device to log in on, as a client asks for it.
+pub struct NewLogin {
+    /// The device id to use; a new one when `None`.
+    pub device_id: Option<OwnedDeviceId>,
+    pub display_name: Option<String>,
+}
+
+/// A new account, ready to be written.
+pub struct Registration {
+    /// A valid user id of this server (see [`available_user_id`]).
+    pub user_id: OwnedUserId,
+    pub password: String,
+    pub admin: bool,
+    /// The UIA that authorised the registration; its session closes with it.
+    pub uia: Option<auth::UiaPassed>,
+    /// Log the new account in on a first device, unless `None` (`inhibit_login`).
+    pub login: Option<NewLogin>,
+}
+
+/// A created account, with the access token and device id of its first login.
+pub struct Registered {
+    pub user_id: OwnedUserId,
+    pub login: Option<(String, OwnedDeviceId)>,
+}
+
+/// Create an account (and its first device), closing the UIA session that allowed it.
+pub async fn create_account(services: &Services, registration: Registration) -> Result<Registered> {
+    let password_hash = services.auth.hash_password(registration.password).await?;
+    let login = registration
+        .login
+        .map(|login| (login.device_id.unwrap_or_else(new_device_id), login.display_name, new_access_token()));
+    let account = NewAccount {
+        user_id: registration.user_id.as_str(),
+        password_hash: Some(&password_hash),
+        admin: registration.admin,
+        uia_session: registration.uia.as_ref().map(|passed| passed.session_id.as_str()),
+        device: login.as_ref().map(|(device_id, display_name, token)| NewDevice {
+            device_id: device_id.as_str(),
+            display_name: display_name.as_deref(),
+            access_token: token,
+        }),
+    };
+    match services.store.create_account(account).await? {
+        CreateAccount::Created => {}
+        CreateAccount::UserExists => return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken.")),
+        CreateAccount::SessionGone => {
+            return Err(Error::forbidden("The authentication session has ended; start the registration again"));
+        }
+    }
+    tracing::info!(user = %registration.user_id, admin = registration.admin, "registered a new account");
+    Ok(Registered { user_id: registration.user_id, login: login.map(|(device_id, _, token)| (token, device_id)) })
 }
 
 /// A random free user id, for registrations that name none.
@@ -286,7 +324,7 @@ async fn deactivate(
     let uia = UiaRequest::password(user_id, "POST /account/deactivate");
     let passed = auth::user_interactive_auth(&state, &uia, req.body.auth.as_ref()).await?;
     let rooms = deactivate_account(&state, user_id).await?;
-    leave_rooms_after_deactivation(&state, user_id, rooms).await?;
+    leave_rooms_after_deactivation(&state, user_id, rooms).await;
     // Deactivation already removed the user's sessions; this is for symmetry.
     auth::finish_uia(&state, passed).await?;
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
@@ -307,12 +345,14 @@ pub async fn deactivate_account(services: &Services, user_id: &UserId) -> Result
         .collect())
 }
 
-/// Leave the rooms of a deactivated account. This is the hook for the room service's
-/// membership path; until it is wired here, a deactivated user stays listed in the rooms it
-/// was in (it cannot act in them: it has no tokens).
-async fn leave_rooms_after_deactivation(_services: &Services, user_id: &UserId, rooms: Vec<OwnedRoomId>) -> Result<()> {
-    if !rooms.is_empty() {
-        tracing::warn!(user = %user_id, rooms = rooms.len(), "deactivated account keeps its room memberships");
+/// Leave the rooms of a deactivated account (rejecting invites, rescinding knocks), so that
+/// it no longer counts as a member anywhere. A room that refuses is logged and skipped: the
+/// account is deactivated either way.
+async fn leave_rooms_after_deactivation(services: &Services, user_id: &UserId, rooms: Vec<OwnedRoomId>) {
+    for room_id in rooms {
+        let left = services.rooms.update_membership(&room_id, user_id, user_id, MembershipAction::Leave, None).await;
+        if let Err(error) = left {
+            tracing::warn!(user = %user_id, room = %room_id, %error, "deactivated account could not leave a room");
+        }
     }
-    Ok(())
 }

@@ -19,14 +19,13 @@ use hmac::{Hmac, Mac};
 use http::StatusCode;
 use ranvier_core::{Error, error::ErrorKind, util::random_string};
 use ranvier_http::{error_response, matrix_error};
-use ranvier_store::accounts::{CreateAccount, NewAccount, NewDevice};
 use serde::Deserialize;
 use serde_json::json;
 use sha1::Sha1;
 
 use crate::{
     AppState,
-    account::{available_user_id, new_access_token, new_device_id},
+    account::{NewLogin, Registration, available_user_id, create_account},
     auth::MAX_PASSWORD_BYTES,
 };
 
@@ -151,20 +150,12 @@ async fn create(state: &AppState, request: SharedSecretRegistration) -> ranvier_
         return Err(Error::invalid_param("Invalid password"));
     }
     let user_id = available_user_id(state, &request.username).await?;
-    let password_hash = state.auth.hash_password(request.password).await?;
-    let device_id = new_device_id();
-    let token = new_access_token();
-    let account = NewAccount {
-        user_id: user_id.as_str(),
-        password_hash: Some(&password_hash),
-        admin: request.admin,
-        uia_session: None,
-        device: Some(NewDevice { device_id: device_id.as_str(), display_name: None, access_token: &token }),
-    };
-    if state.store.create_account(account).await? != CreateAccount::Created {
-        return Err(Error::matrix(ErrorKind::UserInUse, "User ID already taken."));
-    }
-    tracing::info!(user = %user_id, admin = request.admin, "registered an account with the shared secret");
+    let login = NewLogin { device_id: None, display_name: None };
+    let registration =
+        Registration { user_id, password: request.password, admin: request.admin, uia: None, login: Some(login) };
+    let registered = create_account(state, registration).await?;
+    let (token, device_id) = registered.login.ok_or_else(|| Error::internal("registration made no login"))?;
+    let user_id = registered.user_id;
     Ok(json!({
         "access_token": token,
         "user_id": user_id,

@@ -16,19 +16,27 @@
 pub mod account;
 pub mod account_data;
 pub mod admin;
+pub mod alias;
 pub mod auth;
 pub mod backup;
 pub mod device;
+pub mod directory;
 pub mod discovery;
 pub mod filter;
 pub mod keys;
 pub mod membership;
 pub mod message;
+pub mod presence;
+pub mod profile;
 pub mod ratelimit;
+pub mod receipt;
 pub mod room;
 pub mod room_event;
 pub mod sync;
+pub mod tag;
 pub mod to_device;
+pub mod typing;
+pub mod user_directory;
 
 use std::sync::Arc;
 
@@ -47,8 +55,31 @@ pub struct Services {
     pub rooms: Rooms,
     pub sync: SyncService,
     pub e2ee: ranvier_e2ee::E2ee,
+    pub social: ranvier_social::Social,
     pub auth: auth::Auth,
     pub ratelimit: ratelimit::RateLimiter,
+}
+
+impl Services {
+    /// Wire every service over one store. The one place that knows how services depend on
+    /// each other; `ranvier serve` and tests both build their state here.
+    pub fn new(
+        config: Config,
+        store: Store,
+        signing_key: ruma::signatures::Ed25519KeyPair,
+    ) -> ranvier_core::Result<Self> {
+        let server_name: OwnedServerName = config
+            .server_name
+            .as_str()
+            .try_into()
+            .map_err(|_| ranvier_core::Error::internal("server_name is not a valid server name"))?;
+        let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
+        let sync = SyncService::new(store.clone(), rooms.clone());
+        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
+        let social = ranvier_social::Social::new(store.clone(), rooms.clone());
+        let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
+        Ok(Self { config, server_name, store, rooms, sync, e2ee, social, auth: Default::default(), ratelimit })
+    }
 }
 
 /// The axum state: a shared handle on [`Services`].
@@ -89,6 +120,14 @@ pub fn router(state: AppState) -> Router {
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);
+    let router = alias::routes(router);
+    let router = directory::routes(router);
+    let router = presence::routes(router);
+    let router = profile::routes(router);
+    let router = receipt::routes(router);
+    let router = tag::routes(router);
+    let router = typing::routes(router);
+    let router = user_directory::routes(router);
     router
         .fallback(ranvier_http::fallback)
         .method_not_allowed_fallback(ranvier_http::route::method_not_allowed)

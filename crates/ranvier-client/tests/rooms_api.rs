@@ -8,9 +8,7 @@ use axum::{Router, body::Body};
 use http::{Method, Request, StatusCode};
 use ranvier_client::{AppState, Services, router};
 use ranvier_core::Config;
-use ranvier_rooms::Rooms;
 use ranvier_store::Store;
-use ranvier_sync::SyncService;
 use ruma::signatures::Ed25519KeyPair;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -24,23 +22,9 @@ impl TestServer {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()), 4).await.unwrap();
-        let server_name: ruma::OwnedServerName = "test.local".try_into().unwrap();
         let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".to_owned()).unwrap();
-        let rooms = Rooms::new(store.clone(), server_name.clone(), key);
-        let sync = SyncService::new(store.clone(), rooms.clone());
-        let config = Config { server_name: server_name.to_string(), ..Config::default() };
-        let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
-        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
-        let services = Services {
-            config,
-            server_name,
-            store: store.clone(),
-            rooms,
-            sync,
-            e2ee,
-            auth: Default::default(),
-            ratelimit,
-        };
+        let config = Config { server_name: "test.local".to_owned(), ..Config::default() };
+        let services = Services::new(config, store.clone(), key).unwrap();
         let app = router(AppState(Arc::new(services)));
         for name in ["alice", "bob"] {
             let user_id = format!("@{name}:test.local");

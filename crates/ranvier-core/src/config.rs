@@ -97,7 +97,7 @@ impl Default for Config {
             listen: "127.0.0.1:8008".into(),
             data_dir: PathBuf::from("ranvier-data"),
             signing_key_path: None,
-            log: "info".into(),
+            log: "info,ruma_state_res=warn".into(),
             default_room_version: "12".into(),
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
@@ -223,7 +223,7 @@ listen = "127.0.0.1:8008"
 data_dir = "ranvier-data"
 
 # Log filter (tracing EnvFilter syntax). RUST_LOG overrides it.
-log = "info"
+log = "info,ruma_state_res=warn"
 
 # Room version for new rooms.
 default_room_version = "12"

@@ -54,7 +54,6 @@ fn status_of(kind: &ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
         ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -87,23 +87,22 @@ pub async fn filter_visible(
     if events.is_empty() {
         return Ok(events);
     }
+    // The common case, cheaply: a user who is joined sees everything since their join (their
+    // membership has not changed since, so it was `join` at every later event).
+    if let Some(row) = store.membership_in(room_id, user_id).await?
+        && row.membership == "join"
+        && events.iter().all(|event| event.stream_ordering > row.stream_ordering)
+    {
+        return Ok(events);
+    }
     let keys = [(HISTORY_VISIBILITY.to_owned(), String::new()), (MEMBER.to_owned(), user_id.to_owned())];
     let mut groups: Vec<i64> = events.iter().filter_map(|event| event.state_group).collect();
     groups.sort_unstable();
     groups.dedup();
     let by_group = store.state_group_keys(&groups, &keys).await?;
-    // Events without a state group (which a timeline should not hold) are judged by the
-    // current state rather than silently shown.
-    let current = if events.iter().any(|event| event.state_group.is_none()) {
-        let state = store.current_state_ids(room_id).await?;
-        keys.iter().filter_map(|key| state.get(key).map(|id| (key.clone(), id.clone()))).collect()
-    } else {
-        HashMap::new()
-    };
-
     // The contents of the few state events involved, fetched in one batch.
     let mut wanted: HashSet<String> = HashSet::new();
-    for state in by_group.values().chain(std::iter::once(&current)) {
+    for state in by_group.values() {
         wanted.extend(state.values().cloned());
     }
     let wanted: Vec<String> = wanted.into_iter().collect();
@@ -134,7 +133,9 @@ pub async fn filter_visible(
         .map(|event| {
             let state = match event.state_group {
                 Some(group) => by_group.get(&group).unwrap_or(&empty),
-                None => &current,
+                // An event without a state group has no state before it: only a room's create
+                // event is stored that way (outliers never reach a timeline).
+                None => &empty,
             };
             let visibility_before = HistoryVisibility::parse(field(&keys[0], state, "history_visibility").as_deref());
             let membership_before = field(&keys[1], state, "membership");

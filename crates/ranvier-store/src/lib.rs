@@ -26,6 +26,7 @@ pub mod filters;
 pub mod migrate;
 pub mod persist;
 pub mod registration_tokens;
+pub mod social;
 pub mod streams;
 pub mod sync;
 pub mod uia;

@@ -29,7 +29,8 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] = &[migration!(1, "0001_init"), migration!(2, "0002_e2ee")];
+const MIGRATIONS: &[Migration] =
+    &[migration!(1, "0001_init"), migration!(2, "0002_e2ee"), migration!(3, "0003_social")];
 
 /// Apply every migration newer than the database's version.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

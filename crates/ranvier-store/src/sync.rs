@@ -272,4 +272,65 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// [`Store::membership_counts`] and [`Store::room_heroes`] for many rooms at once (initial
+    /// syncs need a summary for every room): per room, the member counts by membership and up
+    /// to `limit` joined or invited members other than `user_id`.
+    pub async fn room_summaries(
+        &self,
+        room_ids: &[String],
+        user_id: &str,
+        limit: i64,
+    ) -> Result<HashMap<String, (HashMap<String, i64>, Vec<String>)>> {
+        let mut out: HashMap<String, (HashMap<String, i64>, Vec<String>)> = HashMap::new();
+        for chunk in room_ids.chunks(200) {
+            let placeholders = |first: usize| -> String {
+                (first..first + chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            };
+            let counts_sql = format!(
+                "SELECT room_id, membership, COUNT(*) FROM room_memberships WHERE room_id IN ({})
+                 GROUP BY room_id, membership",
+                placeholders(1)
+            );
+            let mut counts = sqlx::query_as::<_, (String, String, i64)>(AssertSqlSafe(counts_sql));
+            for room in chunk {
+                counts = counts.bind(room);
+            }
+            for (room_id, membership, count) in counts.fetch_all(self.pool()).await.context("room member counts")? {
+                out.entry(room_id).or_default().0.insert(membership, count);
+            }
+            let heroes_sql = format!(
+                "SELECT room_id, user_id FROM (
+                     SELECT room_id, user_id, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY user_id) AS n
+                     FROM room_memberships
+                     WHERE room_id IN ({}) AND user_id <> $1 AND membership IN ('join', 'invite')
+                 ) ranked WHERE n <= $2 ORDER BY room_id, user_id",
+                placeholders(3)
+            );
+            let mut heroes = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(heroes_sql)).bind(user_id).bind(limit);
+            for room in chunk {
+                heroes = heroes.bind(room);
+            }
+            for (room_id, hero) in heroes.fetch_all(self.pool()).await.context("room heroes")? {
+                out.entry(room_id).or_default().1.push(hero);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every timeline event with `after < stream_ordering <= up_to`, as
+    /// `(stream_ordering, room_id, target)` where `target` is the state key of member events.
+    /// Read once per stream advance and shared by every waiting `/sync`.
+    pub async fn event_positions_between(&self, after: i64, up_to: i64) -> Result<Vec<(i64, String, Option<String>)>> {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT stream_ordering, room_id, CASE WHEN event_type = 'm.room.member' THEN state_key END
+             FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND {TIMELINE_EVENT}
+             ORDER BY stream_ordering"
+        )))
+        .bind(after)
+        .bind(up_to)
+        .fetch_all(self.pool())
+        .await
+        .context("event positions")
+    }
 }

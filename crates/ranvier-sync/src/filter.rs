@@ -145,6 +145,19 @@ pub fn lazy_members(filter: &RoomEventFilter) -> Option<bool> {
     }
 }
 
+/// Check what the filter's JSON shape alone cannot: `event_format` is `client` or
+/// `federation`, and `event_fields` entries are not empty.
+pub fn validate(filter: &FilterDefinition) -> ranvier_core::Result<()> {
+    use ruma::api::client::filter::EventFormat;
+    if !matches!(filter.event_format, EventFormat::Client | EventFormat::Federation) {
+        return Err(ranvier_core::Error::invalid_param("event_format must be `client` or `federation`"));
+    }
+    if filter.event_fields.iter().flatten().any(|field| field.is_empty()) {
+        return Err(ranvier_core::Error::invalid_param("event_fields entries must not be empty"));
+    }
+    Ok(())
+}
+
 /// Whether the client asked for events in the federation format.
 pub fn wants_federation_format(filter: &FilterDefinition) -> bool {
     filter.event_format == ruma::api::client::filter::EventFormat::Federation
@@ -300,6 +313,16 @@ mod tests {
             lazy_members(&room_event_filter(json!({"lazy_load_members": true, "include_redundant_members": true}))),
             Some(true)
         );
+    }
+
+    #[test]
+    fn validation_rejects_unknown_format_and_empty_fields() {
+        let parse = |value| serde_json::from_value::<FilterDefinition>(value).unwrap();
+        assert!(validate(&parse(json!({}))).is_ok());
+        assert!(validate(&parse(json!({"event_format": "federation", "event_fields": ["type"]}))).is_ok());
+        let error = validate(&parse(json!({"event_format": "binary"}))).unwrap_err();
+        assert_eq!(error.kind(), Some(&ruma::api::error::ErrorKind::InvalidParam));
+        assert!(validate(&parse(json!({"event_fields": [""]}))).is_err());
     }
 
     #[test]

@@ -16,18 +16,26 @@
 //! [`ranvier_rooms::visibility::filter_visible`] (inside [`timeline::Walk`] or directly).
 
 pub mod cache;
+pub mod changes;
 pub mod filter;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod format;
 pub mod history;
 pub mod response;
 pub mod sync;
 pub mod timeline;
 
+#[cfg(test)]
+mod tests;
+
 use std::{sync::Arc, time::Duration};
 
 use ranvier_core::{Error, Result, error::ErrorKind};
 use ranvier_rooms::Rooms;
-use ranvier_store::{Store, StreamToken};
+use std::collections::HashSet;
+
+use ranvier_store::{Store, StreamKind, StreamToken};
 use ruma::api::client::filter::FilterDefinition;
 
 pub use response::SyncResponse;
@@ -44,17 +52,19 @@ struct Inner {
     rooms: Rooms,
     state_cache: cache::StateCache,
     sent_members: cache::SentMembers,
+    recent: changes::RecentEvents,
 }
 
 impl SyncService {
     pub fn new(store: Store, rooms: Rooms) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
                 rooms,
                 // About a million state entries (on the order of 100 MB) at most.
                 state_cache: cache::StateCache::new(1_000_000),
                 sent_members: cache::SentMembers::new(10_000, 20_000),
+                recent: changes::RecentEvents::new(store.streams().current(StreamKind::Events)),
+                store,
             }),
         }
     }
@@ -95,6 +105,7 @@ impl SyncService {
 
     /// Store a filter and return its id.
     pub async fn create_filter(&self, user_id: &str, filter: &FilterDefinition) -> Result<String> {
+        filter::validate(filter)?;
         let json = serde_json::to_string(filter).map_err(|e| Error::internal(format!("serialise filter: {e}")))?;
         Ok(self.store().create_filter(user_id, &json).await?.to_string())
     }
@@ -109,6 +120,7 @@ impl SyncService {
         let mut changes = self.store().streams().subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
         let mut since = request.since;
+        let mut joined_rooms: Option<HashSet<String>> = None;
         loop {
             changes.borrow_and_update();
             let now = self.store().streams().current_token();
@@ -116,6 +128,44 @@ impl SyncService {
                 Some(since) => now.is_after(&since),
                 None => true,
             };
+            // When only timeline events arrived, the shared log of recent events says whether
+            // any of them concern this user before a pass is run.
+            if has_news
+                && !request.full_state
+                && let Some(known) = since
+                && only_events_moved(&known, &now)
+            {
+                let rooms = match &joined_rooms {
+                    Some(rooms) => rooms,
+                    None => joined_rooms.insert(
+                        self.store()
+                            .memberships_of(&request.user_id)
+                            .await?
+                            .into_iter()
+                            .filter(|row| row.membership == "join")
+                            .map(|row| row.room_id)
+                            .collect(),
+                    ),
+                };
+                let touched = self
+                    .inner
+                    .recent
+                    .touches(
+                        self.store(),
+                        &request.user_id,
+                        rooms,
+                        known.get(StreamKind::Events),
+                        now.get(StreamKind::Events),
+                    )
+                    .await?;
+                if touched == Some(false) && !request.timeout.is_zero() {
+                    since = Some(now);
+                    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await {
+                        continue;
+                    }
+                    return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
+                }
+            }
             if has_news || request.full_state {
                 let response = self.compute(&request, since, now).await?;
                 if since.is_none() || request.full_state || !response.is_empty() || request.timeout.is_zero() {
@@ -135,6 +185,11 @@ impl SyncService {
             }
         }
     }
+}
+
+/// Whether `now` differs from `since` in the events stream alone.
+fn only_events_moved(since: &StreamToken, now: &StreamToken) -> bool {
+    StreamKind::ALL.iter().all(|kind| *kind == StreamKind::Events || since.get(*kind) == now.get(*kind))
 }
 
 /// Cap a client's requested long-poll timeout by the server's limit.

@@ -18,6 +18,13 @@ pub struct SyncResponse {
     pub account_data: Events,
     pub to_device: Events,
     pub device_lists: DeviceLists,
+    /// One-time key counts of the syncing device; absent until end-to-end encryption fills it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_one_time_keys_count: Option<BTreeMap<String, u64>>,
+    /// Unused fallback key algorithms of the syncing device; absent until end-to-end
+    /// encryption fills it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_unused_fallback_key_types: Option<Vec<String>>,
 }
 
 impl SyncResponse {

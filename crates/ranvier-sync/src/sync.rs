@@ -68,6 +68,19 @@ struct RoomPlan {
     up_to: i64,
 }
 
+/// What every room of one sync pass shares.
+#[derive(Clone, Copy)]
+struct RoomContext<'a> {
+    request: &'a SyncRequest,
+    room_account_data: &'a HashMap<String, Vec<Value>>,
+    /// Summaries computed ahead for all rooms (initial and full-state syncs).
+    summaries: &'a HashMap<String, (HashMap<String, i64>, Vec<String>)>,
+    now: StreamToken,
+}
+
+/// How many other members a room summary names.
+const HEROES: i64 = 5;
+
 /// One room's computed update.
 enum RoomOutcome {
     Joined(String, JoinedRoom),
@@ -131,8 +144,10 @@ impl SyncService {
             match membership.membership.as_str() {
                 "join" => {
                     let room_since = match since_events {
-                        // A room joined since the last sync is new to the client: send it whole.
                         Some(since) if membership.stream_ordering <= since => Some(since),
+                        // A room joined since the last sync is new to the client: send it whole.
+                        // A join that only changed a display name or avatar is not a new join.
+                        Some(since) if self.was_joined_at(&membership.room_id, user_id, since).await? => Some(since),
                         _ => None,
                     };
                     let wanted = room_since.is_none()
@@ -171,8 +186,16 @@ impl SyncService {
             }
         }
 
+        // Summaries for every joined room at once when every room will need one.
+        let summaries = if since.is_none() || request.full_state {
+            let joined: Vec<String> = plans.iter().filter(|plan| !plan.left).map(|plan| plan.room_id.clone()).collect();
+            store.room_summaries(&joined, user_id, HEROES).await?
+        } else {
+            HashMap::new()
+        };
+        let context = RoomContext { request, room_account_data: &room_account_data, summaries: &summaries, now };
         let outcomes: Vec<Result<Option<RoomOutcome>>> = stream::iter(plans)
-            .map(|plan| self.room_update(request, plan, &room_account_data, now))
+            .map(|plan| self.room_update(&context, plan))
             .buffer_unordered(ROOM_CONCURRENCY)
             .collect()
             .await;
@@ -203,13 +226,8 @@ impl SyncService {
     }
 
     /// The timeline, state, account data and summary of one joined or left room.
-    async fn room_update(
-        &self,
-        request: &SyncRequest,
-        plan: RoomPlan,
-        room_account_data: &HashMap<String, Vec<Value>>,
-        now: StreamToken,
-    ) -> Result<Option<RoomOutcome>> {
+    async fn room_update(&self, context: &RoomContext<'_>, plan: RoomPlan) -> Result<Option<RoomOutcome>> {
+        let RoomContext { request, room_account_data, summaries, now } = *context;
         let store = self.store();
         let user_id = request.user_id.as_str();
         let filter = &request.filter;
@@ -338,7 +356,15 @@ impl SyncService {
         }
         let members_changed = full_state
             || state_events.iter().chain(timeline_events.iter()).any(|event| event.event_type == "m.room.member");
-        let summary = if members_changed { Some(self.summary(room_id, user_id).await?) } else { None };
+        let summary = match summaries.get(room_id) {
+            _ if !members_changed => None,
+            Some((counts, heroes)) => Some(RoomSummary {
+                heroes: heroes.clone(),
+                joined_member_count: counts.get("join").copied().unwrap_or(0),
+                invited_member_count: counts.get("invite").copied().unwrap_or(0),
+            }),
+            None => Some(self.summary(room_id, user_id).await?),
+        };
         let mut room = JoinedRoom { summary, timeline, ..Default::default() };
         room.state.events = state;
         room.account_data.events = account_data;
@@ -346,6 +372,17 @@ impl SyncService {
             return Ok(None);
         }
         Ok(Some(RoomOutcome::Joined(plan.room_id, room)))
+    }
+
+    /// Whether the user's membership at `position` was `join`, from their own member events.
+    async fn was_joined_at(&self, room_id: &str, user_id: &str, position: i64) -> Result<bool> {
+        let history = self.store().member_event_history(room_id, user_id).await?;
+        let last = history.iter().rev().find(|(stream_ordering, _)| *stream_ordering <= position);
+        Ok(last.is_some_and(|(_, pdu)| {
+            serde_json::from_str::<Value>(pdu)
+                .ok()
+                .is_some_and(|pdu| pdu.pointer("/content/membership").and_then(Value::as_str) == Some("join"))
+        }))
     }
 
     /// The state before `first` (the first timeline event), or the state at `up_to` when the
@@ -379,7 +416,7 @@ impl SyncService {
     /// The room summary: member counts and up to five other members to name the room by.
     async fn summary(&self, room_id: &str, user_id: &str) -> Result<RoomSummary> {
         let counts = self.store().membership_counts(room_id).await?;
-        let heroes = self.store().room_heroes(room_id, user_id, 5).await?;
+        let heroes = self.store().room_heroes(room_id, user_id, HEROES).await?;
         Ok(RoomSummary {
             heroes,
             joined_member_count: counts.get("join").copied().unwrap_or(0),

@@ -3,7 +3,10 @@
 //!
 //! `ranvier serve` with no arguments writes a commented `ranvier.toml` on first run, keeps its
 //! data (SQLite database, signing key) in `ranvier-data/`, and listens on `127.0.0.1:8008`.
+//! `ranvier admin …` runs operator commands (registration tokens, accounts) on the same
+//! database.
 
+mod admin;
 mod serve;
 
 use std::path::PathBuf;
@@ -26,6 +29,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Operator commands on the database: registration tokens, accounts.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,8 +53,12 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve::serve(config).await,
-            Command::Migrate => serve::open_store(&config).await.map(|_| ()),
+            Command::Serve => serve::serve(config).await.map_err(|e| e.to_string()),
+            Command::Migrate => serve::open_store(&config).await.map(|_| ()).map_err(|e| e.to_string()),
+            Command::Admin(command) => {
+                let store = serve::open_store(&config).await.map_err(|e| e.to_string())?;
+                admin::run(&config, &store, command, &mut std::io::stdout().lock()).await
+            }
         }
     });
     match result {

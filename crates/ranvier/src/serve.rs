@@ -4,10 +4,8 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use ranvier_client::{AppState, Services};
-use ranvier_core::{Config, Error, Result, config::DEFAULT_CONFIG_TOML, error::Context};
-use ranvier_rooms::Rooms;
+use ranvier_core::{Config, Result, config::DEFAULT_CONFIG_TOML, error::Context};
 use ranvier_store::Store;
-use ranvier_sync::SyncService;
 use tower_http::cors::{Any, CorsLayer};
 
 /// Read the config file (writing the commented default first if absent) and apply
@@ -41,19 +39,10 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 
 /// Run the server until a shutdown signal arrives.
 pub async fn serve(config: Config) -> Result<()> {
-    let server_name: ruma::OwnedServerName = config
-        .server_name
-        .as_str()
-        .try_into()
-        .map_err(|_| Error::internal("server_name is not a valid server name"))?;
     let store = open_store(&config).await?;
     let signing_key = ranvier_rooms::keys::load_or_generate(&config.signing_key_path())?;
-    let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
-    let sync = SyncService::new(store.clone(), rooms.clone());
     let listen = config.listen.clone();
-    let ratelimit = ranvier_client::ratelimit::RateLimiter::new(&config.rate_limits);
-    let e2ee = ranvier_e2ee::E2ee::new(store.clone());
-    let services = Services { config, server_name, store, rooms, sync, e2ee, auth: Default::default(), ratelimit };
+    let services = Services::new(config, store, signing_key)?;
     let state = AppState(Arc::new(services));
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
     let app = ranvier_client::router(state).layer(cors);

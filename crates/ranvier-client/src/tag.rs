@@ -1,0 +1,7 @@
+//! Room tags.
+
+use crate::AppState;
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    router
+}

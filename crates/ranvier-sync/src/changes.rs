@@ -1,0 +1,71 @@
+//! A short in-memory log of recent timeline events (position, room, member target), shared by
+//! every long-polling `/sync`.
+//!
+//! Without it, every new event anywhere would make every waiting client run a sync pass. With
+//! it, one waiter reads the new events once and every other waiter answers "anything for me?"
+//! from memory: only a client with a new event in one of its joined rooms, or a membership
+//! change of its own, goes on to a real pass.
+
+use std::collections::{HashSet, VecDeque};
+
+use ranvier_core::Result;
+use ranvier_store::Store;
+
+/// How many events the log keeps; older positions are answered by a full pass.
+const CAPACITY: usize = 20_000;
+
+#[derive(Default)]
+struct Log {
+    /// Everything at or below this position has been read.
+    scanned_to: i64,
+    /// Positions at or below this may have been dropped from `entries`.
+    floor: i64,
+    /// `(stream_ordering, room_id, member target)`, oldest first.
+    entries: VecDeque<(i64, String, Option<String>)>,
+}
+
+/// The shared log.
+pub struct RecentEvents {
+    log: tokio::sync::Mutex<Log>,
+}
+
+impl RecentEvents {
+    /// A log that starts at `position` (events at or below it are not in it).
+    pub fn new(position: i64) -> Self {
+        Self { log: tokio::sync::Mutex::new(Log { scanned_to: position, floor: position, entries: VecDeque::new() }) }
+    }
+
+    /// Whether any event in `(since, now]` is in one of `rooms` or changes `user_id`'s own
+    /// membership. `None` when the log cannot tell (`since` is older than what it holds).
+    pub async fn touches(
+        &self,
+        store: &Store,
+        user_id: &str,
+        rooms: &HashSet<String>,
+        since: i64,
+        now: i64,
+    ) -> Result<Option<bool>> {
+        let mut log = self.log.lock().await;
+        if now > log.scanned_to {
+            let new = store.event_positions_between(log.scanned_to, now).await?;
+            log.entries.extend(new);
+            log.scanned_to = now;
+            while log.entries.len() > CAPACITY {
+                if let Some((position, _, _)) = log.entries.pop_front() {
+                    log.floor = position;
+                }
+            }
+        }
+        if since < log.floor {
+            return Ok(None);
+        }
+        let touched = log
+            .entries
+            .iter()
+            .rev()
+            .take_while(|(position, _, _)| *position > since)
+            .filter(|(position, _, _)| *position <= now)
+            .any(|(_, room_id, target)| rooms.contains(room_id) || target.as_deref() == Some(user_id));
+        Ok(Some(touched))
+    }
+}
