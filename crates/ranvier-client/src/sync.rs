@@ -49,13 +49,12 @@ mod tests {
     use axum::body::Body;
     use http::{Method, Request, StatusCode};
     use ranvier_core::Config;
-    use ranvier_rooms::Rooms;
     use ranvier_store::Store;
-    use ranvier_sync::{SyncService, fixtures::on_each_backend};
+    use ranvier_sync::fixtures::on_each_backend;
     use serde_json::{Value, json};
     use tower::ServiceExt;
 
-    use crate::{AppState, Services, auth::Auth, ratelimit::RateLimiter};
+    use crate::{AppState, Services, auth::Auth};
 
     struct Client {
         app: axum::Router,
@@ -66,15 +65,10 @@ mod tests {
     async fn app(store: Store) -> axum::Router {
         let mut config = Config { server_name: "test".into(), ..Default::default() };
         config.rate_limits.enabled = false;
-        let server_name: ruma::OwnedServerName = "test".try_into().expect("server name");
         let der = ruma::signatures::Ed25519KeyPair::generate();
         let key = ruma::signatures::Ed25519KeyPair::from_der(&der, "t".into()).expect("key");
-        let rooms = Rooms::new(store.clone(), server_name.clone(), key);
-        let sync = SyncService::new(store.clone(), rooms.clone());
-        let ratelimit = RateLimiter::new(&config.rate_limits);
-        let e2ee = ranvier_e2ee::E2ee::new(store.clone());
-        let auth = Auth::with_fast_hashing();
-        let services = Services { config, server_name, store, rooms, sync, e2ee, auth, ratelimit };
+        let mut services = Services::new(config, store, key).expect("services");
+        services.auth = Auth::with_fast_hashing();
         crate::router(AppState(Arc::new(services)))
     }
 
@@ -232,6 +226,16 @@ mod tests {
             assert_eq!(context["event"]["content"]["body"], json!("middle"));
             assert_eq!(bodies(&context["events_after"]), ["after"]);
             assert_eq!(context["events_before"].as_array().map(Vec::len), Some(1));
+
+            // timestamp_to_event finds the message sent at or after a time.
+            let ts = context["event"]["origin_server_ts"].as_i64().expect("ts");
+            let found =
+                alice.ok(Method::GET, &format!("/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=f"), None).await;
+            assert_eq!(found["origin_server_ts"].as_i64(), Some(ts));
+            let (status, _) = alice
+                .call(Method::GET, &format!("/v1/rooms/{room}/timestamp_to_event?ts={}&dir=f", ts + 3_600_000), None)
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
 
             // Errors.
             let (status, error) = alice.call(Method::GET, "/v3/sync?since=garbage", None).await;

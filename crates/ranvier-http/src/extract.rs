@@ -168,10 +168,26 @@ async fn parse<T: IncomingRequest, S: AuthState>(req: Request, state: &S) -> Res
         .await
         .map_err(|_| Rejection::from(Error::too_large(format!("Request body exceeds {limit} bytes"))))?;
     let args: Vec<&str> = path_params.iter().map(|(_, value)| value).collect();
+    // NUL characters cannot be stored in PostgreSQL text and have no use in Matrix
+    // identifiers or content, so they are refused at the door on every backend alike.
+    if args.iter().any(|arg| arg.contains('\0')) || parts.uri.query().is_some_and(|query| query.contains("%00")) {
+        return Err(Error::invalid_param("NUL characters are not allowed").into());
+    }
+    if bytes.windows(6).any(|window| window == b"\\u0000") {
+        return Err(Error::bad_json("NUL characters are not allowed").into());
+    }
     // Some clients send an empty body to POST endpoints whose body is all optional.
     let body: &[u8] = if bytes.is_empty() && T::METHOD != http::Method::GET { b"{}" } else { &bytes };
     let http_request = http::Request::from_parts(parts, body);
-    let request = T::try_from_http_request(http_request, &args).map_err(parse_error)?;
+    // Some ruma deserialisers index into JSON objects and panic on a missing key (for example
+    // `/login` without `type`). A malformed body must be a 400, never a dropped connection,
+    // so parsing runs under `catch_unwind` and a panic becomes `M_BAD_JSON`.
+    let parsed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(http_request, &args)));
+    let request = match parsed {
+        Ok(result) => result.map_err(parse_error)?,
+        Err(_) => return Err(Error::bad_json("Malformed request body").into()),
+    };
     Ok((request, token))
 }
 

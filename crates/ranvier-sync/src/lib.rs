@@ -158,9 +158,11 @@ impl SyncService {
                         now.get(StreamKind::Events),
                     )
                     .await?;
-                if touched == Some(false) && !request.timeout.is_zero() {
+                if touched == Some(false) {
                     since = Some(now);
-                    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await {
+                    if !request.timeout.is_zero()
+                        && let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await
+                    {
                         continue;
                     }
                     return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
