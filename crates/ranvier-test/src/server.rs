@@ -313,9 +313,6 @@ impl TestServer {
             .env("RANVIER_RATE_LIMITS__ENABLED", if self.rate_limits { "true" } else { "false" });
         // Plain text logs: they are read in files and test output, not on a terminal.
         command.env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RANVIER_LOG", "info");
-        }
         if let Some(db) = &self.database {
             command.env("RANVIER_DATABASE__URL", db.url());
         }
