@@ -275,7 +275,7 @@ async fn login(
 
 async fn logout(State(state): State<AppState>, req: Authed<logout::v3::Request>) -> ApiResult<logout::v3::Response> {
     state.store.delete_device(req.user_id().as_str(), req.device_id().as_str()).await?;
-    state.auth.forget(req.user_id(), Some(req.device_id()));
+    crate::device::devices_removed(&state, req.user_id(), &[req.device_id().to_string()]).await?;
     Ok(logout::v3::Response::new().into())
 }
 
@@ -288,6 +288,8 @@ async fn logout_all(
     let device_ids: Vec<&str> = devices.iter().map(|device| device.device_id.as_str()).collect();
     state.store.delete_devices(user_id.as_str(), &device_ids).await?;
     state.auth.forget(user_id, None);
+    let device_ids: Vec<String> = devices.into_iter().map(|device| device.device_id).collect();
+    crate::device::devices_removed(&state, user_id, &device_ids).await?;
     Ok(logout_all::v3::Response::new().into())
 }
 
@@ -310,7 +312,7 @@ async fn change_password(
     let password_hash = state.auth.hash_password(body.new_password).await?;
     let keep_device = body.logout_devices.then_some(identity.device_id.as_str());
     let logged_out = state.store.change_password(user_id.as_str(), Some(&password_hash), keep_device).await?;
-    state.auth.forget_devices(user_id, &logged_out);
+    crate::device::devices_removed(&state, user_id, &logged_out).await?;
     auth::finish_uia(&state, passed).await?;
     Ok(change_password::v3::Response::new().into())
 }
@@ -336,6 +338,7 @@ async fn deactivate(
 pub async fn deactivate_account(services: &Services, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
     services.store.deactivate_user(user_id.as_str()).await?;
     services.auth.forget(user_id, None);
+    services.e2ee.user_deactivated(user_id).await?;
     tracing::info!(user = %user_id, "deactivated account");
     let memberships = services.store.rooms_for_user(user_id.as_str()).await?;
     Ok(memberships

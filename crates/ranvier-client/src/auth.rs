@@ -67,6 +67,10 @@ pub struct Auth {
     password_params: Params,
     /// When expired UIA sessions were last cleaned up.
     last_uia_expiry: AtomicI64,
+    /// Bounds concurrent argon2 runs to the number of cores: each run holds its working memory
+    /// (19 MiB at the default cost) for its whole duration, so a burst of logins would
+    /// otherwise multiply memory without finishing any sooner.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Default for Auth {
@@ -83,6 +87,7 @@ impl Auth {
             generation: AtomicU64::new(0),
             password_params,
             last_uia_expiry: AtomicI64::new(0),
+            hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 
@@ -141,6 +146,7 @@ impl Auth {
     /// Hash a password with argon2id, off the async runtime.
     pub async fn hash_password(&self, password: String) -> Result<String> {
         let params = self.password_params.clone();
+        let _permit = self.hashing.acquire().await.map_err(|e| Error::internal(format!("hashing permit: {e}")))?;
         tokio::task::spawn_blocking(move || {
             let salt_bytes: [u8; 16] = rand::random();
             let salt =
@@ -157,6 +163,7 @@ impl Auth {
     /// Check a password against a stored argon2 hash (with that hash's own cost), off the
     /// async runtime.
     pub async fn verify_password(&self, password: String, hash: String) -> Result<bool> {
+        let _permit = self.hashing.acquire().await.map_err(|e| Error::internal(format!("hashing permit: {e}")))?;
         tokio::task::spawn_blocking(move || {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 return false;

@@ -71,7 +71,14 @@ async fn update(
             ))
             .into());
         }
-        Some(name) => state.store.set_device_display_name(user_id, device_id, Some(name)).await?,
+        Some(name) => {
+            let found = state.store.set_device_display_name(user_id, device_id, Some(name)).await?;
+            if found {
+                // Display names are part of the device keys others query.
+                state.e2ee.device_list_changed(req.user_id(), device_id.into()).await?;
+            }
+            found
+        }
         // Without a display name nothing changes, but an unknown device is still an error.
         None => state.store.get_device(user_id, device_id).await?.is_some(),
     };
@@ -116,6 +123,17 @@ async fn delete_with_uia(
     let passed = auth::user_interactive_auth(services, &UiaRequest::password(user_id, operation), auth).await?;
     let ids: Vec<&str> = device_ids.iter().map(String::as_str).collect();
     services.store.delete_devices(user_id.as_str(), &ids).await?;
-    services.auth.forget_devices(user_id, device_ids);
+    devices_removed(services, user_id, device_ids).await?;
     auth::finish_uia(services, passed).await
+}
+
+/// Everything that must follow the deletion of devices (by deletion, logout or a password
+/// change): their cached tokens go, and their end-to-end keys and to-device inboxes go with a
+/// device-list change for everyone who shares a room with the user.
+pub async fn devices_removed(services: &Services, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+    services.auth.forget_devices(user_id, device_ids);
+    for device_id in device_ids {
+        services.e2ee.device_removed(user_id, device_id.as_str().into()).await?;
+    }
+    Ok(())
 }

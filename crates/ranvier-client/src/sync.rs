@@ -227,6 +227,16 @@ mod tests {
             assert_eq!(bodies(&context["events_after"]), ["after"]);
             assert_eq!(context["events_before"].as_array().map(Vec::len), Some(1));
 
+            // timestamp_to_event finds the message sent at or after a time.
+            let ts = context["event"]["origin_server_ts"].as_i64().expect("ts");
+            let found =
+                alice.ok(Method::GET, &format!("/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=f"), None).await;
+            assert_eq!(found["origin_server_ts"].as_i64(), Some(ts));
+            let (status, _) = alice
+                .call(Method::GET, &format!("/v1/rooms/{room}/timestamp_to_event?ts={}&dir=f", ts + 3_600_000), None)
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+
             // Errors.
             let (status, error) = alice.call(Method::GET, "/v3/sync?since=garbage", None).await;
             assert_eq!((status, error["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")));

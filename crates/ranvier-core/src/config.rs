@@ -164,7 +164,8 @@ impl Config {
             let Some(path) = key.strip_prefix("RANVIER_") else {
                 continue;
             };
-            if path.is_empty() {
+            // RANVIER_CONFIG names the file itself (a command-line option), not a setting.
+            if path.is_empty() || path == "CONFIG" {
                 continue;
             }
             let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -301,6 +302,7 @@ mod tests {
             ("RANVIER_REGISTRATION__ENABLED".to_owned(), "false".to_owned()),
             ("RANVIER_LIMITS__MAX_REQUEST_BYTES".to_owned(), "1000".to_owned()),
             ("OTHER".to_owned(), "ignored".to_owned()),
+            ("RANVIER_CONFIG".to_owned(), "/etc/ranvier.toml".to_owned()),
         ];
         let config = Config::from_toml_and_env("", env).unwrap();
         assert_eq!(config.server_name, "example.org");

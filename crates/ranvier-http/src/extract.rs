@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use ranvier_core::{Error, error::ErrorKind};
+use ruma::api::path_builder::PathBuilder;
 use ruma::{
     OwnedDeviceId, OwnedUserId,
     api::{
@@ -156,6 +157,17 @@ fn parse_error(error: FromHttpRequestError) -> Rejection {
     Rejection::from(Error::matrix(kind, message))
 }
 
+/// ruma's `/login` body parser (ruma-client-api 0.25) indexes the `type` field without
+/// checking that it exists, which panics; check it here so the client gets `M_BAD_JSON`.
+fn check_login_type(body: &[u8]) -> Result<(), Error> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) if map.get("type").is_some_and(serde_json::Value::is_string) => Ok(()),
+        Ok(serde_json::Value::Object(_)) => Err(Error::bad_json("Missing or invalid field `type`")),
+        Ok(_) => Err(Error::bad_json("Expected a JSON object")),
+        Err(e) => Err(Error::matrix(ErrorKind::NotJson, format!("Content not JSON: {e}"))),
+    }
+}
+
 /// Split the request, read the body within the limit, and parse it as `T`.
 async fn parse<T: IncomingRequest, S: AuthState>(req: Request, state: &S) -> Result<(T, Option<String>), Rejection> {
     let (mut parts, body) = req.into_parts();
@@ -168,10 +180,29 @@ async fn parse<T: IncomingRequest, S: AuthState>(req: Request, state: &S) -> Res
         .await
         .map_err(|_| Rejection::from(Error::too_large(format!("Request body exceeds {limit} bytes"))))?;
     let args: Vec<&str> = path_params.iter().map(|(_, value)| value).collect();
+    // NUL characters cannot be stored in PostgreSQL text and have no use in Matrix
+    // identifiers or content, so they are refused at the door on every backend alike.
+    if args.iter().any(|arg| arg.contains('\0')) || parts.uri.query().is_some_and(|query| query.contains("%00")) {
+        return Err(Error::invalid_param("NUL characters are not allowed").into());
+    }
+    if bytes.windows(6).any(|window| window == b"\\u0000") {
+        return Err(Error::bad_json("NUL characters are not allowed").into());
+    }
     // Some clients send an empty body to POST endpoints whose body is all optional.
     let body: &[u8] = if bytes.is_empty() && T::METHOD != http::Method::GET { b"{}" } else { &bytes };
+    if T::METHOD == http::Method::POST && T::PATH_BUILDER.all_paths().any(|path| path.ends_with("/login")) {
+        check_login_type(body)?;
+    }
     let http_request = http::Request::from_parts(parts, body);
-    let request = T::try_from_http_request(http_request, &args).map_err(parse_error)?;
+    // Some ruma deserialisers index into JSON objects and panic on a missing key (for example
+    // `/login` without `type`). A malformed body must be a 400, never a dropped connection,
+    // so parsing runs under `catch_unwind` and a panic becomes `M_BAD_JSON`.
+    let parsed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(http_request, &args)));
+    let request = match parsed {
+        Ok(result) => result.map_err(parse_error)?,
+        Err(_) => return Err(Error::bad_json("Malformed request body").into()),
+    };
     Ok((request, token))
 }
 

@@ -123,14 +123,14 @@ impl Social {
         let users = if full {
             // Everyone with a live record who shares a room with the user, found from
             // whichever side is smaller.
-            let candidates: Vec<String> = if tracker.live_count() <= CHANGED_USERS_BY_LIST {
+            let candidates: HashSet<String> = if tracker.live_count() <= CHANGED_USERS_BY_LIST {
                 let mut known = tracker.known_users();
                 known.retain(|user| *user != me);
                 self.store().users_sharing_a_room(user_id.as_str(), &known).await?
             } else {
-                self.store().room_companions(user_id.as_str()).await?
+                self.store().users_sharing_any_room(user_id.as_str()).await?
             };
-            let mut wanted: Vec<String> = candidates;
+            let mut wanted: Vec<String> = candidates.into_iter().collect();
             wanted.push(me.clone());
             wanted.sort();
             wanted.dedup();
@@ -142,9 +142,9 @@ impl Social {
             }
             let others: Vec<String> = changed.iter().map(|(user, _)| user.clone()).filter(|user| *user != me).collect();
             let visible: HashSet<String> = if others.len() <= CHANGED_USERS_BY_LIST {
-                self.store().users_sharing_a_room(user_id.as_str(), &others).await?.into_iter().collect()
+                self.store().users_sharing_a_room(user_id.as_str(), &others).await?
             } else {
-                self.store().room_companions(user_id.as_str()).await?.into_iter().collect()
+                self.store().users_sharing_any_room(user_id.as_str()).await?
             };
             changed.into_iter().filter(|(user, _)| *user == me || visible.contains(user)).collect()
         };

@@ -9,6 +9,14 @@ impl Store {
     /// Store a filter definition for `user_id` and return its new id.
     pub async fn create_filter(&self, user_id: &str, filter_json: &str) -> Result<i64> {
         let mut txn = self.begin_write().await?;
+        if self.backend() == crate::Backend::Postgres {
+            // Serialise id allocation per user; SQLite already has a single writer.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("filters:{user_id}"))
+                .execute(&mut **txn)
+                .await
+                .context("lock filter ids")?;
+        }
         // The next id is computed inside the write transaction; on PostgreSQL two concurrent
         // creations for the same user may pick the same id, and the primary key makes the loser
         // retry below.

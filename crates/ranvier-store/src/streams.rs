@@ -49,6 +49,12 @@ impl StreamKind {
             StreamKind::AccountData => Some("SELECT MAX(stream_pos) FROM account_data"),
             StreamKind::Receipts => Some("SELECT MAX(stream_pos) FROM receipts"),
             StreamKind::Presence => Some("SELECT MAX(stream_pos) FROM presence"),
+            // Delivered messages are deleted, so the highest position ever deleted is kept too.
+            StreamKind::ToDevice => Some(
+                "SELECT MAX(p) FROM (SELECT MAX(stream_pos) AS p FROM to_device_inbox \
+                 UNION ALL SELECT position AS p FROM e2e_stream_positions WHERE stream = 'to_device') AS t",
+            ),
+            StreamKind::DeviceLists => Some("SELECT MAX(stream_pos) FROM device_list_changes"),
             // Streams whose tables arrive with later features start at 0 until they add a
             // query here.
             _ => None,

@@ -259,16 +259,22 @@ impl Store {
     ) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
         for chunk in event_ids.chunks(200) {
-            let placeholders: Vec<String> = (3..chunk.len() + 3).map(|i| format!("${i}")).collect();
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            // Selected by event id alone, so that the event-id index is the one used; the owner
+            // is checked on the few rows found.
             let sql = format!(
-                "SELECT event_id, txn_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND event_id IN ({})",
+                "SELECT event_id, txn_id, user_id, device_id FROM event_txn_ids WHERE event_id IN ({})",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql)).bind(user_id).bind(device_id);
+            let mut query = sqlx::query_as::<_, (String, String, String, String)>(AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id);
             }
-            out.extend(query.fetch_all(self.pool()).await.context("transaction ids")?);
+            for (event_id, txn_id, owner, device) in query.fetch_all(self.pool()).await.context("transaction ids")? {
+                if owner == user_id && device == device_id {
+                    out.insert(event_id, txn_id);
+                }
+            }
         }
         Ok(out)
     }

@@ -59,27 +59,34 @@ pub struct ContextResponse {
 impl SyncService {
     /// Fail with `M_FORBIDDEN` unless the user has (or had) a membership in the room, or the
     /// room is world-readable. Which events they see is then up to history visibility.
-    pub async fn check_can_read(&self, user_id: &str, room_id: &str) -> Result<()> {
-        if self.store().membership_in(room_id, user_id).await?.is_some() {
-            return Ok(());
+    ///
+    /// Returns the last position the user can read: a user who left or was banned sees
+    /// nothing after that (unless the room is world-readable), so reads stop there instead of
+    /// walking through events that would all be hidden.
+    pub async fn check_can_read(&self, user_id: &str, room_id: &str) -> Result<Option<i64>> {
+        let membership = self.store().membership_in(room_id, user_id).await?;
+        if membership.as_ref().is_some_and(|row| !matches!(row.membership.as_str(), "leave" | "ban")) {
+            return Ok(None);
         }
-        let state = self.store().current_state_ids(room_id).await?;
-        if let Some(id) = state.get(&("m.room.history_visibility".to_owned(), String::new()))
-            && let Some(event) = self.store().get_event(id).await?
-        {
-            let value = content_of(&event);
-            let visibility = value.as_ref().and_then(|c| c.get("history_visibility")).and_then(Value::as_str);
-            if HistoryVisibility::parse(visibility) == HistoryVisibility::WorldReadable {
-                return Ok(());
+        let world_readable = match self.store().current_state_event(room_id, "m.room.history_visibility", "").await? {
+            Some(event) => {
+                let content = content_of(&event);
+                let visibility = content.as_ref().and_then(|c| c.get("history_visibility")).and_then(Value::as_str);
+                HistoryVisibility::parse(visibility) == HistoryVisibility::WorldReadable
             }
+            None => false,
+        };
+        match membership {
+            _ if world_readable => Ok(None),
+            Some(row) => Ok(Some(row.stream_ordering)),
+            None => Err(Error::forbidden("You are not allowed to view this room.")),
         }
-        Err(Error::forbidden("You are not allowed to view this room."))
     }
 
     /// `GET /rooms/{roomId}/messages`.
     pub async fn messages(&self, request: MessagesRequest) -> Result<MessagesResponse> {
         let MessagesRequest { user_id, device_id, room_id, from, to, direction, limit, filter } = request;
-        self.check_can_read(&user_id, &room_id).await?;
+        let readable_until = self.check_can_read(&user_id, &room_id).await?;
         let now = self.store().streams().current_token();
         let from_token = match &from {
             Some(from) => Self::parse_token(from)?,
@@ -97,6 +104,7 @@ impl SyncService {
             Direction::Backward => (to_position.unwrap_or(0), from_position),
             Direction::Forward => (from_position, to_position.unwrap_or(now.get(StreamKind::Events))),
         };
+        let up_to = readable_until.map_or(up_to, |until| up_to.min(until));
         let mut response =
             MessagesResponse { start: from.unwrap_or_else(|| from_token.to_string()), ..Default::default() };
         let room_excluded = filter.not_rooms.iter().any(|r| r.as_str() == room_id)
@@ -146,7 +154,7 @@ impl SyncService {
         limit: usize,
         filter: &RoomEventFilter,
     ) -> Result<ContextResponse> {
-        self.check_can_read(user_id, room_id).await?;
+        let readable_until = self.check_can_read(user_id, room_id).await?;
         let not_found = || Error::not_found("Event not found.");
         let event = self.store().get_event(event_id).await?.ok_or_else(not_found)?;
         if event.room_id != room_id || event.outlier || event.rejected || event.soft_failed {
@@ -175,7 +183,7 @@ impl SyncService {
             user_id,
             room_id,
             after: event.stream_ordering,
-            up_to: now.get(StreamKind::Events),
+            up_to: readable_until.map_or(now.get(StreamKind::Events), |until| until.min(now.get(StreamKind::Events))),
             direction: Direction::Forward,
             limit: after_limit,
             keep,

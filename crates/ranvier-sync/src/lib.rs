@@ -53,12 +53,24 @@ struct Inner {
     state_cache: cache::StateCache,
     sent_members: cache::SentMembers,
     recent: changes::RecentEvents,
+    /// End-to-end encryption data (to-device, device lists, key counts), when wired.
+    e2ee: Option<ranvier_e2ee::E2ee>,
 }
 
 impl SyncService {
     pub fn new(store: Store, rooms: Rooms) -> Self {
+        Self::build(store, rooms, None)
+    }
+
+    /// A sync service whose responses carry end-to-end encryption data.
+    pub fn with_e2ee(store: Store, rooms: Rooms, e2ee: ranvier_e2ee::E2ee) -> Self {
+        Self::build(store, rooms, Some(e2ee))
+    }
+
+    fn build(store: Store, rooms: Rooms, e2ee: Option<ranvier_e2ee::E2ee>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                e2ee,
                 rooms,
                 // About a million state entries (on the order of 100 MB) at most.
                 state_cache: cache::StateCache::new(1_000_000),
@@ -158,9 +170,11 @@ impl SyncService {
                         now.get(StreamKind::Events),
                     )
                     .await?;
-                if touched == Some(false) && !request.timeout.is_zero() {
+                if touched == Some(false) {
                     since = Some(now);
-                    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await {
+                    if !request.timeout.is_zero()
+                        && let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await
+                    {
                         continue;
                     }
                     return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });

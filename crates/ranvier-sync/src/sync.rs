@@ -222,6 +222,19 @@ impl SyncService {
             room.knock_state.events = events;
             response.rooms.knock.insert(knock.room_id, room);
         }
+        if let Some(e2ee) = &self.inner.e2ee {
+            let data = e2ee.sync_data(user_id, &request.device_id, since.as_ref(), &now).await?;
+            response.to_device.events = data.to_device_events;
+            response.device_lists.changed = data.device_lists_changed;
+            response.device_lists.left = data.device_lists_left;
+            response.device_one_time_keys_count = Some(data.one_time_keys_count);
+            response.device_unused_fallback_key_types = Some(data.unused_fallback_key_types);
+            // A response carries a bounded batch of to-device messages; the token must say how
+            // far this one went, or the rest would be deleted unseen on the next sync.
+            let mut next_batch = now;
+            next_batch.set(StreamKind::ToDevice, data.to_device_position);
+            response.next_batch = next_batch.to_string();
+        }
         Ok(response)
     }
 

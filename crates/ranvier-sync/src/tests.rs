@@ -447,6 +447,15 @@ async fn invites_joins_and_leaves() {
             bodies(&rejected["rooms"]["leave"]["!b:test"]["timeline"]["events"]),
             vec!["m.room.member|@dave:test"]
         );
+
+        // A knock shows up under `knock` with the room's stripped state.
+        b.state_event(&store, ALICE, "m.room.join_rules", "", json!({"join_rule": "knock"})).await;
+        b.membership(&store, EVE, EVE, "knock").await;
+        let knocked = sync(&sync_service, EVE, None).await;
+        let knock_state = &knocked["rooms"]["knock"]["!b:test"]["knock_state"]["events"];
+        let expected = set(&["m.room.create|", "m.room.join_rules|", "m.room.member|@eve:test"]);
+        assert!(types(knock_state).is_superset(&expected), "{knock_state}");
+        assert_eq!(knocked["rooms"]["join"], json!({}));
     })
     .await;
 }
@@ -581,6 +590,7 @@ async fn context_and_timestamp_lookup() {
     on_each_backend(|store| async move {
         let sync_service = service(&store);
         let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        a.membership(&store, BOB, BOB, "join").await;
         let mut written = Vec::new();
         for i in 0..20 {
             written.push(a.message(&store, ALICE, &format!("m{i}")).await);
@@ -616,6 +626,13 @@ async fn context_and_timestamp_lookup() {
         )
         .await;
         assert_eq!(bodies(&Value::Array(after.chunk)), vec!["m13", "m14"]);
+
+        // Lazy loading narrows the state to the members of the events' senders.
+        let lazy: RoomEventFilter = serde_json::from_value(json!({"lazy_load_members": true})).expect("filter");
+        let context = sync_service.context(ALICE, "DEV", "!a:test", &middle.event_id, 4, &lazy).await.expect("context");
+        let state = types(&Value::Array(context.state));
+        assert!(state.contains("m.room.member|@alice:test") && state.contains("m.room.create|"), "{state:?}");
+        assert!(!state.contains("m.room.member|@bob:test"), "{state:?}");
 
         let missing = sync_service.context(ALICE, "DEV", "!a:test", "$nope", 4, &Default::default()).await;
         assert_eq!(missing.expect_err("unknown event").kind(), Some(&ruma::api::error::ErrorKind::NotFound));
@@ -748,6 +765,26 @@ async fn account_data_room_filters_and_transaction_ids() {
             trimmed["rooms"]["join"]["!a:test"]["timeline"]["events"],
             json!([{"type": "m.room.message", "content": {"body": "with txn"}}])
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_who_left_pages_back_from_their_leave() {
+    on_each_backend(|store| async move {
+        let sync_service = service(&store);
+        let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        a.membership(&store, DAVE, DAVE, "join").await;
+        a.message(&store, ALICE, "seen").await;
+        a.membership(&store, DAVE, DAVE, "leave").await;
+        // More events after the leave than one walk looks at.
+        for i in 0..(crate::timeline::MAX_SCAN + 50) {
+            a.message(&store, ALICE, &format!("after {i}")).await;
+        }
+        let page =
+            messages(&sync_service, DAVE, "!a:test", (None, None), Direction::Backward, 2, Default::default()).await;
+        assert_eq!(bodies(&Value::Array(page.chunk)), vec!["m.room.member|@dave:test", "seen"]);
+        assert!(page.end.is_some());
     })
     .await;
 }

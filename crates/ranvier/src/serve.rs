@@ -45,7 +45,16 @@ pub async fn serve(config: Config) -> Result<()> {
     let services = Services::new(config, store, signing_key)?;
     let state = AppState(Arc::new(services));
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
-    let app = ranvier_client::router(state).layer(cors);
+    // A panic in a handler is a bug; the client still gets a Matrix error, not a dropped
+    // connection, and the process keeps serving.
+    let catch_panic = tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+        ranvier_http::matrix_error(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            ranvier_core::error::ErrorKind::Unknown,
+            "Internal server error".to_owned(),
+        )
+    });
+    let app = ranvier_client::router(state).layer(catch_panic).layer(cors);
 
     let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
     let local = listener.local_addr().context("listener address")?;

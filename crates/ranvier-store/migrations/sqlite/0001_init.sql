@@ -177,3 +177,5 @@ CREATE INDEX room_memberships_by_room ON room_memberships (room_id, membership);
 -- Sync ----------------------------------------------------------------------------------------
 -- A user's own member events in a room, for history visibility ("joined after the event").
 CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);
+-- Transaction ids of the events a sync returns, looked up by event.
+CREATE INDEX event_txn_ids_by_event ON event_txn_ids (event_id);

@@ -63,38 +63,4 @@ impl Store {
             })
             .collect())
     }
-
-    /// Which of `candidates` share a joined room with `user_id`.
-    pub async fn users_sharing_a_room(&self, user_id: &str, candidates: &[String]) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for chunk in candidates.chunks(200) {
-            let sql = format!(
-                "SELECT DISTINCT theirs.user_id FROM room_memberships mine
-                 JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-                 WHERE mine.user_id = $1 AND mine.membership = 'join' AND theirs.membership = 'join'
-                 AND theirs.user_id IN ({})",
-                super::placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(user_id);
-            for candidate in chunk {
-                query = query.bind(candidate);
-            }
-            out.extend(query.fetch_all(self.pool()).await.context("users sharing a room")?);
-        }
-        Ok(out)
-    }
-
-    /// Every user sharing a joined room with `user_id` (themselves included when joined
-    /// anywhere).
-    pub async fn room_companions(&self, user_id: &str) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT theirs.user_id FROM room_memberships mine
-             JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-             WHERE mine.user_id = $1 AND mine.membership = 'join' AND theirs.membership = 'join'",
-        )
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await
-        .context("room companions")
-    }
 }

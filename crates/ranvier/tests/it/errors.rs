@@ -191,11 +191,16 @@ async fn registration_errors(backend: Backend) {
     let register = "/_matrix/client/v3/register";
     let body = json!({"username": "alice", "password": "another", "auth": {"type": "m.login.dummy"}});
     assert_error(&server.request(Method::POST, register, Some(&body), None).await, 400, "M_USER_IN_USE", "taken name");
-    for name in ["bad name", "alice!", "ü", "@alice:localhost", "a\u{0}b"] {
+    for name in ["bad name", "alice!", "ü", "@alice:localhost"] {
         let body = json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}});
         let reply = server.request(Method::POST, register, Some(&body), None).await;
         assert_error(&reply, 400, "M_INVALID_USERNAME", &format!("username {name:?}"));
     }
+    // NUL characters are refused for every request body before any endpoint looks at it
+    // (PostgreSQL text cannot hold them), so this invalid name gets M_BAD_JSON.
+    let body = json!({"username": "a\u{0}b", "password": "pw", "auth": {"type": "m.login.dummy"}});
+    let reply = server.request(Method::POST, register, Some(&body), None).await;
+    assert_error(&reply, 400, "M_BAD_JSON", "username with a NUL character");
     let available = |name: &str| format!("/_matrix/client/v3/register/available?username={}", encode(name));
     assert_error(
         &server.request(Method::GET, &available("alice"), None, None).await,
@@ -506,6 +511,8 @@ async fn fuzz_never_500(backend: Backend) {
     let (status, body) = server.request(weird, "/_matrix/client/v3/sync", None, Some(&alice.access_token)).await;
     assert_not_server_error(status, &body, "an unknown method");
 
+    // A panic in a handler shows as a 500 above, but one inside request parsing is turned
+    // into a 400 by the extractor; the log is where either would still show.
     assert!(server.is_running(), "the server survived the fuzzing\n{}", server.log_report());
     assert!(!server.log().contains("panicked"), "the server panicked\n{}", server.log_report());
     // And it still works.

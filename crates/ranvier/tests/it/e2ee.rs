@@ -1,0 +1,123 @@
+//! End-to-end encryption with a real client: two `matrix-sdk` clients (with their Olm/Megolm
+//! machinery) share an encrypted room, and each decrypts what the other sends. The server only
+//! stores and relays keys and ciphertext; this checks that it does so exactly enough for a real
+//! client's cryptography to work end to end.
+
+use std::time::Duration;
+
+use matrix_sdk::{
+    Client,
+    config::SyncSettings,
+    deserialized_responses::TimelineEventKind,
+    ruma::{
+        OwnedEventId, OwnedRoomId, OwnedUserId, api::client::room::create_room::v3::Request as CreateRoomRequest,
+        events::room::message::RoomMessageEventContent,
+    },
+};
+use ranvier_test::{Backend, TestServer, backend_tests, password_for};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::start;
+
+/// Log `name` in with a fresh `matrix-sdk` client (its own new device, in-memory stores).
+async fn login(server: &TestServer, name: &str) -> Client {
+    let client = Client::builder()
+        .homeserver_url(server.base_url())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("build a matrix-sdk client: {e}\n{}", server.log_report()));
+    client
+        .matrix_auth()
+        .login_username(name, &password_for(name))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("log {name} in: {e}\n{}", server.log_report()));
+    client
+}
+
+/// One sync pass; `matrix-sdk` sends its pending key uploads, queries and claims around it.
+async fn sync(client: &Client, server: &TestServer) {
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await
+        .unwrap_or_else(|e| panic!("sync_once: {e}\n{}", server.log_report()));
+}
+
+/// Send `body` encrypted from `sender` into `room_id`; return the event id.
+async fn send_encrypted(sender: &Client, room_id: &OwnedRoomId, body: &str, server: &TestServer) -> OwnedEventId {
+    let room = sender.get_room(room_id).unwrap_or_else(|| panic!("the sender knows room {room_id}"));
+    room.send(RoomMessageEventContent::text_plain(body))
+        .await
+        .unwrap_or_else(|e| panic!("send an encrypted message: {e}\n{}", server.log_report()))
+        .response
+        .event_id
+}
+
+/// Fetch `event_id` as `receiver` and check that it was encrypted and decrypts to `body`.
+async fn assert_decrypts(
+    receiver: &Client,
+    room_id: &OwnedRoomId,
+    event_id: &OwnedEventId,
+    body: &str,
+    server: &TestServer,
+) {
+    let room = receiver.get_room(room_id).unwrap_or_else(|| panic!("the receiver knows room {room_id}"));
+    let event =
+        room.event(event_id, None).await.unwrap_or_else(|e| panic!("fetch {event_id}: {e}\n{}", server.log_report()));
+    match &event.kind {
+        TimelineEventKind::Decrypted(_) => {}
+        TimelineEventKind::UnableToDecrypt { utd_info, .. } => {
+            panic!("{event_id} could not be decrypted: {utd_info:?}\n{}", server.log_report())
+        }
+        TimelineEventKind::PlainText { .. } => panic!("{event_id} was sent in the clear"),
+    }
+    let decrypted: Value = serde_json::from_str(event.raw().json().get()).expect("decrypted event JSON");
+    assert_eq!(decrypted["type"], "m.room.message", "decrypted: {decrypted}");
+    assert_eq!(decrypted["content"]["body"], body, "decrypted: {decrypted}");
+}
+
+/// Alice and Bob, each on a fresh device, share an encrypted room; each decrypts the other.
+async fn encrypted_room_round_trip(backend: Backend) {
+    let server = start(backend).await;
+    let alice_account = server.register("alice").await;
+    let bob_account = server.register("bob").await;
+    let alice = login(&server, "alice").await;
+    let bob = login(&server, "bob").await;
+    // The first syncs upload each device's identity and one-time keys.
+    sync(&alice, &server).await;
+    sync(&bob, &server).await;
+
+    let bob_id: OwnedUserId = bob_account.user_id.as_str().try_into().expect("bob's user id");
+    let mut request = CreateRoomRequest::new();
+    request.invite = vec![bob_id];
+    let room =
+        alice.create_room(request).await.unwrap_or_else(|e| panic!("create a room: {e}\n{}", server.log_report()));
+    room.enable_encryption().await.unwrap_or_else(|e| panic!("enable encryption: {e}\n{}", server.log_report()));
+    let room_id = room.room_id().to_owned();
+    sync(&bob, &server).await;
+    bob.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("bob joins: {e}\n{}", server.log_report()));
+    sync(&alice, &server).await;
+    sync(&bob, &server).await;
+
+    // Alice to Bob: the room key travels to Bob's device as an Olm-encrypted to-device message.
+    let from_alice = send_encrypted(&alice, &room_id, "the eagle lands at noon", &server).await;
+    sync(&bob, &server).await;
+    assert_decrypts(&bob, &room_id, &from_alice, "the eagle lands at noon", &server).await;
+
+    // Bob to Alice, over a session Bob creates.
+    let from_bob = send_encrypted(&bob, &room_id, "understood", &server).await;
+    sync(&alice, &server).await;
+    assert_decrypts(&alice, &room_id, &from_bob, "understood", &server).await;
+
+    // The server itself only ever held ciphertext.
+    for (event_id, reader) in [(&from_alice, &bob_account), (&from_bob, &alice_account)] {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}");
+        let (status, stored) = server.request(Method::GET, &path, None, Some(&reader.access_token)).await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["type"], "m.room.encrypted", "stored: {stored}");
+        assert!(stored["content"].get("body").is_none(), "no plaintext on the server: {stored}");
+    }
+}
+
+backend_tests!(encrypted_room_round_trip);
