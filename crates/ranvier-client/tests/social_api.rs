@@ -308,6 +308,12 @@ async fn typing(backend: Backend) {
     let expired = ephemeral(&api, &bob, &rooms, &before_expiry, false).await;
     assert_eq!(room_events(&expired, &room, "m.typing")[0]["content"]["user_ids"], json!([]));
 
+    // Without a timeout, typing lasts a default while.
+    let before_default = token(&api);
+    api.put(&typing_path(&bob), bob.token(), json!({ "typing": true })).await.assert_status(StatusCode::OK);
+    let default = ephemeral(&api, &alice, &rooms, &before_default, false).await;
+    assert_eq!(room_events(&default, &room, "m.typing")[0]["content"]["user_ids"], json!([bob.user_id]));
+
     // Only for oneself, only in a joined room, with a valid body.
     api.put(&typing_path(&bob), alice.token(), json!({ "typing": true, "timeout": 1000 }))
         .await
@@ -318,6 +324,15 @@ async fn typing(backend: Backend) {
     api.put(&typing_path(&alice), alice.token(), json!({ "timeout": 1000 }))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    api.put(&typing_path(&alice), alice.token(), json!({ "typing": "yes" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    api.send_raw("PUT", &typing_path(&alice), alice.token(), Some("{".to_owned()), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_NOT_JSON");
+    api.put(&typing_path(&alice), None, json!({ "typing": false }))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
     let unknown = format!("{V3}/rooms/{}/typing/{}", enc("!nowhere:example.org"), enc(&alice.user_id));
     api.put(&unknown, alice.token(), json!({ "typing": true, "timeout": 1000 }))
         .await
