@@ -312,13 +312,21 @@ impl Social {
         if tracker.state.lock().loaded {
             return Ok(());
         }
-        let rows = self.store().live_presence().await?;
+        let rows = self.store().all_presence().await?;
         let now = now_ms();
         let mut state = tracker.state.lock();
         for row in rows {
             let Some(presence) = State::parse(&row.state) else {
                 continue;
             };
+            // Every user keeps their place in the change log, so that a client whose token is
+            // older still learns of the last change; only the live are held in memory.
+            if !state.positions.contains_key(&row.user_id) {
+                state.record_change(&row.user_id, row.stream_pos);
+            }
+            if presence == State::Offline && row.status_msg.is_none() {
+                continue;
+            }
             let remote = UserId::parse(row.user_id.as_str()).is_ok_and(|user| !self.is_local(&user));
             // Nobody is syncing with a server that just started: the sweep takes users
             // offline unless they come back.
@@ -331,9 +339,6 @@ impl Social {
                 remote,
             };
             state.records.entry(row.user_id.clone()).or_insert(record);
-            if !state.positions.contains_key(&row.user_id) {
-                state.record_change(&row.user_id, row.stream_pos);
-            }
         }
         state.loaded = true;
         Ok(())
@@ -571,6 +576,49 @@ mod tests {
         // No syncs for a remote user is normal: they stay online until their server is silent.
         assert_eq!(run(&online, &[(60_000, Input::Tick)]).state, State::Online);
         assert_eq!(run(&online, &[(REMOTE_TIMEOUT_MS, Input::Tick)]).state, State::Offline);
+    }
+
+    async fn service(dir: &std::path::Path, config: PresenceConfig) -> Social {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let store = ranvier_store::Store::open(&url, 2).await.unwrap();
+        let key = ruma::signatures::Ed25519KeyPair::from_der(&ruma::signatures::Ed25519KeyPair::generate(), "t".into())
+            .unwrap();
+        let rooms = ranvier_rooms::Rooms::new(store.clone(), "test.local".try_into().unwrap(), key);
+        Social::new(store, rooms, config)
+    }
+
+    #[tokio::test]
+    async fn presence_survives_a_restart_and_positions_keep_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = UserId::parse("@alice:test.local").unwrap();
+        let bob = UserId::parse("@bob:test.local").unwrap();
+        let config = PresenceConfig { idle_timeout_ms: 600_000, offline_timeout_ms: 600_000, ..Default::default() };
+        let position = {
+            let social = service(dir.path(), config.clone()).await;
+            for user in [&alice, &bob] {
+                assert!(social.store().create_user(user.as_str(), None, false).await.unwrap());
+            }
+            social.apply_presence(&alice, State::Unavailable, Some("away".into())).await.unwrap();
+            social.apply_presence(&bob, State::Online, None).await.unwrap();
+            social.apply_presence(&bob, State::Offline, None).await.unwrap();
+            social.store().streams().current(StreamKind::Presence)
+        };
+        let social = service(dir.path(), config).await;
+        assert_eq!(social.store().streams().current(StreamKind::Presence), position);
+        let content = social.presence_of(&alice, &alice).await.unwrap();
+        assert_eq!((content["presence"].as_str(), content["status_msg"].as_str()), (Some("unavailable"), Some("away")));
+        // An older token still learns of both users' last changes, bob's offline included.
+        social.load_presence().await.unwrap();
+        let changed: Vec<(String, Option<State>)> = social
+            .inner
+            .presence
+            .changed_since(0)
+            .into_iter()
+            .map(|(user, record)| (user, record.map(|record| record.state)))
+            .collect();
+        assert_eq!(changed, vec![(alice.to_string(), Some(State::Unavailable)), (bob.to_string(), None)]);
+        social.apply_presence(&bob, State::Online, None).await.unwrap();
+        assert!(social.store().streams().current(StreamKind::Presence) > position);
     }
 
     #[test]

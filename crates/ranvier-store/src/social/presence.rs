@@ -43,15 +43,13 @@ impl Store {
         txn.commit().await
     }
 
-    /// Every persisted presence that is not plain `offline` (loaded at startup).
-    pub async fn live_presence(&self) -> Result<Vec<PresenceRow>> {
-        let rows: Vec<(String, String, Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT user_id, state, status_msg, last_active_ts, stream_pos FROM presence
-             WHERE state <> 'offline' OR status_msg IS NOT NULL",
-        )
-        .fetch_all(self.pool())
-        .await
-        .context("load presence")?;
+    /// Every persisted presence (loaded at startup).
+    pub async fn all_presence(&self) -> Result<Vec<PresenceRow>> {
+        let rows: Vec<(String, String, Option<String>, i64, i64)> =
+            sqlx::query_as("SELECT user_id, state, status_msg, last_active_ts, stream_pos FROM presence")
+                .fetch_all(self.pool())
+                .await
+                .context("load presence")?;
         Ok(rows
             .into_iter()
             .map(|(user_id, state, status_msg, last_active_ts, stream_pos)| PresenceRow {
