@@ -2,19 +2,25 @@
 //! which also serve `displayname` and `avatar_url` (ruma's generic field endpoints cover the
 //! same paths as the older per-field ones).
 
-use axum::extract::State;
+use axum::{
+    body::Body,
+    extract::{FromRequest, FromRequestParts, RawPathParams, Request, State},
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
 use ranvier_core::Error;
-use ranvier_http::{ApiResult, Authed, Ruma, route};
+use ranvier_http::{ApiResult, Authed, Ruma, error_response, route};
 use ruma::api::client::profile::{
     ProfileFieldValue, delete_profile_field, get_profile, get_profile_field, set_profile_field,
 };
+use serde_json::Value;
 
 use crate::{AppState, ratelimit::RateLimitKind};
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<get_profile::v3::Request, _, _, _>(router, profile);
     let router = route::<get_profile_field::v3::Request, _, _, _>(router, get_field);
-    let router = route::<set_profile_field::v3::Request, _, _, _>(router, set_field);
+    let router = route::<set_profile_field::v3::Request, _, _, _>(router, set_field_or_missing_param);
     route::<delete_profile_field::v3::Request, _, _, _>(router, delete_field)
 }
 
@@ -37,8 +43,41 @@ async fn get_field(
     Ok(get_profile_field::v3::Response::new(value).into())
 }
 
+/// `PUT /profile/{userId}/{keyName}` whose body lacks `keyName` is `400 M_MISSING_PARAM`, as the
+/// spec lists (ruma's parser calls it bad JSON); everything else is the plain handler's.
+async fn set_field_or_missing_param(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let limit = state.config.limits.max_request_bytes;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return error_response(Error::too_large(format!("Request body exceeds {limit} bytes")));
+    };
+    let field = RawPathParams::from_request_parts(&mut parts, &state)
+        .await
+        .ok()
+        .and_then(|params| params.iter().last().map(|(_, value)| value.to_owned()));
+    let request = Request::from_parts(parts, Body::from(bytes.clone()));
+    match Authed::from_request(request, &state).await {
+        Ok(req) => set_field(&state, req).await.into_response(),
+        Err(rejection) => {
+            let response = rejection.into_response();
+            // Authentication comes first, so a 400 here is about the body.
+            let lacks_field = match (serde_json::from_slice::<Value>(&bytes), &field) {
+                (Ok(Value::Object(object)), Some(field)) => !object.contains_key(field),
+                _ => false,
+            };
+            if response.status() == StatusCode::BAD_REQUEST && lacks_field {
+                return error_response(Error::missing_param(format!(
+                    "The body must hold the `{}` field",
+                    field.unwrap_or_default()
+                )));
+            }
+            response
+        }
+    }
+}
+
 async fn set_field(
-    State(state): State<AppState>,
+    state: &AppState,
     req: Authed<set_profile_field::v3::Request>,
 ) -> ApiResult<set_profile_field::v3::Response> {
     // A display name or avatar change sends an event into every joined room.

@@ -153,7 +153,19 @@ async fn profile_errors(backend: Backend) {
         .assert_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     api.put(&profile_path(a, "displayname"), alice.token(), json!({ "other": "x" }))
         .await
-        .assert_status(StatusCode::BAD_REQUEST);
+        .assert_error(StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
+    api.put(&profile_path(a, "org.example.x"), alice.token(), json!({}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
+    api.send_raw("PUT", &profile_path(a, "displayname"), alice.token(), Some("[1]".to_owned()), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    api.send_raw("PUT", &profile_path(a, "displayname"), alice.token(), Some("{".to_owned()), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "M_NOT_JSON");
+    api.put(&profile_path(a, "displayname"), Some("nonsense"), json!({}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
     let big = json!({ "org.example.big": "x".repeat(40_000) });
     api.put(&profile_path(a, "org.example.big"), alice.token(), big).await.assert_status(StatusCode::OK);
     let bigger = json!({ "org.example.bigger": "y".repeat(30_000) });
