@@ -55,22 +55,33 @@ struct Inner {
     recent: changes::RecentEvents,
     /// End-to-end encryption data (to-device, device lists, key counts), when wired.
     e2ee: Option<ranvier_e2ee::E2ee>,
+    /// Typing, receipts, presence and unread counts, when wired.
+    social: Option<ranvier_social::Social>,
 }
 
 impl SyncService {
+    /// A sync service over rooms alone (timelines, state, account data).
     pub fn new(store: Store, rooms: Rooms) -> Self {
-        Self::build(store, rooms, None)
+        Self::build(store, rooms, None, None)
     }
 
-    /// A sync service whose responses carry end-to-end encryption data.
-    pub fn with_e2ee(store: Store, rooms: Rooms, e2ee: ranvier_e2ee::E2ee) -> Self {
-        Self::build(store, rooms, Some(e2ee))
+    /// A sync service whose responses also carry end-to-end encryption data (to-device,
+    /// device lists, key counts) and the social layer (typing, receipts, presence, unread
+    /// counts).
+    pub fn wired(store: Store, rooms: Rooms, e2ee: ranvier_e2ee::E2ee, social: ranvier_social::Social) -> Self {
+        Self::build(store, rooms, Some(e2ee), Some(social))
     }
 
-    fn build(store: Store, rooms: Rooms, e2ee: Option<ranvier_e2ee::E2ee>) -> Self {
+    fn build(
+        store: Store,
+        rooms: Rooms,
+        e2ee: Option<ranvier_e2ee::E2ee>,
+        social: Option<ranvier_social::Social>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 e2ee,
+                social,
                 rooms,
                 // About a million state entries (on the order of 100 MB) at most.
                 state_cache: cache::StateCache::new(1_000_000),

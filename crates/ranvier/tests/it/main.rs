@@ -12,6 +12,7 @@
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
+//! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
 
 mod durability;
 mod e2ee;
@@ -20,6 +21,7 @@ mod harness;
 mod registration;
 mod scenario;
 mod sdk;
+mod social;
 
 use std::path::Path;
 
