@@ -1,9 +1,23 @@
-//! End-to-end encryption with a real client: two `matrix-sdk` clients (with their Olm/Megolm
-//! machinery) share an encrypted room, and each decrypts what the other sends. The server only
-//! stores and relays keys and ciphertext; this checks that it does so exactly enough for a real
+//! End-to-end encryption with real clients: `matrix-sdk` clients (with their Olm/Megolm
+//! machinery) share encrypted rooms, verify each other, back up and restore keys, and the
+//! server's to-device and key-count plumbing is checked over raw HTTP. The server only stores
+//! and relays keys and ciphertext; these check that it does so exactly enough for a real
 //! client's cryptography to work end to end.
+//!
+//! # Layout
+//! - this file: the shared client helpers, and two users decrypting each other's messages.
+//! - [`verification`]: emoji (SAS) verification between two devices of one user, then
+//!   cross-signing and secret sharing.
+//! - [`backup`]: server-side key backup with recovery; a new device decrypts old history.
+//! - [`to_device`]: to-device delivery (exactly once, across `kill -9`), key counts and
+//!   device-list changes in raw `/sync` responses.
+//!
+//! `matrix-sdk` brings its own `ruma` (a different version from the server's); its types are
+//! only used with the SDK, and the raw-HTTP checks read plain JSON.
 
-use std::time::Duration;
+mod verification;
+
+use std::time::{Duration, Instant};
 
 use matrix_sdk::{
     Client,
@@ -19,6 +33,13 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::start;
+
+/// How long one `sync_once` may take before the test gives up on the server.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many rounds of syncs [`sync_until`] runs before it gives up.
+const MAX_SYNC_ROUNDS: usize = 20;
+/// How long [`sync_until`] may take in all.
+const SYNC_UNTIL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Log `name` in with a fresh `matrix-sdk` client (its own new device, in-memory stores).
 async fn login(server: &TestServer, name: &str) -> Client {
@@ -36,12 +57,35 @@ async fn login(server: &TestServer, name: &str) -> Client {
     client
 }
 
-/// One sync pass; `matrix-sdk` sends its pending key uploads, queries and claims around it.
+/// One sync pass; `matrix-sdk` sends its pending key uploads, queries, claims and to-device
+/// messages around it.
 async fn sync(client: &Client, server: &TestServer) {
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
-        .await
-        .unwrap_or_else(|e| panic!("sync_once: {e}\n{}", server.log_report()));
+    let pass = client.sync_once(SyncSettings::default().timeout(Duration::ZERO));
+    match tokio::time::timeout(SYNC_TIMEOUT, pass).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("sync_once: {e}\n{}", server.log_report()),
+        Err(_) => panic!("sync_once took longer than {SYNC_TIMEOUT:?}\n{}", server.log_report()),
+    }
+}
+
+/// Sync every client in turn until `done` holds: checked before each round and after the
+/// last. Panics, naming `what`, after [`MAX_SYNC_ROUNDS`] rounds or [`SYNC_UNTIL_TIMEOUT`].
+async fn sync_until(clients: &[&Client], server: &TestServer, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + SYNC_UNTIL_TIMEOUT;
+    for _ in 0..MAX_SYNC_ROUNDS {
+        if done().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        for client in clients {
+            sync(client, server).await;
+        }
+    }
+    if !done().await {
+        panic!("gave up waiting for {what} after {MAX_SYNC_ROUNDS} sync rounds\n{}", server.log_report());
+    }
 }
 
 /// Send `body` encrypted from `sender` into `room_id`; return the event id.
