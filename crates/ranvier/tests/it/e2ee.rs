@@ -15,6 +15,7 @@
 //! `matrix-sdk` brings its own `ruma` (a different version from the server's); its types are
 //! only used with the SDK, and the raw-HTTP checks read plain JSON.
 
+mod backup;
 mod verification;
 
 use std::time::{Duration, Instant};
@@ -88,6 +89,23 @@ async fn sync_until(clients: &[&Client], server: &TestServer, what: &str, mut do
     }
 }
 
+/// `owner` creates an encrypted room and invites `guest`, who joins; both then sync, so
+/// each knows the other is in it.
+async fn shared_encrypted_room(owner: &Client, guest: &Client, server: &TestServer) -> OwnedRoomId {
+    let guest_id: OwnedUserId = guest.user_id().expect("the guest is logged in").to_owned();
+    let mut request = CreateRoomRequest::new();
+    request.invite = vec![guest_id];
+    let room =
+        owner.create_room(request).await.unwrap_or_else(|e| panic!("create a room: {e}\n{}", server.log_report()));
+    room.enable_encryption().await.unwrap_or_else(|e| panic!("enable encryption: {e}\n{}", server.log_report()));
+    let room_id = room.room_id().to_owned();
+    sync(guest, server).await;
+    guest.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("join: {e}\n{}", server.log_report()));
+    sync(owner, server).await;
+    sync(guest, server).await;
+    room_id
+}
+
 /// Send `body` encrypted from `sender` into `room_id`; return the event id.
 async fn send_encrypted(sender: &Client, room_id: &OwnedRoomId, body: &str, server: &TestServer) -> OwnedEventId {
     let room = sender.get_room(room_id).unwrap_or_else(|| panic!("the sender knows room {room_id}"));
@@ -132,17 +150,7 @@ async fn encrypted_room_round_trip(backend: Backend) {
     sync(&alice, &server).await;
     sync(&bob, &server).await;
 
-    let bob_id: OwnedUserId = bob_account.user_id.as_str().try_into().expect("bob's user id");
-    let mut request = CreateRoomRequest::new();
-    request.invite = vec![bob_id];
-    let room =
-        alice.create_room(request).await.unwrap_or_else(|e| panic!("create a room: {e}\n{}", server.log_report()));
-    room.enable_encryption().await.unwrap_or_else(|e| panic!("enable encryption: {e}\n{}", server.log_report()));
-    let room_id = room.room_id().to_owned();
-    sync(&bob, &server).await;
-    bob.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("bob joins: {e}\n{}", server.log_report()));
-    sync(&alice, &server).await;
-    sync(&bob, &server).await;
+    let room_id = shared_encrypted_room(&alice, &bob, &server).await;
 
     // Alice to Bob: the room key travels to Bob's device as an Olm-encrypted to-device message.
     let from_alice = send_encrypted(&alice, &room_id, "the eagle lands at noon", &server).await;
