@@ -16,6 +16,7 @@
 //! only used with the SDK, and the raw-HTTP checks read plain JSON.
 
 mod backup;
+mod to_device;
 mod verification;
 
 use std::time::{Duration, Instant};
