@@ -116,6 +116,55 @@ fn emoji_of(sas: &SasVerification) -> Vec<(&'static str, &'static str)> {
     sas.emoji().expect("emoji are offered").iter().map(|emoji| (emoji.symbol, emoji.description)).collect()
 }
 
+/// Carry a verification `request` that `requester` sent through to the end: `responder`
+/// receives and accepts it, the requester starts SAS, the responder accepts that, both show
+/// the same emoji and both confirm. Every step travels through the server.
+async fn complete_sas(server: &TestServer, requester: &Client, request: VerificationRequest, responder: &Client) {
+    let requester_id = requester.user_id().expect("logged in").to_owned();
+    let flow_id = request.flow_id().to_owned();
+    let mut incoming: Option<VerificationRequest> = None;
+    sync_until(&[responder], server, "the verification request to arrive", async || {
+        incoming = responder.encryption().get_verification_request(&requester_id, &flow_id).await;
+        incoming.is_some()
+    })
+    .await;
+    let incoming = incoming.expect("the request arrived");
+    incoming.accept().await.unwrap_or_else(|e| panic!("accept the request: {e}\n{}", server.log_report()));
+    sync_until(&[requester], server, "the request to be accepted", async || request.is_ready()).await;
+
+    // The requester starts emoji verification; the responder accepts it.
+    let started = request
+        .start_sas()
+        .await
+        .unwrap_or_else(|e| panic!("start SAS: {e}\n{}", server.log_report()))
+        .expect("both devices support SAS");
+    let mut answered: Option<SasVerification> = None;
+    sync_until(&[responder], server, "the SAS start to arrive", async || {
+        answered = responder.encryption().get_verification(&requester_id, &flow_id).await.and_then(|v| v.sas());
+        answered.is_some()
+    })
+    .await;
+    let answered = answered.expect("the SAS started");
+    answered.accept().await.unwrap_or_else(|e| panic!("accept SAS: {e}\n{}", server.log_report()));
+    sync_until(&[requester, responder], server, "both devices to show emoji", async || {
+        answered.can_be_presented() && started.can_be_presented()
+    })
+    .await;
+
+    // The users compare the emoji: the same seven on both screens.
+    let (shown, seen) = (emoji_of(&started), emoji_of(&answered));
+    assert_eq!(shown.len(), 7);
+    assert_eq!(shown, seen, "both devices show the same emoji");
+    assert_eq!(started.decimals(), answered.decimals(), "and the same numbers");
+    started.confirm().await.unwrap_or_else(|e| panic!("confirm: {e}\n{}", server.log_report()));
+    answered.confirm().await.unwrap_or_else(|e| panic!("confirm: {e}\n{}", server.log_report()));
+    sync_until(&[requester, responder], server, "both verifications to finish", async || {
+        started.is_done() && answered.is_done()
+    })
+    .await;
+    assert!(!started.is_cancelled() && !answered.is_cancelled());
+}
+
 /// Alice's new device B verifies her older device A by comparing emoji; A then cross-signs B,
 /// and B receives the private cross-signing keys from A.
 async fn sas_verification_then_cross_signing(backend: Backend) {
@@ -140,53 +189,12 @@ async fn sas_verification_then_cross_signing(backend: Backend) {
     let b_seen_by_a = device_a.encryption().get_device(&user_id, &b_id).await.expect("crypto store").expect("B");
     assert!(!b_seen_by_a.is_verified(), "A does not trust B yet");
 
-    // B asks A to verify; the request travels as a to-device message.
+    // B asks A to verify; the flow travels as to-device messages.
     let b_request = a_seen_by_b
         .request_verification()
         .await
         .unwrap_or_else(|e| panic!("request verification: {e}\n{}", server.log_report()));
-    let flow_id = b_request.flow_id().to_owned();
-    let mut a_request: Option<VerificationRequest> = None;
-    sync_until(&[&device_a], &server, "A to receive the verification request", async || {
-        a_request = device_a.encryption().get_verification_request(&user_id, &flow_id).await;
-        a_request.is_some()
-    })
-    .await;
-    let a_request = a_request.expect("the request arrived");
-    a_request.accept().await.unwrap_or_else(|e| panic!("A accepts: {e}\n{}", server.log_report()));
-    sync_until(&[&device_b], &server, "B to see the request accepted", async || b_request.is_ready()).await;
-
-    // B starts emoji verification; A accepts it.
-    let b_sas = b_request
-        .start_sas()
-        .await
-        .unwrap_or_else(|e| panic!("start SAS: {e}\n{}", server.log_report()))
-        .expect("both devices support SAS");
-    let mut a_sas: Option<SasVerification> = None;
-    sync_until(&[&device_a], &server, "A to receive the SAS start", async || {
-        a_sas = device_a.encryption().get_verification(&user_id, &flow_id).await.and_then(|v| v.sas());
-        a_sas.is_some()
-    })
-    .await;
-    let a_sas = a_sas.expect("the SAS started");
-    a_sas.accept().await.unwrap_or_else(|e| panic!("A accepts SAS: {e}\n{}", server.log_report()));
-    sync_until(&[&device_b, &device_a], &server, "both devices to show emoji", async || {
-        a_sas.can_be_presented() && b_sas.can_be_presented()
-    })
-    .await;
-
-    // The users compare the emoji: the same seven on both screens.
-    let (a_emoji, b_emoji) = (emoji_of(&a_sas), emoji_of(&b_sas));
-    assert_eq!(a_emoji.len(), 7);
-    assert_eq!(a_emoji, b_emoji, "both devices show the same emoji");
-    assert_eq!(a_sas.decimals(), b_sas.decimals(), "and the same numbers");
-    b_sas.confirm().await.unwrap_or_else(|e| panic!("B confirms: {e}\n{}", server.log_report()));
-    a_sas.confirm().await.unwrap_or_else(|e| panic!("A confirms: {e}\n{}", server.log_report()));
-    sync_until(&[&device_b, &device_a], &server, "both verifications to finish", async || {
-        a_sas.is_done() && b_sas.is_done()
-    })
-    .await;
-    assert!(!a_sas.is_cancelled() && !b_sas.is_cancelled());
+    complete_sas(&server, &device_b, b_request, &device_a).await;
 
     // A signed B with its self-signing key; A sees that after the server reports the change.
     sync_until(&[&device_a], &server, "A to see B cross-signed", async || {
@@ -223,4 +231,97 @@ async fn sas_verification_then_cross_signing(backend: Backend) {
     assert_eq!(format!("ed25519:{}", own.master_key().get_first_key().expect("a master key").to_base64()), master_id);
 }
 
-backend_tests!(sas_verification_then_cross_signing);
+/// `/keys/query` for `target`'s keys as `requester`.
+async fn query_keys_of(server: &TestServer, requester: &User, target: &User) -> Value {
+    let body = json!({"device_keys": {target.user_id.as_str(): []}});
+    let (status, keys) =
+        server.request(Method::POST, "/_matrix/client/v3/keys/query", Some(&body), Some(&requester.access_token)).await;
+    assert_eq!(status, 200, "{keys}");
+    keys
+}
+
+/// Alice verifies bob (another user) in their direct chat, as Element does: afterwards each has
+/// signed the other's master key with their user-signing key, each sees the other as
+/// verified, and the server shows such a signature to its maker only.
+async fn user_verification_in_a_direct_chat(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let charlie = server.register("charlie").await;
+    let alice_client = login(&server, "alice").await;
+    let bob_client = login(&server, "bob").await;
+    for client in [&alice_client, &bob_client] {
+        sync(client, &server).await;
+        client
+            .encryption()
+            .bootstrap_cross_signing(None)
+            .await
+            .unwrap_or_else(|e| panic!("set up cross-signing: {e}\n{}", server.log_report()));
+    }
+    let (alice_id, _) = ids(&alice_client);
+    let (bob_id, _) = ids(&bob_client);
+
+    // They have a direct chat (the SDK records it in `m.direct` account data)...
+    let direct = alice_client
+        .create_dm(&bob_id)
+        .await
+        .unwrap_or_else(|e| panic!("create a direct chat: {e}\n{}", server.log_report()));
+    let room_id = direct.room_id().to_owned();
+    sync_until(&[&bob_client], &server, "bob to be invited to the direct chat", async || {
+        bob_client.get_room(&room_id).is_some()
+    })
+    .await;
+    bob_client.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("join: {e}\n{}", server.log_report()));
+    sync_until(&[&alice_client, &bob_client], &server, "each to know the other's devices", async || {
+        let alice_knows =
+            alice_client.encryption().get_user_devices(&bob_id).await.is_ok_and(|d| d.devices().count() > 0);
+        let bob_knows =
+            bob_client.encryption().get_user_devices(&alice_id).await.is_ok_and(|d| d.devices().count() > 0);
+        alice_knows && bob_knows && alice_client.get_dm_room(&bob_id).is_some()
+    })
+    .await;
+
+    // ...where alice asks to verify bob.
+    let bob_identity = alice_client
+        .encryption()
+        .get_user_identity(&bob_id)
+        .await
+        .unwrap_or_else(|e| panic!("bob's identity: {e}"))
+        .expect("bob has cross-signing keys");
+    assert!(!bob_identity.is_verified());
+    let request = bob_identity
+        .request_verification()
+        .await
+        .unwrap_or_else(|e| panic!("request verification: {e}\n{}", server.log_report()));
+    assert_eq!(request.room_id(), Some(room_id.as_ref()), "the request went into the direct chat");
+    complete_sas(&server, &alice_client, request, &bob_client).await;
+
+    // Each signed the other's master key; each sees the other verified once the server
+    // reports the signature (to its maker alone) as a device-list change.
+    sync_until(&[&alice_client, &bob_client], &server, "each to see the other verified", async || {
+        let alice_sees_bob = alice_client.encryption().get_user_identity(&bob_id).await.ok().flatten();
+        let bob_sees_alice = bob_client.encryption().get_user_identity(&alice_id).await.ok().flatten();
+        alice_sees_bob.is_some_and(|identity| identity.is_verified())
+            && bob_sees_alice.is_some_and(|identity| identity.is_verified())
+    })
+    .await;
+
+    let alice_keys = query_keys(&server, &alice).await;
+    let (alice_usk_id, alice_usk) = only_key(&alice_keys["user_signing_keys"][alice.user_id.as_str()]);
+    let bob_as_alice_sees = query_keys_of(&server, &alice, &bob).await;
+    let bob_master = &bob_as_alice_sees["master_keys"][bob.user_id.as_str()];
+    assert_signed_by(bob_master, &alice.user_id, &alice_usk_id, &alice_usk);
+    assert!(
+        bob_as_alice_sees["user_signing_keys"].get(bob.user_id.as_str()).is_none(),
+        "nobody but bob sees bob's user-signing key: {bob_as_alice_sees}"
+    );
+    let bob_as_charlie_sees = query_keys_of(&server, &charlie, &bob).await;
+    let master_for_charlie = &bob_as_charlie_sees["master_keys"][bob.user_id.as_str()];
+    assert_eq!(master_for_charlie["keys"], bob_master["keys"], "the same master key");
+    assert!(
+        master_for_charlie["signatures"].get(alice.user_id.as_str()).is_none(),
+        "alice's signature is hers to see: {master_for_charlie}"
+    );
+}
+
+backend_tests!(sas_verification_then_cross_signing, user_verification_in_a_direct_chat);
