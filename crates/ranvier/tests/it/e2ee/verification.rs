@@ -1,20 +1,28 @@
-//! Interactive emoji (SAS) verification between two devices of one user, over to-device
-//! messages, and what follows it: the older device cross-signs the newer one, the server
-//! shows that signature to everyone, and the newer device receives the private cross-signing
-//! keys by secret sharing.
+//! Interactive emoji (SAS) verification, driven by `matrix-sdk` clients through the server,
+//! and what it unlocks:
+//! - between two devices of one user, over to-device messages: the older device cross-signs
+//!   the newer one, the server shows that signature to everyone, the newer device receives
+//!   the private cross-signing keys by secret sharing, and the key of a message sent before
+//!   it existed by key forwarding;
+//! - between two users, in their direct chat: each signs the other's master key with their
+//!   user-signing key, and the server shows such a signature to its maker only.
 //!
 //! Before that, the older device sets up cross-signing: the first upload needs no
 //! user-interactive auth (spec v1.11), replacing the keys needs the account password.
 
 use matrix_sdk::{
     Client,
+    deserialized_responses::TimelineEventKind,
     encryption::{
         CrossSigningResetAuthType,
         verification::{SasVerification, VerificationRequest},
     },
     ruma::{
         OwnedDeviceId, OwnedUserId,
-        api::client::uiaa::{AuthData, AuthType, MatrixUserIdentifier, Password, UserIdentifier},
+        api::client::{
+            room::create_room::v3::Request as CreateRoomRequest,
+            uiaa::{AuthData, AuthType, MatrixUserIdentifier, Password, UserIdentifier},
+        },
     },
 };
 use ranvier_test::{Backend, TestServer, User, backend_tests, password_for};
@@ -26,7 +34,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{login, sync, sync_until};
+use super::{assert_decrypts, login, send_encrypted, sync, sync_until};
 use crate::start;
 
 /// A device of alice's as the SDK and the server name it.
@@ -174,6 +182,15 @@ async fn sas_verification_then_cross_signing(backend: Backend) {
     sync(&device_a, &server).await;
     let master_id = set_up_cross_signing(&server, &device_a, &alice).await;
 
+    // Something A says in an encrypted room before B exists: B was sent no key for it.
+    let room = device_a
+        .create_room(CreateRoomRequest::new())
+        .await
+        .unwrap_or_else(|e| panic!("create a room: {e}\n{}", server.log_report()));
+    room.enable_encryption().await.unwrap_or_else(|e| panic!("enable encryption: {e}\n{}", server.log_report()));
+    let room_id = room.room_id().to_owned();
+    let before_b = send_encrypted(&device_a, &room_id, "said before B existed", &server).await;
+
     // A second device logs in later; each learns of the other through device-list changes.
     let device_b = login(&server, "alice").await;
     let (user_id, a_id) = ids(&device_a);
@@ -188,6 +205,13 @@ async fn sas_verification_then_cross_signing(backend: Backend) {
     assert!(!a_seen_by_b.is_verified(), "B does not trust A before verifying it");
     let b_seen_by_a = device_a.encryption().get_device(&user_id, &b_id).await.expect("crypto store").expect("B");
     assert!(!b_seen_by_a.is_verified(), "A does not trust B yet");
+    let old_room = device_b.get_room(&room_id).expect("B knows alice's room");
+    let first_try = old_room.event(&before_b, None).await.unwrap_or_else(|e| panic!("fetch: {e}"));
+    assert!(
+        matches!(first_try.kind, TimelineEventKind::UnableToDecrypt { .. }),
+        "B cannot read the old message yet: {:?}",
+        first_try.kind
+    );
 
     // B asks A to verify; the flow travels as to-device messages.
     let b_request = a_seen_by_b
@@ -229,6 +253,14 @@ async fn sas_verification_then_cross_signing(backend: Backend) {
     let own = device_b.encryption().get_user_identity(&user_id).await.expect("crypto store").expect("B knows alice");
     assert!(own.is_verified(), "B trusts alice's identity");
     assert_eq!(format!("ed25519:{}", own.master_key().get_first_key().expect("a master key").to_base64()), master_id);
+
+    // B asked its own devices for the key of the old message; A, which trusts B now, forwards
+    // it over Olm, and B decrypts.
+    sync_until(&[&device_b, &device_a], &server, "A to forward the room key to B", async || {
+        old_room.event(&before_b, None).await.is_ok_and(|event| matches!(event.kind, TimelineEventKind::Decrypted(_)))
+    })
+    .await;
+    assert_decrypts(&device_b, &room_id, &before_b, "said before B existed", &server).await;
 }
 
 /// `/keys/query` for `target`'s keys as `requester`.
