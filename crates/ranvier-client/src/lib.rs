@@ -24,6 +24,7 @@ pub mod directory;
 pub mod discovery;
 pub mod filter;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod message;
 pub mod presence;
@@ -56,6 +57,7 @@ pub struct Services {
     pub sync: SyncService,
     pub e2ee: ranvier_e2ee::E2ee,
     pub social: ranvier_social::Social,
+    pub media: ranvier_media::Media,
     pub auth: auth::Auth,
     pub ratelimit: ratelimit::RateLimiter,
 }
@@ -77,8 +79,9 @@ impl Services {
         let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
         let sync = SyncService::with_e2ee(store.clone(), rooms.clone(), e2ee.clone());
         let social = ranvier_social::Social::new(store.clone(), rooms.clone());
+        let media = ranvier_media::Media::new(store.clone());
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
-        Ok(Self { config, server_name, store, rooms, sync, e2ee, social, auth: Default::default(), ratelimit })
+        Ok(Self { config, server_name, store, rooms, sync, e2ee, social, media, auth: Default::default(), ratelimit })
     }
 }
 
@@ -120,6 +123,7 @@ pub fn router(state: AppState) -> Router {
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);
+    let router = media::routes(router);
     let router = alias::routes(router);
     let router = directory::routes(router);
     let router = presence::routes(router);

@@ -23,6 +23,7 @@ pub mod accounts;
 pub mod e2ee;
 pub mod events;
 pub mod filters;
+pub mod media;
 pub mod migrate;
 pub mod persist;
 pub mod registration_tokens;

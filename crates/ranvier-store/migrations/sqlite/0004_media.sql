@@ -1,0 +1,2 @@
+-- Ranvier schema, version 4: the media repository. Keep sqlite/ and postgres/ identical.
+SELECT 1;

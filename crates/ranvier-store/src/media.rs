@@ -1,0 +1,1 @@
+//! Storage of media metadata: uploads, thumbnails, quarantine, scan results.
