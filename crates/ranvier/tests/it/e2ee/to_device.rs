@@ -2,7 +2,10 @@
 //! exactly once and survive `kill -9`; the one-time key counts, unused fallback key types and
 //! device-list changes are what clients decide their key uploads and queries from.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use ranvier_test::{Backend, TestServer, User, backend_tests, encode, password_for, txn_id};
 use reqwest::Method;
@@ -341,4 +344,147 @@ async fn device_list_changes_in_sync(backend: Backend) {
     assert_eq!(lists_since(&server, &alice, &mut alice_token).await, (vec![bob.user_id.clone()], vec![]));
 }
 
-backend_tests!(to_device_exactly_once_across_kill, key_counts_in_sync, device_list_changes_in_sync);
+/// A long-polling sync wakes up for a to-device message for its device and for a device-list
+/// change it must hear of, and keeps waiting through a message for another device.
+async fn long_poll_wakes_for_e2ee_news(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let bob_phone = server.login("bob", &password_for("bob")).await;
+    let room = server.create_room(&alice, json!({})).await;
+    server.invite(&alice, &room, &bob.user_id).await;
+    server.join(&bob, &room).await;
+    let mut bob_token = next_batch(&server.sync(&bob, None, None).await);
+    let mut alice_token = next_batch(&server.sync(&alice, None, None).await);
+    let bob_id = bob.user_id.as_str();
+
+    // A message for bob's phone is no news for bob's first device: it waits out its timeout.
+    let started = Instant::now();
+    let (quiet, ()) = tokio::join!(server.sync_with_timeout(&bob, Some(&bob_token), None, 1_500), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send_to_device(&server, &alice, &txn_id(), json!({ bob_id: { bob_phone.device_id.as_str(): {"n": 1} } })).await;
+    });
+    assert!(started.elapsed() >= Duration::from_millis(1_400), "the sync waited: {:?}", started.elapsed());
+    assert!(to_device_events(&quiet).is_empty(), "{quiet}");
+    bob_token = next_batch(&quiet);
+
+    // A message for it ends the wait at once.
+    let started = Instant::now();
+    let (woken, ()) = tokio::join!(server.sync_with_timeout(&bob, Some(&bob_token), None, 20_000), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send_to_device(&server, &alice, &txn_id(), json!({ bob_id: { bob.device_id.as_str(): {"n": 2} } })).await;
+    });
+    assert!(started.elapsed() < Duration::from_secs(10), "woken early: {:?}", started.elapsed());
+    assert_eq!(markers(&to_device_events(&woken), &alice), vec![2], "{woken}");
+
+    // So does bob uploading device keys, for alice, who shares a room with him.
+    let device = TestDevice::new(&bob);
+    let started = Instant::now();
+    let (woken, ()) = tokio::join!(server.sync_with_timeout(&alice, Some(&alice_token), None, 20_000), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        device.upload(&server, json!({"device_keys": device.device_keys()})).await;
+    });
+    assert!(started.elapsed() < Duration::from_secs(10), "woken early: {:?}", started.elapsed());
+    assert_eq!(device_lists(&woken), (vec![bob.user_id.clone()], vec![]), "{woken}");
+    alice_token = next_batch(&woken);
+    let phone = server.sync(&bob_phone, None, None).await;
+    assert_eq!(markers(&to_device_events(&phone), &alice), vec![1], "the phone's message waited for it: {phone}");
+    assert_eq!(lists_since(&server, &alice, &mut alice_token).await, (vec![], vec![]));
+}
+
+/// Delete `device` of `user` with the password, through user-interactive auth.
+async fn delete_device(server: &TestServer, user: &User, device: &str) {
+    let path = format!("/_matrix/client/v3/devices/{}", encode(device));
+    let (status, challenge) = server.request(Method::DELETE, &path, Some(&json!({})), Some(&user.access_token)).await;
+    assert_eq!(status, 401, "{challenge}");
+    let localpart = user.user_id.trim_start_matches('@').split(':').next().expect("a localpart");
+    let auth = json!({"auth": {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": localpart},
+        "password": password_for(localpart),
+        "session": challenge["session"],
+    }});
+    let (status, reply) = server.request(Method::DELETE, &path, Some(&auth), Some(&user.access_token)).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// The device ids `/keys/query` shows for `user` to `requester`.
+async fn queried_devices(server: &TestServer, requester: &User, user: &User) -> BTreeSet<String> {
+    let body = json!({"device_keys": {user.user_id.as_str(): []}});
+    let (status, keys) =
+        server.request(Method::POST, "/_matrix/client/v3/keys/query", Some(&body), Some(&requester.access_token)).await;
+    assert_eq!(status, 200, "{keys}");
+    keys["device_keys"][user.user_id.as_str()]
+        .as_object()
+        .map(|devices| devices.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Deleting a device or logging it out removes its keys and its inbox, and everyone sharing a
+/// room with its user hears of it.
+async fn removed_devices_leave_no_keys(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let bob_laptop = server.login("bob", &password_for("bob")).await;
+    let bob_tablet = server.login("bob", &password_for("bob")).await;
+    let room = server.create_room(&alice, json!({})).await;
+    server.invite(&alice, &room, &bob.user_id).await;
+    server.join(&bob, &room).await;
+    for user in [&bob, &bob_laptop, &bob_tablet] {
+        let device = TestDevice::new(user);
+        device
+            .upload(&server, json!({"device_keys": device.device_keys(), "one_time_keys": device.one_time_keys(0, 2)}))
+            .await;
+    }
+    let all: BTreeSet<String> = [&bob, &bob_laptop, &bob_tablet].iter().map(|user| user.device_id.clone()).collect();
+    assert_eq!(queried_devices(&server, &alice, &bob).await, all);
+    let mut alice_token = next_batch(&server.sync(&alice, None, None).await);
+
+    // A message waits for the laptop, which is then deleted; the tablet logs out.
+    send_to_device(
+        &server,
+        &alice,
+        &txn_id(),
+        json!({ bob.user_id.as_str(): { bob_laptop.device_id.as_str(): {"n": 1} } }),
+    )
+    .await;
+    delete_device(&server, &bob, &bob_laptop.device_id).await;
+    assert_eq!(lists_since(&server, &alice, &mut alice_token).await, (vec![bob.user_id.clone()], vec![]));
+    let (status, reply) = server
+        .request(Method::POST, "/_matrix/client/v3/logout", Some(&json!({})), Some(&bob_tablet.access_token))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(lists_since(&server, &alice, &mut alice_token).await, (vec![bob.user_id.clone()], vec![]));
+    assert_eq!(queried_devices(&server, &alice, &bob).await, BTreeSet::from([bob.device_id.clone()]));
+
+    // Their one-time keys are gone: a claim finds none.
+    for gone in [&bob_laptop, &bob_tablet] {
+        assert!(claim(&server, &alice, gone).await.is_empty(), "{} has no keys left", gone.device_id);
+    }
+    // A device that logs in again under the laptop's id starts with an empty inbox.
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "bob"},
+        "password": password_for("bob"),
+        "device_id": bob_laptop.device_id,
+    });
+    let (status, login) = server.request(Method::POST, "/_matrix/client/v3/login", Some(&body), None).await;
+    assert_eq!(status, 200, "{login}");
+    let again = User {
+        user_id: bob.user_id.clone(),
+        access_token: login["access_token"].as_str().expect("a token").to_owned(),
+        device_id: bob_laptop.device_id.clone(),
+    };
+    let sync = server.sync(&again, None, None).await;
+    assert!(to_device_events(&sync).is_empty(), "the deleted device's messages went with it: {sync}");
+    assert_eq!(otk_count(&sync), 0, "{sync}");
+}
+
+backend_tests!(
+    to_device_exactly_once_across_kill,
+    key_counts_in_sync,
+    device_list_changes_in_sync,
+    long_poll_wakes_for_e2ee_news,
+    removed_devices_leave_no_keys
+);
