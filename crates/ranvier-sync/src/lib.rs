@@ -188,7 +188,7 @@ impl SyncService {
                     {
                         continue;
                     }
-                    return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
+                    return self.quiet_response(&request, now).await;
                 }
             }
             if has_news || request.full_state {
@@ -198,17 +198,29 @@ impl SyncService {
                 }
                 since = Some(now);
             } else if request.timeout.is_zero() {
-                return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
+                return self.quiet_response(&request, now).await;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 // The deadline passed (or the store is shutting down): nothing new.
-                _ => {
-                    let token = since.unwrap_or(now);
-                    return Ok(SyncResponse { next_batch: token.to_string(), ..Default::default() });
-                }
+                _ => return self.quiet_response(&request, since.unwrap_or(now)).await,
             }
         }
+    }
+
+    /// The answer of a pass that found nothing new, with `next_batch` at `token` (no stream
+    /// the user cares about moved between the request's `since` and `token`). End-to-end
+    /// encryption still has its say: the to-device messages the client acknowledged by
+    /// sending `since` are deleted, and the key counts clients expect in every response are
+    /// filled in.
+    async fn quiet_response(&self, request: &SyncRequest, token: StreamToken) -> Result<SyncResponse> {
+        let mut response = SyncResponse { next_batch: token.to_string(), ..Default::default() };
+        if let Some(e2ee) = &self.inner.e2ee {
+            let data = e2ee.quiet_sync_data(&request.user_id, &request.device_id, request.since.as_ref()).await?;
+            response.device_one_time_keys_count = Some(data.one_time_keys_count);
+            response.device_unused_fallback_key_types = Some(data.unused_fallback_key_types);
+        }
+        Ok(response)
     }
 }
 

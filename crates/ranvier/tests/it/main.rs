@@ -8,7 +8,9 @@
 //! - [`harness`]: the harness itself (start, restart, logs, backends).
 //! - [`errors`]: exact error codes and statuses, and no 5xx for malformed input.
 //! - [`durability`]: acknowledged events survive `kill -9`.
-//! - [`e2ee`]: two `matrix-sdk` clients exchange end-to-end encrypted messages.
+//! - [`e2ee`]: end-to-end encryption with `matrix-sdk` clients (encrypted rooms, emoji
+//!   verification, cross-signing, key backup and recovery) and its `/sync` plumbing over raw
+//!   HTTP (to-device delivery, key counts, device lists).
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
