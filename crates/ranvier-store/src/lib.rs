@@ -157,7 +157,16 @@ impl Store {
             Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
             Backend::Postgres => None,
         };
-        let txn = self.inner.pool.begin().await.context("begin transaction")?;
+        // On SQLite, BEGIN IMMEDIATE takes the database's write lock at once, waiting under
+        // busy_timeout. A deferred BEGIN would take it only at the first write, and SQLite
+        // refuses to upgrade a read transaction while another connection still holds the lock
+        // (for example one whose abandoned transaction is still being rolled back) instead of
+        // waiting for it.
+        let txn = match self.inner.backend {
+            Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.inner.pool.begin().await,
+        }
+        .context("begin transaction")?;
         Ok(WriteTxn { txn, _writer: writer })
     }
 }

@@ -354,8 +354,11 @@ async fn long_poll_wakes_for_e2ee_news(backend: Backend) {
     let room = server.create_room(&alice, json!({})).await;
     server.invite(&alice, &room, &bob.user_id).await;
     server.join(&bob, &room).await;
-    let mut bob_token = next_batch(&server.sync(&bob, None, None).await);
+    // Syncing brings both users online, which is news to the other; settle presence first so
+    // that only the end-to-end encryption news below can end a wait.
     let mut alice_token = next_batch(&server.sync(&alice, None, None).await);
+    let mut bob_token = next_batch(&server.sync(&bob, None, None).await);
+    alice_token = next_batch(&server.sync(&alice, Some(&alice_token), None).await);
     let bob_id = bob.user_id.as_str();
 
     // A message for bob's phone is no news for bob's first device: it waits out its timeout.
