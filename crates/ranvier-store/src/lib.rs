@@ -157,11 +157,11 @@ impl Store {
             Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
             Backend::Postgres => None,
         };
-        // On SQLite, BEGIN IMMEDIATE takes the database's write lock at once, waiting under
-        // busy_timeout. A deferred BEGIN would take it only at the first write, and SQLite
-        // refuses to upgrade a read transaction while another connection still holds the lock
-        // (for example one whose abandoned transaction is still being rolled back) instead of
-        // waiting for it.
+        // A write transaction dropped without commit releases the writer lock at once, but sqlx
+        // only queues its rollback, so its connection may still hold SQLite's write lock. A
+        // deferred transaction that read first would then fail with SQLITE_BUSY at its first
+        // write, without waiting; BEGIN IMMEDIATE takes the write lock up front, where the busy
+        // timeout applies, and so waits for the rollback instead.
         let txn = match self.inner.backend {
             Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.inner.pool.begin().await,
