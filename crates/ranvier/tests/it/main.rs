@@ -15,6 +15,8 @@
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
 //! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
+//! - [`social_sdk`]: the social layer driven by `matrix-sdk` clients (profiles, typing,
+//!   receipts, presence, tags, aliases and directories, knocking, restricted joins, upgrades).
 
 mod durability;
 mod e2ee;
@@ -24,6 +26,7 @@ mod registration;
 mod scenario;
 mod sdk;
 mod social;
+mod social_sdk;
 
 use std::path::Path;
 
