@@ -9,12 +9,23 @@
 use std::time::Duration;
 
 use matrix_sdk::{
-    Client, RoomMemberships,
+    Client, RoomMemberships, RoomState,
     config::SyncSettings,
     room::Receipts,
     ruma::{
-        OwnedRoomId, OwnedUserId,
-        api::client::{receipt::create_receipt::v3::ReceiptType, room::create_room::v3::Request as CreateRoomRequest},
+        OwnedRoomAliasId, OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId, RoomVersionId,
+        api::client::{
+            directory::{
+                get_public_rooms_filtered::v3::Request as PublicRoomsFilteredRequest,
+                set_room_visibility::v3::Request as SetVisibilityRequest,
+            },
+            receipt::create_receipt::v3::ReceiptType,
+            room::{
+                Visibility, create_room::v3::Request as CreateRoomRequest,
+                upgrade_room::v3::Request as UpgradeRoomRequest,
+            },
+        },
+        directory::PublicRoomsChunk,
         events::{
             receipt::ReceiptThread,
             room::message::RoomMessageEventContent,
@@ -323,9 +334,216 @@ async fn account_data_and_tags(backend: Backend) {
     assert!(bob_room.tags().await.unwrap_or_else(|e| panic!("tags: {e}")).unwrap_or_default().is_empty());
 }
 
+/// Ask the public room directory for rooms matching `term`, as the SDK does.
+async fn search_directory(client: &Client, server: &TestServer, term: &str) -> Vec<PublicRoomsChunk> {
+    let mut request = PublicRoomsFilteredRequest::new();
+    request.filter.generic_search_term = Some(term.to_owned());
+    client
+        .public_rooms_filtered(request)
+        .await
+        .unwrap_or_else(|e| panic!("search the directory for {term}: {e}\n{}", server.log_report()))
+        .chunk
+}
+
+/// An alias made with the room resolves and joins; published rooms are listed and searchable;
+/// the user directory finds people by name.
+async fn aliases_and_directories(backend: Backend) {
+    let server = start(backend).await;
+    let alice = login(&server, "alice").await;
+    let bob = login(&server, "bob").await;
+    sync(&alice, &server).await;
+
+    let mut request = CreateRoomRequest::new();
+    request.room_alias_name = Some("lounge".to_owned());
+    request.name = Some("The Lounge".to_owned());
+    request.topic = Some("Sofas and chatter".to_owned());
+    request.visibility = Visibility::Public;
+    let lounge = alice.create_room(request).await.unwrap_or_else(|e| panic!("create: {e}\n{}", server.log_report()));
+    let alias = OwnedRoomAliasId::try_from(format!("#lounge:{}", server.server_name()))
+        .unwrap_or_else(|e| panic!("alias: {e}"));
+
+    let resolved = bob.resolve_room_alias(&alias).await.unwrap_or_else(|e| panic!("resolve: {e}\n{}", server.log_report()));
+    assert_eq!(resolved.room_id, lounge.room_id());
+    assert!(resolved.servers.iter().any(|name| name.as_str() == server.server_name()), "{:?}", resolved.servers);
+    let missing = OwnedRoomAliasId::try_from(format!("#nowhere:{}", server.server_name()))
+        .unwrap_or_else(|e| panic!("alias: {e}"));
+    let error = bob.resolve_room_alias(&missing).await.expect_err("an unknown alias does not resolve");
+    assert_eq!(error.as_client_api_error().map(|e| e.status_code.as_u16()), Some(404), "{error}");
+
+    let joined = bob
+        .join_room_by_id_or_alias(&OwnedRoomOrAliasId::from(alias.clone()), &[])
+        .await
+        .unwrap_or_else(|e| panic!("join by alias: {e}\n{}", server.log_report()));
+    assert_eq!(joined.room_id(), lounge.room_id());
+    assert_eq!(joined.state(), RoomState::Joined);
+    sync(&bob, &server).await;
+    let bob_lounge = bob.get_room(lounge.room_id()).unwrap_or_else(|| panic!("bob has the lounge"));
+    assert_eq!(bob_lounge.canonical_alias().as_ref(), Some(&alias), "the alias is canonical");
+
+    // The public room is listed, with its members counted.
+    let listed = bob.public_rooms(Some(10), None, None).await.unwrap_or_else(|e| panic!("public rooms: {e}"));
+    let entry = listed
+        .chunk
+        .iter()
+        .find(|room| room.room_id == lounge.room_id())
+        .unwrap_or_else(|| panic!("the lounge is listed: {:?}", listed.chunk));
+    assert_eq!(entry.name.as_deref(), Some("The Lounge"));
+    assert_eq!(entry.topic.as_deref(), Some("Sofas and chatter"));
+    assert_eq!(entry.canonical_alias.as_ref(), Some(&alias));
+    assert_eq!(u64::from(entry.num_joined_members), 2);
+
+    // A private room is not listed until it is published.
+    let mut request = CreateRoomRequest::new();
+    request.name = Some("Hidden Garden".to_owned());
+    let garden = alice.create_room(request).await.unwrap_or_else(|e| panic!("create: {e}"));
+    assert!(search_directory(&bob, &server, "garden").await.is_empty(), "an unpublished room is not listed");
+    alice
+        .send(SetVisibilityRequest::new(garden.room_id().to_owned(), Visibility::Public))
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}\n{}", server.log_report()));
+    let found = search_directory(&bob, &server, "garden").await;
+    let ids: Vec<&str> = found.iter().map(|room| room.room_id.as_str()).collect();
+    assert_eq!(ids, [garden.room_id().as_str()], "the search finds just the garden");
+    let found = search_directory(&bob, &server, "SOFAS").await;
+    let ids: Vec<&str> = found.iter().map(|room| room.room_id.as_str()).collect();
+    assert_eq!(ids, [lounge.room_id().as_str()], "the search matches topics, ignoring case");
+
+    // The user directory finds bob by display name and by user id.
+    bob.account().set_display_name(Some("Bobby Tables")).await.unwrap_or_else(|e| panic!("set name: {e}"));
+    let results = alice.search_users("bobby", 10).await.unwrap_or_else(|e| panic!("search users: {e}"));
+    let hit = results
+        .results
+        .iter()
+        .find(|user| user.user_id == user_id(&bob))
+        .unwrap_or_else(|| panic!("bob is found by name: {:?}", results.results));
+    assert_eq!(hit.display_name.as_deref(), Some("Bobby Tables"));
+    assert!(results.results.iter().all(|user| user.user_id != user_id(&alice)), "{:?}", results.results);
+    let results = alice.search_users("bob", 10).await.unwrap_or_else(|e| panic!("search users: {e}"));
+    assert!(results.results.iter().any(|user| user.user_id == user_id(&bob)), "{:?}", results.results);
+    let results = alice.search_users("zebedee", 10).await.unwrap_or_else(|e| panic!("search users: {e}"));
+    assert!(results.results.is_empty(), "nobody matches: {:?}", results.results);
+}
+
+/// The path of one state event of `room_id`.
+fn state_path(room_id: &str, event_type: &str, state_key: &str) -> String {
+    format!("/_matrix/client/v3/rooms/{}/state/{}/{}", encode(room_id), encode(event_type), encode(state_key))
+}
+
+/// Set `room_id`'s join rules over raw HTTP with `client`'s token.
+async fn set_join_rules(server: &TestServer, client: &Client, room_id: &OwnedRoomId, content: Value) {
+    let path = state_path(room_id.as_str(), "m.room.join_rules", "");
+    server.expect_ok(Method::PUT, &path, Some(&content), Some(&token(client))).await;
+}
+
+/// A knock reaches the room's members, and an invite answers it; a restricted room admits the
+/// members of the room it names and nobody else.
+async fn knocking_and_restricted_joins(backend: Backend) {
+    let server = start(backend).await;
+    let alice = login(&server, "alice").await;
+    let bob = login(&server, "bob").await;
+    let carol = login(&server, "carol").await;
+    sync(&alice, &server).await;
+
+    let knockable = alice.create_room(CreateRoomRequest::new()).await.unwrap_or_else(|e| panic!("create: {e}"));
+    let room_id = knockable.room_id().to_owned();
+    set_join_rules(&server, &alice, &room_id, json!({"join_rule": "knock"})).await;
+
+    let error = bob.join_room_by_id(&room_id).await.expect_err("a knock room is not open");
+    assert_eq!(error.as_client_api_error().map(|e| e.status_code.as_u16()), Some(403), "{error}");
+    let knocked = bob
+        .knock(OwnedRoomOrAliasId::from(room_id.clone()), Some("let me in".to_owned()), vec![])
+        .await
+        .unwrap_or_else(|e| panic!("knock: {e}\n{}", server.log_report()));
+    assert_eq!(knocked.state(), RoomState::Knocked);
+
+    sync(&alice, &server).await;
+    let member = knockable
+        .get_member_no_sync(&user_id(&bob))
+        .await
+        .unwrap_or_else(|e| panic!("member: {e}"))
+        .unwrap_or_else(|| panic!("alice's client knows bob's knock"));
+    assert_eq!(member.membership().as_str(), "knock");
+    assert_eq!(member.event().reason(), Some("let me in"));
+
+    knockable.invite_user_by_id(&user_id(&bob)).await.unwrap_or_else(|e| panic!("invite: {e}"));
+    sync(&bob, &server).await;
+    assert_eq!(bob.get_room(&room_id).map(|room| room.state()), Some(RoomState::Invited));
+    let joined = bob.join_room_by_id(&room_id).await.unwrap_or_else(|e| panic!("join: {e}\n{}", server.log_report()));
+    assert_eq!(joined.state(), RoomState::Joined);
+
+    // The restricted room admits members of the knock room (bob) but not carol.
+    let mut request = CreateRoomRequest::new();
+    request.name = Some("Members only".to_owned());
+    let restricted = alice.create_room(request).await.unwrap_or_else(|e| panic!("create: {e}"));
+    let restricted_id = restricted.room_id().to_owned();
+    set_join_rules(
+        &server,
+        &alice,
+        &restricted_id,
+        json!({"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": room_id}]}),
+    )
+    .await;
+    let error = carol.join_room_by_id(&restricted_id).await.expect_err("carol is in no allowed room");
+    assert_eq!(error.as_client_api_error().map(|e| e.status_code.as_u16()), Some(403), "{error}");
+    let joined = bob
+        .join_room_by_id(&restricted_id)
+        .await
+        .unwrap_or_else(|e| panic!("restricted join: {e}\n{}", server.log_report()));
+    assert_eq!(joined.state(), RoomState::Joined);
+    let path = state_path(restricted_id.as_str(), "m.room.member", user_id(&bob).as_str());
+    let membership = server.expect_ok(Method::GET, &path, None, Some(&token(&bob))).await;
+    assert_eq!(membership["membership"], "join");
+    assert_eq!(
+        membership["join_authorised_via_users_server"],
+        user_id(&alice).as_str(),
+        "a restricted join names the member who authorised it: {membership}"
+    );
+}
+
+/// Upgrading a room tombstones it; the SDK sees the successor in the old room and the
+/// predecessor in the new one, and the other member can follow.
+async fn upgrade_seen_by_the_sdk(backend: Backend) {
+    let server = start(backend).await;
+    let alice = login(&server, "alice").await;
+    let bob = login(&server, "bob").await;
+    let mut request = CreateRoomRequest::new();
+    request.name = Some("Old house".to_owned());
+    let old_id = shared_room(&server, &alice, &bob, request).await;
+
+    let response = alice
+        .send(UpgradeRoomRequest::new(old_id.clone(), RoomVersionId::V12))
+        .await
+        .unwrap_or_else(|e| panic!("upgrade: {e}\n{}", server.log_report()));
+    let new_id = response.replacement_room;
+    assert_ne!(new_id, old_id);
+
+    sync(&bob, &server).await;
+    let old_room = bob.get_room(&old_id).unwrap_or_else(|| panic!("bob has the old room"));
+    let successor = old_room.successor_room().unwrap_or_else(|| panic!("the old room has a tombstone"));
+    assert_eq!(successor.room_id, new_id);
+    assert!(old_room.is_tombstoned());
+
+    let new_room =
+        bob.join_room_by_id(&new_id).await.unwrap_or_else(|e| panic!("follow the upgrade: {e}\n{}", server.log_report()));
+    sync(&bob, &server).await;
+    let predecessor = new_room.predecessor_room().unwrap_or_else(|| panic!("the new room names its predecessor"));
+    assert_eq!(predecessor.room_id, old_id);
+    assert_eq!(new_room.name().as_deref(), Some("Old house"), "the name carries over");
+
+    // Only those with power to do so may upgrade.
+    let error = bob
+        .send(UpgradeRoomRequest::new(new_id.clone(), RoomVersionId::V12))
+        .await
+        .expect_err("bob may not upgrade");
+    assert_eq!(error.as_client_api_error().map(|e| e.status_code.as_u16()), Some(403), "{error}");
+}
+
 backend_tests!(
     profiles_reach_the_member_list,
     typing_receipts_and_unread_counts,
     presence_through_sync,
-    account_data_and_tags
+    account_data_and_tags,
+    aliases_and_directories,
+    knocking_and_restricted_joins,
+    upgrade_seen_by_the_sdk
 );
