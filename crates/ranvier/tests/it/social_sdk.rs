@@ -21,7 +21,7 @@ use matrix_sdk::{
             },
             receipt::create_receipt::v3::ReceiptType,
             room::{
-                Visibility, create_room::v3::Request as CreateRoomRequest,
+                Visibility, create_room::v3::Request as CreateRoomRequest, create_room::v3::RoomPreset,
                 upgrade_room::v3::Request as UpgradeRoomRequest,
             },
         },
@@ -362,7 +362,8 @@ async fn aliases_and_directories(backend: Backend) {
     let alias = OwnedRoomAliasId::try_from(format!("#lounge:{}", server.server_name()))
         .unwrap_or_else(|e| panic!("alias: {e}"));
 
-    let resolved = bob.resolve_room_alias(&alias).await.unwrap_or_else(|e| panic!("resolve: {e}\n{}", server.log_report()));
+    let resolved =
+        bob.resolve_room_alias(&alias).await.unwrap_or_else(|e| panic!("resolve: {e}\n{}", server.log_report()));
     assert_eq!(resolved.room_id, lounge.room_id());
     assert!(resolved.servers.iter().any(|name| name.as_str() == server.server_name()), "{:?}", resolved.servers);
     let missing = OwnedRoomAliasId::try_from(format!("#nowhere:{}", server.server_name()))
@@ -392,9 +393,10 @@ async fn aliases_and_directories(backend: Backend) {
     assert_eq!(entry.canonical_alias.as_ref(), Some(&alias));
     assert_eq!(u64::from(entry.num_joined_members), 2);
 
-    // A private room is not listed until it is published.
+    // A room open to all is not listed until it is published.
     let mut request = CreateRoomRequest::new();
     request.name = Some("Hidden Garden".to_owned());
+    request.preset = Some(RoomPreset::PublicChat);
     let garden = alice.create_room(request).await.unwrap_or_else(|e| panic!("create: {e}"));
     assert!(search_directory(&bob, &server, "garden").await.is_empty(), "an unpublished room is not listed");
     alice
@@ -404,6 +406,17 @@ async fn aliases_and_directories(backend: Backend) {
     let found = search_directory(&bob, &server, "garden").await;
     let ids: Vec<&str> = found.iter().map(|room| room.room_id.as_str()).collect();
     assert_eq!(ids, [garden.room_id().as_str()], "the search finds just the garden");
+    // A published room that only invitees may join stays out of the list.
+    let mut request = CreateRoomRequest::new();
+    request.name = Some("Secret Garden".to_owned());
+    let secret = alice.create_room(request).await.unwrap_or_else(|e| panic!("create: {e}"));
+    alice
+        .send(SetVisibilityRequest::new(secret.room_id().to_owned(), Visibility::Public))
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}\n{}", server.log_report()));
+    let found = search_directory(&bob, &server, "garden").await;
+    let ids: Vec<&str> = found.iter().map(|room| room.room_id.as_str()).collect();
+    assert_eq!(ids, [garden.room_id().as_str()], "an invite-only room is not listed");
     let found = search_directory(&bob, &server, "SOFAS").await;
     let ids: Vec<&str> = found.iter().map(|room| room.room_id.as_str()).collect();
     assert_eq!(ids, [lounge.room_id().as_str()], "the search matches topics, ignoring case");
@@ -508,6 +521,8 @@ async fn upgrade_seen_by_the_sdk(backend: Backend) {
     let bob = login(&server, "bob").await;
     let mut request = CreateRoomRequest::new();
     request.name = Some("Old house".to_owned());
+    // Open to all, so that the members may follow to the new room without a new invite.
+    request.preset = Some(RoomPreset::PublicChat);
     let old_id = shared_room(&server, &alice, &bob, request).await;
 
     let response = alice
@@ -523,18 +538,18 @@ async fn upgrade_seen_by_the_sdk(backend: Backend) {
     assert_eq!(successor.room_id, new_id);
     assert!(old_room.is_tombstoned());
 
-    let new_room =
-        bob.join_room_by_id(&new_id).await.unwrap_or_else(|e| panic!("follow the upgrade: {e}\n{}", server.log_report()));
+    let new_room = bob
+        .join_room_by_id(&new_id)
+        .await
+        .unwrap_or_else(|e| panic!("follow the upgrade: {e}\n{}", server.log_report()));
     sync(&bob, &server).await;
     let predecessor = new_room.predecessor_room().unwrap_or_else(|| panic!("the new room names its predecessor"));
     assert_eq!(predecessor.room_id, old_id);
     assert_eq!(new_room.name().as_deref(), Some("Old house"), "the name carries over");
 
     // Only those with power to do so may upgrade.
-    let error = bob
-        .send(UpgradeRoomRequest::new(new_id.clone(), RoomVersionId::V12))
-        .await
-        .expect_err("bob may not upgrade");
+    let error =
+        bob.send(UpgradeRoomRequest::new(new_id.clone(), RoomVersionId::V12)).await.expect_err("bob may not upgrade");
     assert_eq!(error.as_client_api_error().map(|e| e.status_code.as_u16()), Some(403), "{error}");
 }
 
