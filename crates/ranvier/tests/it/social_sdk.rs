@@ -228,7 +228,7 @@ async fn presence_through_sync(backend: Backend) {
     shared_room(&server, &alice, &bob, CreateRoomRequest::new()).await;
     let alice_id = user_id(&alice);
     let presence_of = |response: &SyncResponse| {
-        response.presence.iter().map(json_of).filter(|event| event["sender"] == alice_id.as_str()).last()
+        response.presence.iter().map(json_of).rfind(|event| event["sender"] == alice_id.as_str())
     };
 
     sync_with(&alice, &server, SyncSettings::default().timeout(Duration::ZERO).set_presence(PresenceState::Online))
