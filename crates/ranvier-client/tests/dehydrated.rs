@@ -163,6 +163,10 @@ async fn put_get_replace_delete(backend: Backend) {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
 
+    // The feature is advertised.
+    let response = server.api.send("GET", "/_matrix/client/versions", None, None, None).await;
+    assert_eq!(response.body["unstable_features"]["org.matrix.msc3814"], true, "{}", response.body);
+
     let (status, body) = server.call(Method::GET, DEHYDRATED, &alice, None).await;
     assert_eq!((status, errcode(&body)), (StatusCode::NOT_FOUND, "M_NOT_FOUND"));
     let (status, body) = server.call(Method::DELETE, DEHYDRATED, &alice, None).await;
