@@ -22,7 +22,8 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
 
 async fn versions(_req: Ruma<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
     let mut response = get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::new();
+    // Clients look for this before they dehydrate a device.
+    response.unstable_features = BTreeMap::from([("org.matrix.msc3814".to_owned(), true)]);
     Ok(response.into())
 }
 

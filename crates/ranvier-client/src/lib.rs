@@ -6,7 +6,8 @@
 //!   [`discovery`] (versions, well-known, capabilities), [`account`] (register, login, logout,
 //!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
-//!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`].
+//!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
+//!   [`dehydrated`] (dehydrated devices, MSC3814).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod alias;
 pub mod auth;
 pub mod backup;
+pub mod dehydrated;
 pub mod device;
 pub mod directory;
 pub mod discovery;
@@ -123,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);
+    let router = dehydrated::routes(router);
     let router = media::routes(router);
     let router = alias::routes(router);
     let router = directory::routes(router);

@@ -197,7 +197,11 @@ impl E2ee {
 /// Check uploaded device keys: they must parse, name the caller's user and device, carry the
 /// device's ed25519 key, and be signed by it. Returns them in canonical form, without
 /// `unsigned` (the server fills that in when the keys are queried).
-fn checked_device_keys(user_id: &UserId, device_id: &DeviceId, keys: &Raw<DeviceKeys>) -> Result<CanonicalJsonObject> {
+pub(crate) fn checked_device_keys(
+    user_id: &UserId,
+    device_id: &DeviceId,
+    keys: &Raw<DeviceKeys>,
+) -> Result<CanonicalJsonObject> {
     keys.deserialize().map_err(|e| Error::bad_json(format!("Invalid device keys: {e}")))?;
     let value: Value =
         serde_json::from_str(keys.json().get()).map_err(|e| Error::bad_json(format!("Invalid device keys: {e}")))?;
@@ -220,7 +224,7 @@ fn checked_device_keys(user_id: &UserId, device_id: &DeviceId, keys: &Raw<Device
 }
 
 /// One-time or fallback keys in stored form.
-fn new_keys(keys: &BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>) -> Result<Vec<NewKey>> {
+pub(crate) fn new_keys(keys: &BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>) -> Result<Vec<NewKey>> {
     keys.iter()
         .map(|(key_id, key)| {
             key.deserialize().map_err(|e| Error::bad_json(format!("Invalid key {key_id}: {e}")))?;

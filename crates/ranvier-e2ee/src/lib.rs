@@ -7,7 +7,8 @@
 //!   [`keys`] (`/keys/upload`, `/keys/query`, `/keys/claim`), [`cross_signing`]
 //!   (`/keys/device_signing/upload`, `/keys/signatures/upload`), [`device_lists`] (who must
 //!   hear of whose device changes, for `/sync` and `/keys/changes`), [`to_device`]
-//!   (`/sendToDevice`), [`sync`] (the one call `/sync` makes), [`backup`] (`/room_keys/...`).
+//!   (`/sendToDevice`), [`sync`] (the one call `/sync` makes), [`backup`] (`/room_keys/...`),
+//!   [`dehydrated`] (dehydrated devices, MSC3814).
 //! - [`signing`]: canonical JSON and signature checks (pure).
 //!
 //! # Wiring (for the callers outside this crate)
@@ -26,6 +27,7 @@
 
 pub mod backup;
 pub mod cross_signing;
+pub mod dehydrated;
 pub mod device_lists;
 pub mod keys;
 pub mod signing;

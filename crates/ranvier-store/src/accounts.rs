@@ -176,6 +176,7 @@ impl Store {
             for sql in [
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
+                "DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id <> $2",
             ] {
                 sqlx::query(sql).bind(user_id).bind(keep).execute(&mut **txn).await.context("log out other devices")?;
             }
@@ -192,6 +193,7 @@ impl Store {
             "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
             "DELETE FROM access_tokens WHERE user_id = $1",
             "DELETE FROM devices WHERE user_id = $1",
+            "DELETE FROM dehydrated_devices WHERE user_id = $1",
             "DELETE FROM uia_sessions WHERE user_id = $1",
             "DELETE FROM account_data WHERE user_id = $1",
         ] {
@@ -253,6 +255,13 @@ impl Store {
                 .execute(&mut **txn)
                 .await
                 .context("delete device tokens")?;
+            // A deleted dehydrated device is no longer the user's dehydrated device.
+            sqlx::query("DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&mut **txn)
+                .await
+                .context("forget dehydrated device")?;
             let removed = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)

@@ -8,6 +8,7 @@
 //! - [`device_lists`]: the device-list stream and the membership reads that decide who is told.
 //! - [`to_device`]: the to-device inbox and its transaction ids.
 //! - [`backup`]: server-side key backup versions and their session keys.
+//! - [`dehydrated`]: which device of a user is their dehydrated device, and its data.
 //!
 //! The store only reads and writes: which signature is valid, which backed-up session is the
 //! better one and who must hear of a change are decided by the `ranvier-e2ee` service. Every
@@ -16,6 +17,7 @@
 
 pub mod backup;
 pub mod cross_signing;
+pub mod dehydrated;
 pub mod device_lists;
 pub mod keys;
 pub mod to_device;

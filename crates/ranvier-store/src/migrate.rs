@@ -34,6 +34,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_e2ee"),
     migration!(3, "0003_social"),
     migration!(4, "0004_media"),
+    migration!(5, "0005_dehydrated"),
 ];
 
 /// Apply every migration newer than the database's version.
