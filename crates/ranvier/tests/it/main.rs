@@ -9,6 +9,7 @@
 //! - [`errors`]: exact error codes and statuses, and no 5xx for malformed input.
 //! - [`durability`]: acknowledged events survive `kill -9`.
 //! - [`e2ee`]: two `matrix-sdk` clients exchange end-to-end encrypted messages.
+//! - [`media`]: uploads, downloads, thumbnails, size limits and virus scanning with clamd.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
 
@@ -16,6 +17,7 @@ mod durability;
 mod e2ee;
 mod errors;
 mod harness;
+mod media;
 mod scenario;
 mod sdk;
 
