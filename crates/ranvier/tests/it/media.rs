@@ -690,8 +690,67 @@ async fn scanner_outage(backend: Backend) {
     assert!(server.log().contains("unscanned"), "accepting unscanned files is logged");
 }
 
+/// Run `ranvier admin ARGS` on the server's configuration, data and database.
+async fn admin(server: &TestServer, args: &[&str]) -> (bool, String) {
+    let mut command = tokio::process::Command::new(crate::binary());
+    command.arg("admin").arg("--config").arg(server.dir().join("ranvier.toml")).args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RANVIER_") {
+            command.env_remove(&key);
+        }
+    }
+    command.env("RANVIER_DATA_DIR", server.data_dir()).env("RANVIER_SERVER_NAME", server.server_name());
+    if let Some(url) = server.database_url() {
+        command.env("RANVIER_DATABASE__URL", url);
+    }
+    let output = command.output().await.unwrap_or_else(|e| panic!("run ranvier admin: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// `ranvier admin media quarantine|delete|purge` on a running server.
+async fn admin_quarantine_delete_and_purge(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice").await;
+    let token = Some(alice.access_token.as_str());
+    let first = upload(&server, &alice, &png(200, 100), "image/png", Some("first.png")).await;
+    let second = upload(&server, &alice, b"second file", "text/plain", None).await;
+    let mxc = |(server_name, media_id): &(String, String)| format!("mxc://{server_name}/{media_id}");
+
+    // A thumbnail made before the quarantine is not served after it either.
+    assert_eq!(get(&server, &thumbnail_path(&first, "width=32&height=32&method=crop"), token).await.status, 200);
+    let (ok, output) = admin(&server, &["media", "quarantine", &mxc(&first)]).await;
+    assert!(ok, "{output}");
+    get(&server, &download_path(&first), token).await.assert_error(404, "M_NOT_FOUND", "quarantined download");
+    get(&server, &thumbnail_path(&first, "width=32&height=32&method=crop"), token).await.assert_error(
+        404,
+        "M_NOT_FOUND",
+        "quarantined thumbnail",
+    );
+    assert_eq!(stored_files(&server), 3, "quarantined bytes are kept (original, thumbnail, second)");
+
+    let (ok, output) = admin(&server, &["media", "delete", &mxc(&first)]).await;
+    assert!(ok, "{output}");
+    assert_eq!(stored_files(&server), 1, "the original and its thumbnail are gone");
+    let (ok, output) = admin(&server, &["media", "delete", &mxc(&first)]).await;
+    assert!(!ok && output.contains("no media"), "{output}");
+    let (ok, output) = admin(&server, &["media", "quarantine", "not-an-mxc"]).await;
+    assert!(!ok && output.contains("mxc://"), "{output}");
+
+    // Retention: nothing is older than a day yet; everything is older than zero days.
+    let (ok, output) = admin(&server, &["media", "purge", "--older-than-days", "1"]).await;
+    assert!(ok && output.contains("deleted 0 files"), "{output}");
+    assert_eq!(get(&server, &download_path(&second), token).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (ok, output) = admin(&server, &["media", "purge", "--older-than-days", "0"]).await;
+    assert!(ok && output.contains("deleted 1 files"), "{output}");
+    get(&server, &download_path(&second), token).await.assert_error(404, "M_NOT_FOUND", "purged media");
+    assert_eq!(stored_files(&server), 0);
+}
+
 backend_tests!(
     upload_and_download,
+    admin_quarantine_delete_and_purge,
     legacy_endpoints_are_frozen,
     async_upload,
     size_limits,
