@@ -391,6 +391,16 @@ mod tests {
     }
 
     #[test]
+    fn webp_sources_are_thumbnailed() {
+        let image = image::RgbaImage::from_fn(300, 200, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 7, 255]));
+        let mut webp = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba8(image).write_to(&mut webp, ImageFormat::WebP).unwrap();
+        let thumbnail = make_thumbnail(webp.get_ref(), size(96, 96, Crop), false, LIMITS).unwrap();
+        assert!(matches!(&thumbnail, Thumbnail::Generated { content_type: "image/png", .. }));
+        assert_eq!(generated_size(&thumbnail), (96, 96));
+    }
+
+    #[test]
     fn jpeg_sources_give_jpeg_thumbnails() {
         let image = image::RgbImage::from_fn(500, 400, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
         let mut jpeg = Cursor::new(Vec::new());
