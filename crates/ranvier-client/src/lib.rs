@@ -77,8 +77,8 @@ impl Services {
             .map_err(|_| ranvier_core::Error::internal("server_name is not a valid server name"))?;
         let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
         let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
-        let sync = SyncService::with_e2ee(store.clone(), rooms.clone(), e2ee.clone());
-        let social = ranvier_social::Social::new(store.clone(), rooms.clone());
+        let social = ranvier_social::Social::new(store.clone(), rooms.clone(), config.presence.clone());
+        let sync = SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone());
         let media = ranvier_media::Media::new(store.clone(), server_name.clone(), &config)?;
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
         Ok(Self { config, server_name, store, rooms, sync, e2ee, social, media, auth: Default::default(), ratelimit })

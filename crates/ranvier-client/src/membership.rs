@@ -1,4 +1,4 @@
-//! Membership: join, invite, leave, forget, kick, ban, unban, and the member lists
+//! Membership: join, knock, invite, leave, forget, kick, ban, unban, and the member lists
 //! (`/members`, `/joined_members`, `/joined_rooms`).
 //!
 //! Every membership change goes through one service call, [`ranvier_rooms::Rooms::update_membership`].
@@ -15,9 +15,12 @@ use ranvier_http::{ApiResult, Authed, RumaResponse, matrix_error, route};
 use ranvier_rooms::{MembershipAction, format::client_event, read::MembersQuery};
 use ruma::{
     OwnedUserId, RoomId, UserId,
-    api::client::membership::{
-        ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
-        joined_members, joined_rooms, kick_user, leave_room, unban_user,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            joined_members, joined_rooms, kick_user, leave_room, unban_user,
+        },
     },
     serde::Raw,
 };
@@ -27,6 +30,7 @@ use crate::AppState;
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<join_room_by_id::v3::Request, _, _, _>(router, join_by_id);
     let router = route::<join_room_by_id_or_alias::v3::Request, _, _, _>(router, join_by_id_or_alias);
+    let router = route::<knock_room::v3::Request, _, _, _>(router, knock);
     let router = route::<invite_user::v3::Request, _, _, _>(router, invite);
     let router = route::<leave_room::v3::Request, _, _, _>(router, leave);
     let router = route::<forget_room::v3::Request, _, _, _>(router, forget);
@@ -63,12 +67,18 @@ async fn join_by_id_or_alias(
     State(state): State<AppState>,
     req: Authed<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
-    let Ok(room_id) = <&RoomId>::try_from(req.body.room_id_or_alias.as_str()) else {
-        return Err(Error::not_found("Room alias not found").into());
-    };
-    let room_id = room_id.to_owned();
+    let room_id = state.social.resolve_room(&req.body.room_id_or_alias).await?;
     change(&state, &room_id, req.user_id(), req.user_id(), MembershipAction::Join, req.body.reason.clone()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
+}
+
+async fn knock(
+    State(state): State<AppState>,
+    req: Authed<knock_room::v3::Request>,
+) -> ApiResult<knock_room::v3::Response> {
+    let room_id = state.social.resolve_room(&req.body.room_id_or_alias).await?;
+    change(&state, &room_id, req.user_id(), req.user_id(), MembershipAction::Knock, req.body.reason.clone()).await?;
+    Ok(knock_room::v3::Response::new(room_id).into())
 }
 
 async fn invite(

@@ -1,4 +1,4 @@
-//! Room creation: `POST /createRoom`.
+//! Room creation (`POST /createRoom`) and upgrades (`POST /rooms/{roomId}/upgrade`).
 
 use axum::extract::State;
 use ranvier_core::{Error, Result};
@@ -6,7 +6,7 @@ use ranvier_http::{ApiResult, Authed, route};
 use ranvier_rooms::{CreateRoom, Preset};
 use ruma::{
     RoomVersionId,
-    api::client::room::{Visibility, create_room},
+    api::client::room::{Visibility, create_room, upgrade_room},
     serde::Raw,
 };
 use serde_json::{Map, Value};
@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use crate::AppState;
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
-    route::<create_room::v3::Request, _, _, _>(router, create_room)
+    let router = route::<create_room::v3::Request, _, _, _>(router, create_room);
+    route::<upgrade_room::v3::Request, _, _, _>(router, upgrade)
 }
 
 /// A raw JSON value from the request that must be an object.
@@ -62,7 +63,15 @@ async fn create_room(
             .map_err(|_| Error::internal("default_room_version is not a room version"))?,
     };
     let initial_state = body.initial_state.iter().map(initial_state_event).collect::<Result<Vec<_>>>()?;
-    // `room_alias_name` needs room aliases, which this server does not have yet: it is ignored.
+    // A taken or invalid alias fails the request before the room exists.
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            let alias = ranvier_social::aliases::alias_from_name(name, &state.server_name)?;
+            state.social.check_alias_free(&alias).await?;
+            Some(alias)
+        }
+        None => None,
+    };
     let request = CreateRoom {
         room_version: Some(room_version),
         is_public: body.visibility == Visibility::Public,
@@ -78,7 +87,19 @@ async fn create_room(
             .as_ref()
             .map(|raw| json_object(raw, "power_level_content_override"))
             .transpose()?,
+        alias,
     };
     let room_id = state.rooms.create_room(req.user_id(), request).await?;
     Ok(create_room::v3::Response::new(room_id).into())
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    req: Authed<upgrade_room::v3::Request>,
+) -> ApiResult<upgrade_room::v3::Response> {
+    let body = req.body;
+    let additional_creators = body.additional_creators;
+    let new_room =
+        state.social.upgrade_room(&body.room_id, &req.identity.user_id, body.new_version, additional_creators).await?;
+    Ok(upgrade_room::v3::Response::new(new_room).into())
 }

@@ -64,6 +64,10 @@ async fn send_message(
         txn_id: body.txn_id.to_string(),
     };
     let event_id = state.rooms.send_event(&body.room_id, req.user_id(), template, Some(txn)).await?;
+    // Sending is activity: an idle user is back. The message is sent whatever happens here.
+    if let Err(error) = state.social.note_activity(req.user_id()).await {
+        tracing::warn!(user = %req.user_id(), %error, "could not record activity for presence");
+    }
     Ok(send_message_event::v3::Response::new(event_id).into())
 }
 

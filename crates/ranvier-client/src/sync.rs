@@ -27,7 +27,8 @@ async fn sync(State(state): State<AppState>, req: Authed<v3::Request>) -> Result
         Some(_) => FilterDefinition::default(),
     };
     let since = body.since.as_deref().map(SyncService::parse_token).transpose()?;
-    // `set_presence` is accepted; presence itself is not tracked yet.
+    // The user counts as syncing (and so present) until the response is built.
+    let _presence = state.social.set_presence_from_sync(&req.identity.user_id, Some(&body.set_presence)).await?;
     let request = SyncRequest {
         user_id,
         device_id: req.identity.device_id.as_str().to_owned(),

@@ -33,6 +33,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
+    pub presence: PresenceConfig,
     pub media: MediaConfig,
 }
 
@@ -131,6 +132,18 @@ pub struct RateLimitsConfig {
     pub login: RateLimit,
 }
 
+/// Presence (online / unavailable / offline). It costs memory and wake-ups on busy servers, so
+/// it can be turned off.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    pub enabled: bool,
+    /// An online user with no activity for this long becomes `unavailable`.
+    pub idle_timeout_ms: u64,
+    /// A user with no `/sync` running for this long becomes `offline`.
+    pub offline_timeout_ms: u64,
+}
+
 /// One bucket: `per_second` sustained, up to `burst` at once.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +166,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            presence: PresenceConfig::default(),
             media: MediaConfig::default(),
         }
     }
@@ -195,6 +209,12 @@ impl Default for RegistrationConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self { max_request_bytes: 4 * 1024 * 1024, max_sync_timeout_ms: 60_000 }
+    }
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, idle_timeout_ms: 5 * 60_000, offline_timeout_ms: 30_000 }
     }
 }
 
@@ -330,6 +350,14 @@ enabled = true
 messages = { per_second = 10.0, burst = 50 }
 registration = { per_second = 0.5, burst = 10 }
 login = { per_second = 1.0, burst = 10 }
+
+[presence]
+# Whether users see each other online. Turn off to save memory and CPU on busy servers.
+enabled = true
+# Online users become "unavailable" after this long without activity.
+idle_timeout_ms = 300000
+# Users become "offline" this long after their last /sync ended.
+offline_timeout_ms = 30000
 
 [media]
 # Where uploads and thumbnails are kept (default: data_dir/media).

@@ -13,7 +13,8 @@
 //! # Wiring (for the callers outside this crate)
 //! - `/sync` calls [`E2ee::sync_data`] once per pass with the request's `since` and the
 //!   pass's `now`, puts the result in the response, and sets the to-device position of
-//!   `next_batch` to [`SyncE2ee::to_device_position`].
+//!   `next_batch` to [`SyncE2ee::to_device_position`]. A pass that finds nothing new and
+//!   answers without computing a response calls [`E2ee::quiet_sync_data`] instead.
 //! - Deleting a device and logging out call [`E2ee::device_removed`] for each removed device;
 //!   deactivating an account calls [`E2ee::user_deactivated`].
 //! - Renaming a device may call [`E2ee::device_list_changed`].

@@ -9,6 +9,9 @@
 //!   `unused_fallback_key_types` in `device_unused_fallback_key_types` (always present).
 //! - Set the to-device position of `next_batch` to [`SyncE2ee::to_device_position`]: when a
 //!   device has more messages than one response carries, the rest come with the next sync.
+//! - A pass that finds nothing new (and answers without computing a response) calls
+//!   [`E2ee::quiet_sync_data`] instead, so that the acknowledgement still happens and the
+//!   key counts are still there.
 //! - A response is worth returning early from a long-poll when `to_device_events`,
 //!   `device_lists_changed` or `device_lists_left` is non-empty; the key counts are always
 //!   there and are not news on their own.
@@ -98,12 +101,40 @@ impl E2ee {
             data.device_lists_left = update.left;
         }
 
+        self.fill_key_counts(user_id, device_id, &mut data).await?;
+        Ok(data)
+    }
+
+    /// The end-to-end encryption data of a sync pass that found nothing new for the device
+    /// (no stream it cares about moved past `since`): the to-device messages the client
+    /// acknowledged by sending `since` are forgotten all the same, and the key counts, which
+    /// clients expect in every response, are filled in. The to-device position is `since`'s.
+    pub async fn quiet_sync_data(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        since: Option<&StreamToken>,
+    ) -> Result<SyncE2ee> {
+        let mut data = SyncE2ee::default();
+        let acknowledged = since.map_or(0, |token| token.get(StreamKind::ToDevice));
+        if acknowledged > 0 {
+            self.forget_delivered(user_id, device_id, acknowledged).await?;
+        }
+        data.to_device_position = acknowledged;
+        self.fill_key_counts(user_id, device_id, &mut data).await?;
+        Ok(data)
+    }
+
+    /// Fill in a device's one-time key counts (always with `signed_curve25519`) and unused
+    /// fallback key types.
+    async fn fill_key_counts(&self, user_id: &str, device_id: &str, data: &mut SyncE2ee) -> Result<()> {
+        let store = self.store();
         data.one_time_keys_count.insert(SIGNED_CURVE25519.to_owned(), 0);
         for (algorithm, count) in store.one_time_key_counts(user_id, device_id).await? {
             data.one_time_keys_count.insert(algorithm, u64::try_from(count).unwrap_or_default());
         }
         data.unused_fallback_key_types = store.unused_fallback_key_algorithms(user_id, device_id).await?;
-        Ok(data)
+        Ok(())
     }
 
     /// Delete a device's messages up to `position` unless that was already done.

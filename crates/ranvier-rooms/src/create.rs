@@ -6,7 +6,7 @@
 
 use ranvier_core::{Error, Result, error::ErrorKind, util::now_ms};
 use ranvier_store::persist::NewRoom;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -39,6 +39,9 @@ pub struct CreateRoom {
     pub is_direct: bool,
     /// Top-level keys replacing those of the default power levels.
     pub power_level_content_override: Option<Map<String, Value>>,
+    /// A local alias to create for the room and name in `m.room.canonical_alias`
+    /// (`room_alias_name`); the caller has checked that it is free.
+    pub alias: Option<OwnedRoomAliasId>,
 }
 
 /// The default `m.room.power_levels` content for a new room.
@@ -148,7 +151,10 @@ impl Rooms {
 
         // Then the rest, each one checked against the state the previous ones made.
         let mut events = Vec::new();
-        events.push(EventTemplate::state("m.room.member", creator.as_str(), json!({ "membership": "join" })));
+        let mut join = Map::new();
+        join.insert("membership".into(), Value::String("join".into()));
+        self.add_profile(&mut join, creator).await?;
+        events.push(EventTemplate::state("m.room.member", creator.as_str(), Value::Object(join)));
 
         let initial_pl = request
             .initial_state
@@ -163,6 +169,14 @@ impl Rooms {
             }
         }
         events.push(EventTemplate::state("m.room.power_levels", "", Value::Object(power_levels)));
+        // The alias is stored now that the room exists; the canonical alias event names it.
+        if let Some(alias) = &request.alias {
+            let created = self.store().create_alias(alias.as_str(), room_id.as_str(), creator.as_str()).await?;
+            if created == ranvier_store::social::aliases::CreateAlias::Taken {
+                return Err(Error::matrix(ErrorKind::RoomInUse, "Room alias already taken"));
+            }
+            events.push(EventTemplate::state("m.room.canonical_alias", "", json!({ "alias": alias })));
+        }
 
         let in_initial = |kind: &str| request.initial_state.iter().any(|(k, key, _)| k == kind && key.is_empty());
         let (join_rule, guest_access) = match preset {
@@ -204,6 +218,10 @@ impl Rooms {
         }
         for template in events {
             let kind = template.event_type.clone();
+            if kind == "m.room.canonical_alias" && template.state_key.as_deref() == Some("") {
+                let previous = self.current_content(&locked, "m.room.canonical_alias", "").await?;
+                self.check_canonical_alias(&room_id, previous.as_ref(), &template.content).await?;
+            }
             let built = self.build_event(&locked, creator, &template)?;
             authorize(&locked, &built).map_err(|e| invalid_request(e, &kind))?;
             self.persist(&mut locked, built, PersistOptions::default()).await?;

@@ -7,7 +7,8 @@
 //! - [`room_state`]: the per-room cache kept inside the room's write lock.
 //! - [`build`]: turning an [`EventTemplate`] into a signed PDU, and the auth check.
 //! - [`persist`]: the single write path (state groups, current state, memberships).
-//! - [`create`], [`membership`], [`send`]: the write operations the client API calls.
+//! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
+//!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
 //! - [`read`]: state, members and event reads with their access checks.
 //! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
 //!
@@ -16,6 +17,7 @@
 //! - A room's [`room_state::RoomState`] changes only after the transaction it reflects commits.
 
 pub mod build;
+pub mod canonical_alias;
 pub mod create;
 pub mod format;
 pub mod keys;
@@ -25,6 +27,7 @@ pub mod persist;
 pub mod read;
 pub mod room_state;
 pub mod send;
+pub mod upgrade;
 pub mod visibility;
 
 use std::{collections::HashMap, sync::Arc};

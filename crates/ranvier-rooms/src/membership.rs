@@ -1,16 +1,28 @@
-//! Membership changes: join, invite, leave, kick, ban, unban all go through
+//! Membership changes: join, knock, invite, leave, kick, ban, unban all go through
 //! [`Rooms::update_membership`]; forgetting a room is bookkeeping on the membership row.
+//!
+//! Join, knock and invite events of this server's users carry their profile (`displayname`,
+//! `avatar_url`), so joining again after a profile change sends a fresh join. A join to a
+//! `restricted` room names a local member who may invite (`join_authorised_via_users_server`)
+//! once the joiner is found in one of the rooms the join rule allows.
 
-use ranvier_core::{Error, Result};
-use ruma::{OwnedEventId, RoomId, UserId};
+use ranvier_core::{Error, Result, error::ErrorKind};
+use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId, state_res::events::RoomPowerLevelsIntField};
 use serde_json::{Map, Value};
 
-use crate::{EventTemplate, Rooms, build::authorize, persist::PersistOptions, room_state::RoomState};
+use crate::{
+    EventTemplate, Rooms,
+    build::authorize,
+    persist::PersistOptions,
+    room_state::RoomState,
+    send::{required_level, user_power},
+};
 
 /// What a membership request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MembershipAction {
     Join,
+    Knock,
     Invite,
     Leave,
     Kick,
@@ -23,6 +35,7 @@ impl MembershipAction {
     fn membership(self) -> &'static str {
         match self {
             Self::Join => "join",
+            Self::Knock => "knock",
             Self::Invite => "invite",
             Self::Leave | Self::Kick | Self::Unban => "leave",
             Self::Ban => "ban",
@@ -62,11 +75,26 @@ impl Rooms {
         extra: Map<String, Value>,
     ) -> Result<OwnedEventId> {
         let current = room.membership(target.as_str());
+        let mut content = extra;
+        if matches!(action, MembershipAction::Join | MembershipAction::Knock | MembershipAction::Invite) {
+            self.add_profile(&mut content, target).await?;
+        }
         match action {
-            // Joining again changes nothing: answer with the join we have.
+            // Joining again changes nothing unless the profile changed: answer with the join
+            // we have.
             MembershipAction::Join if current == "join" => {
                 if let Some(event) = room.auth_event("m.room.member", target.as_str()) {
-                    return Ok(event.event_id.clone());
+                    let previous = event.content_value();
+                    let same =
+                        ["displayname", "avatar_url"].iter().all(|field| previous.get(field) == content.get(*field));
+                    if same {
+                        return Ok(event.event_id.clone());
+                    }
+                }
+            }
+            MembershipAction::Join if current != "invite" => {
+                if let Some(authoriser) = restricted_join_authoriser(self, room, target).await? {
+                    content.insert("join_authorised_via_users_server".into(), Value::String(authoriser.to_string()));
                 }
             }
             MembershipAction::Kick if !matches!(current.as_str(), "join" | "invite" | "knock") => {
@@ -77,7 +105,6 @@ impl Rooms {
             }
             _ => {}
         }
-        let mut content = extra;
         content.insert("membership".into(), Value::String(action.membership().to_owned()));
         if let Some(reason) = reason {
             content.insert("reason".into(), Value::String(reason));
@@ -88,6 +115,20 @@ impl Rooms {
         let event_id = built.pdu.event_id.clone();
         self.persist(room, built, PersistOptions::default()).await?;
         Ok(event_id)
+    }
+
+    /// Add the profile of a local `user_id` to member event content (keys already present win).
+    pub(crate) async fn add_profile(&self, content: &mut Map<String, Value>, user_id: &UserId) -> Result<()> {
+        if user_id.server_name() != self.server_name() {
+            return Ok(());
+        }
+        let (displayname, avatar_url) = self.store().profile_name_and_avatar(user_id.as_str()).await?;
+        for (key, value) in [("displayname", displayname), ("avatar_url", avatar_url)] {
+            if let Some(value) = value {
+                content.entry(key).or_insert(Value::String(value));
+            }
+        }
+        Ok(())
     }
 
     /// Forget a room the user has left: it disappears from their room list and sync.
@@ -101,5 +142,76 @@ impl Rooms {
             return Err(Error::unknown(format!("User {user_id} is in room {room_id}")));
         }
         self.store().set_room_forgotten(room_id.as_str(), user_id.as_str(), true).await
+    }
+}
+
+/// The rooms a `restricted` or `knock_restricted` join rule lets members of join from, or
+/// `None` when the room's join rule is another one.
+fn restricted_allow_list(room: &RoomState) -> Option<(String, Vec<String>)> {
+    let rules = room.auth_event("m.room.join_rules", "")?.content_value();
+    let join_rule = rules.get("join_rule")?.as_str()?;
+    let supported = match join_rule {
+        "restricted" => room.rules.authorization.restricted_join_rule,
+        "knock_restricted" => room.rules.authorization.knock_restricted_join_rule,
+        _ => false,
+    };
+    if !supported {
+        return None;
+    }
+    let rooms = rules
+        .get("allow")
+        .and_then(Value::as_array)
+        .map(|allow| {
+            allow
+                .iter()
+                .filter(|entry| entry.get("type").and_then(Value::as_str) == Some("m.room_membership"))
+                .filter_map(|entry| entry.get("room_id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((join_rule.to_owned(), rooms))
+}
+
+/// For a join to a restricted room by someone who was not invited: the local member who
+/// authorises it, after checking that `target` is joined to one of the allowed rooms.
+/// `None` when the room is not restricted.
+///
+/// `403 M_FORBIDDEN` when `target` is in none of the allowed rooms; `400
+/// M_UNABLE_TO_GRANT_JOIN` when no local member may invite.
+async fn restricted_join_authoriser(rooms: &Rooms, room: &RoomState, target: &UserId) -> Result<Option<OwnedUserId>> {
+    let Some((join_rule, allowed)) = restricted_allow_list(room) else {
+        return Ok(None);
+    };
+    let mut member_of_allowed = false;
+    for room_id in &allowed {
+        if rooms.store().membership(room_id, target.as_str()).await?.is_some_and(|row| row.membership == "join") {
+            member_of_allowed = true;
+            break;
+        }
+    }
+    if !member_of_allowed {
+        let message = if join_rule == "knock_restricted" {
+            "You do not belong to any of the rooms this room admits members of; knock instead"
+        } else {
+            "You do not belong to any of the rooms this room admits members of"
+        };
+        return Err(Error::forbidden(message));
+    }
+    let invite_level = required_level(room, RoomPowerLevelsIntField::Invite);
+    let authoriser = room
+        .auth
+        .iter()
+        .filter(|((kind, _), event)| {
+            kind == "m.room.member" && event.content_str("membership").as_deref() == Some("join")
+        })
+        .filter_map(|((_, state_key), _)| UserId::parse(state_key.as_str()).ok())
+        .filter(|user| user.server_name() == rooms.server_name())
+        .map(|user| (user_power(room, &user), user))
+        .filter(|(power, _)| *power >= invite_level)
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+        .map(|(_, user)| user);
+    match authoriser {
+        Some(user) => Ok(Some(user)),
+        None => Err(Error::matrix(ErrorKind::UnableToGrantJoin, "No member of this server can let you join this room")),
     }
 }

@@ -41,6 +41,11 @@ impl Rooms {
         }
         let built = self.build_event(&room, sender, &template)?;
         authorize(&room, &built)?;
+        // Only once the sender may send it: whether the aliases it names point here.
+        if template.event_type == "m.room.canonical_alias" && template.state_key.as_deref() == Some("") {
+            let previous = self.current_content(&room, "m.room.canonical_alias", "").await?;
+            self.check_canonical_alias(room_id, previous.as_ref(), &template.content).await?;
+        }
         let mut options = PersistOptions { txn, ..Default::default() };
         if let Some(target) = built.pdu.redacts.clone() {
             options.redact_target = self.redaction_target(&room, sender, &target).await?;
@@ -104,6 +109,25 @@ impl Rooms {
         Ok(unchanged.then(|| current_id.clone()))
     }
 
+    /// The content of a current state event of the room, if any.
+    pub(crate) async fn current_content(
+        &self,
+        room: &RoomState,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        if let Some(event) = room.auth_event(event_type, state_key) {
+            return Ok(Some(event.content_value()));
+        }
+        let Some(id) = room.state.get(&(event_type.to_owned(), state_key.to_owned())) else {
+            return Ok(None);
+        };
+        Ok(self.store().get_event(id.as_str()).await?.and_then(|event| {
+            let pdu: serde_json::Value = serde_json::from_str(&event.pdu).ok()?;
+            pdu.get("content").cloned()
+        }))
+    }
+
     async fn sent_in_txn(&self, txn: Option<&TxnKey>) -> Result<Option<OwnedEventId>> {
         let Some(txn) = txn else {
             return Ok(None);
@@ -136,6 +160,40 @@ impl Rooms {
         }
         Ok(Some(event))
     }
+}
+
+impl Rooms {
+    /// Whether `user_id` is joined to a room and may send state events of `event_type` there
+    /// (the power-levels check only); `None` for an unknown room.
+    pub async fn may_send_state(&self, room_id: &RoomId, user_id: &UserId, event_type: &str) -> Result<Option<bool>> {
+        let Some(room) = self.lock_room(room_id).await? else {
+            return Ok(None);
+        };
+        if room.membership(user_id.as_str()) != "join" {
+            return Ok(Some(false));
+        }
+        Ok(Some(user_power(&room, user_id) >= state_event_level(&room, event_type)))
+    }
+}
+
+/// The power level needed to send a state event of `event_type`: its entry in `events`, or
+/// `state_default` (50 with power levels, 0 without).
+pub fn state_event_level(room: &RoomState, event_type: &str) -> i64 {
+    let Some(pl) = room.auth_event("m.room.power_levels", "") else {
+        return 0;
+    };
+    let content = pl.content_value();
+    let level = |value: &serde_json::Value| match value {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    content
+        .get("events")
+        .and_then(|events| events.get(event_type))
+        .and_then(level)
+        .or_else(|| content.get("state_default").and_then(level))
+        .unwrap_or(50)
 }
 
 /// A user's power level under the room's current power levels; room creators of version 12+

@@ -120,6 +120,9 @@ impl Store {
         if let Some(device) = account.device {
             insert_device_with_token(&mut txn, account.user_id, device, now).await?;
         }
+        // A new account is known by its localpart until it chooses a display name.
+        let localpart = account.user_id.trim_start_matches('@').split(':').next().unwrap_or_default();
+        crate::social::profiles::insert_initial_profile(&mut txn, account.user_id, localpart).await?;
         txn.commit().await?;
         Ok(CreateAccount::Created)
     }

@@ -157,7 +157,16 @@ impl Store {
             Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
             Backend::Postgres => None,
         };
-        let txn = self.inner.pool.begin().await.context("begin transaction")?;
+        // A write transaction dropped without commit releases the writer lock at once, but sqlx
+        // only queues its rollback, so its connection may still hold SQLite's write lock. A
+        // deferred transaction that read first would then fail with SQLITE_BUSY at its first
+        // write, without waiting; BEGIN IMMEDIATE takes the write lock up front, where the busy
+        // timeout applies, and so waits for the rollback instead.
+        let txn = match self.inner.backend {
+            Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.inner.pool.begin().await,
+        }
+        .context("begin transaction")?;
         Ok(WriteTxn { txn, _writer: writer })
     }
 }

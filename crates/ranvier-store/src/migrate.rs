@@ -86,3 +86,36 @@ impl<T> WithContextName<T> for std::result::Result<T, sqlx::Error> {
         self.map_err(|e| ranvier_core::Error::internal(format!("migration {name}: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements of a migration, without its comment lines.
+    fn statements(sql: &str) -> Vec<&str> {
+        sql.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with("--")).collect()
+    }
+
+    /// Both backends run the same SQL today; a difference must be deliberate. Should a
+    /// migration ever need dialect-specific SQL, list its number here with the reason.
+    #[test]
+    fn backends_run_the_same_statements() {
+        const DIALECT_SPECIFIC: &[i64] = &[];
+        for migration in MIGRATIONS.iter().filter(|m| !DIALECT_SPECIFIC.contains(&m.version)) {
+            assert_eq!(
+                statements(migration.sqlite),
+                statements(migration.postgres),
+                "migration {} differs between sqlite/ and postgres/",
+                migration.name
+            );
+        }
+    }
+
+    #[test]
+    fn versions_are_numbered_in_order() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, index as i64 + 1, "{}", migration.name);
+            assert!(migration.name.starts_with(&format!("{:04}_", migration.version)), "{}", migration.name);
+        }
+    }
+}

@@ -47,6 +47,8 @@ impl StreamKind {
         match self {
             StreamKind::Events => Some("SELECT MAX(stream_ordering) FROM events"),
             StreamKind::AccountData => Some("SELECT MAX(stream_pos) FROM account_data"),
+            StreamKind::Receipts => Some("SELECT MAX(stream_pos) FROM receipts"),
+            StreamKind::Presence => Some("SELECT MAX(stream_pos) FROM presence"),
             // Delivered messages are deleted, so the highest position ever deleted is kept too.
             StreamKind::ToDevice => Some(
                 "SELECT MAX(p) FROM (SELECT MAX(stream_pos) AS p FROM to_device_inbox \

@@ -438,6 +438,21 @@ async fn registration_tokens_and_uia_sessions(backend: Backend) {
     assert!(store.get_registration_token("once").await.unwrap_or_else(|e| panic!("{e}")).is_none());
 }
 
+/// A write that gives up early (an invalid token) must leave nothing locked: the next writer,
+/// which reads before it writes, goes through at once, however quickly it follows.
+async fn abandoned_writes_leave_no_lock(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    store.create_registration_token("plenty", None, None).await.unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..200 {
+        let session = format!("s{i}");
+        store.create_uia_session(&session, "register", None).await.unwrap_or_else(|e| panic!("{e}"));
+        let refused = store.complete_registration_token_stage(&session, "no-such-token").await;
+        assert_eq!(refused.unwrap_or_else(|e| panic!("round {i}: refusing a token failed: {e}")), TokenStage::Invalid);
+        let accepted = store.complete_registration_token_stage(&session, "plenty").await;
+        assert_eq!(accepted.unwrap_or_else(|e| panic!("round {i}: the next write failed: {e}")), TokenStage::Reserved);
+    }
+}
+
 /// A small room written through `persist_event` reads back through every reader.
 async fn room_graph_round_trip(backend: Backend) {
     let (store, db) = fresh(backend).await;
@@ -624,6 +639,7 @@ async fn room_graph_round_trip(backend: Backend) {
 backend_tests!(
     filters_numbered_per_user,
     registration_tokens_and_uia_sessions,
+    abandoned_writes_leave_no_lock,
     room_graph_round_trip,
     migrations_are_idempotent,
     accounts_round_trip,

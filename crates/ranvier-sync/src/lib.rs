@@ -55,22 +55,33 @@ struct Inner {
     recent: changes::RecentEvents,
     /// End-to-end encryption data (to-device, device lists, key counts), when wired.
     e2ee: Option<ranvier_e2ee::E2ee>,
+    /// Typing, receipts, presence and unread counts, when wired.
+    social: Option<ranvier_social::Social>,
 }
 
 impl SyncService {
+    /// A sync service over rooms alone (timelines, state, account data).
     pub fn new(store: Store, rooms: Rooms) -> Self {
-        Self::build(store, rooms, None)
+        Self::build(store, rooms, None, None)
     }
 
-    /// A sync service whose responses carry end-to-end encryption data.
-    pub fn with_e2ee(store: Store, rooms: Rooms, e2ee: ranvier_e2ee::E2ee) -> Self {
-        Self::build(store, rooms, Some(e2ee))
+    /// A sync service whose responses also carry end-to-end encryption data (to-device,
+    /// device lists, key counts) and the social layer (typing, receipts, presence, unread
+    /// counts).
+    pub fn wired(store: Store, rooms: Rooms, e2ee: ranvier_e2ee::E2ee, social: ranvier_social::Social) -> Self {
+        Self::build(store, rooms, Some(e2ee), Some(social))
     }
 
-    fn build(store: Store, rooms: Rooms, e2ee: Option<ranvier_e2ee::E2ee>) -> Self {
+    fn build(
+        store: Store,
+        rooms: Rooms,
+        e2ee: Option<ranvier_e2ee::E2ee>,
+        social: Option<ranvier_social::Social>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 e2ee,
+                social,
                 rooms,
                 // About a million state entries (on the order of 100 MB) at most.
                 state_cache: cache::StateCache::new(1_000_000),
@@ -177,7 +188,7 @@ impl SyncService {
                     {
                         continue;
                     }
-                    return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
+                    return self.quiet_response(&request, now).await;
                 }
             }
             if has_news || request.full_state {
@@ -187,17 +198,29 @@ impl SyncService {
                 }
                 since = Some(now);
             } else if request.timeout.is_zero() {
-                return Ok(SyncResponse { next_batch: now.to_string(), ..Default::default() });
+                return self.quiet_response(&request, now).await;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 // The deadline passed (or the store is shutting down): nothing new.
-                _ => {
-                    let token = since.unwrap_or(now);
-                    return Ok(SyncResponse { next_batch: token.to_string(), ..Default::default() });
-                }
+                _ => return self.quiet_response(&request, since.unwrap_or(now)).await,
             }
         }
+    }
+
+    /// The answer of a pass that found nothing new, with `next_batch` at `token` (no stream
+    /// the user cares about moved between the request's `since` and `token`). End-to-end
+    /// encryption still has its say: the to-device messages the client acknowledged by
+    /// sending `since` are deleted, and the key counts clients expect in every response are
+    /// filled in.
+    async fn quiet_response(&self, request: &SyncRequest, token: StreamToken) -> Result<SyncResponse> {
+        let mut response = SyncResponse { next_batch: token.to_string(), ..Default::default() };
+        if let Some(e2ee) = &self.inner.e2ee {
+            let data = e2ee.quiet_sync_data(&request.user_id, &request.device_id, request.since.as_ref()).await?;
+            response.device_one_time_keys_count = Some(data.one_time_keys_count);
+            response.device_unused_fallback_key_types = Some(data.unused_fallback_key_types);
+        }
+        Ok(response)
     }
 }
 

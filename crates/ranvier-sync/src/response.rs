@@ -76,6 +76,16 @@ pub struct JoinedRoom {
     pub state: Events,
     pub account_data: Events,
     pub ephemeral: Events,
+    /// Unread counts; set whenever the social layer is wired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_notifications: Option<UnreadNotifications>,
+}
+
+/// `unread_notifications` of a joined room.
+#[derive(Debug, Default, Serialize)]
+pub struct UnreadNotifications {
+    pub notification_count: u64,
+    pub highlight_count: u64,
 }
 
 impl JoinedRoom {

@@ -28,7 +28,9 @@ use crate::{
         wants_federation_format,
     },
     format::{Formatter, content_of, stripped_state},
-    response::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, SyncResponse, Timeline},
+    response::{
+        InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, SyncResponse, Timeline, UnreadNotifications,
+    },
     timeline::Walk,
 };
 
@@ -134,6 +136,7 @@ impl SyncService {
         };
 
         let mut plans = Vec::new();
+        let mut joined_ids = Vec::new();
         let mut invites = Vec::new();
         let mut knocks = Vec::new();
         for membership in memberships {
@@ -143,6 +146,7 @@ impl SyncService {
             let changed = since_events.is_none_or(|since| membership.stream_ordering > since);
             match membership.membership.as_str() {
                 "join" => {
+                    joined_ids.push(membership.room_id.clone());
                     let room_since = match since_events {
                         Some(since) if membership.stream_ordering <= since => Some(since),
                         // A room joined since the last sync is new to the client: send it whole.
@@ -221,6 +225,9 @@ impl SyncService {
             let mut room = KnockedRoom::default();
             room.knock_state.events = events;
             response.rooms.knock.insert(knock.room_id, room);
+        }
+        if let Some(social) = &self.inner.social {
+            self.add_social(social, request, &joined_ids, since, now, &mut response).await?;
         }
         if let Some(e2ee) = &self.inner.e2ee {
             let data = e2ee.sync_data(user_id, &request.device_id, since.as_ref(), &now).await?;
@@ -471,5 +478,52 @@ impl SyncService {
         };
         out.push(stripped_state(&event));
         Ok(out)
+    }
+}
+
+impl SyncService {
+    /// Typing and receipts (per joined room, through the `room.ephemeral` filter), presence
+    /// (through the `presence` filter) and unread counts of the rooms in the response. A room
+    /// with ephemeral news but no new events is reported too.
+    async fn add_social(
+        &self,
+        social: &ranvier_social::Social,
+        request: &SyncRequest,
+        joined_ids: &[String],
+        since: Option<StreamToken>,
+        now: StreamToken,
+        response: &mut SyncResponse,
+    ) -> Result<()> {
+        let filter = &request.filter;
+        let user_id = ruma::UserId::parse(request.user_id.as_str())
+            .map_err(|e| ranvier_core::Error::internal(format!("syncing user id {}: {e}", request.user_id)))?;
+        let full = since.is_none() || request.full_state;
+        let ephemeral = social.sync_ephemeral(&user_id, joined_ids, &since.unwrap_or_default(), &now, full).await?;
+        for (room_id, events) in ephemeral.rooms {
+            let events: Vec<Value> = events
+                .into_iter()
+                .filter(|event| {
+                    let event_type = event["type"].as_str().unwrap_or_default();
+                    room_event_allowed(&filter.room.ephemeral, &room_id, event_type, "", || None)
+                })
+                .collect();
+            if !events.is_empty() {
+                response.rooms.join.entry(room_id).or_default().ephemeral.events.extend(events);
+            }
+        }
+        response.presence.events = ephemeral
+            .presence
+            .into_iter()
+            .filter(|event| {
+                let event_type = event["type"].as_str().unwrap_or_default();
+                event_allowed(&filter.presence, event_type, event["sender"].as_str())
+            })
+            .collect();
+        for (room_id, room) in response.rooms.join.iter_mut() {
+            let Ok(room_id) = ruma::RoomId::parse(room_id.as_str()) else { continue };
+            let notification_count = social.unread_notification_count(&user_id, &room_id).await?;
+            room.unread_notifications = Some(UnreadNotifications { notification_count, highlight_count: 0 });
+        }
+        Ok(())
     }
 }

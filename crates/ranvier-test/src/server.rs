@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use sqlx::{Connection, SqliteConnection, postgres::PgConnection, sqlite::SqliteConnectOptions};
 use tempfile::TempDir;
 
 use crate::backend::{Backend, PostgresDatabase};
@@ -161,6 +162,31 @@ impl TestServer {
         self.database.as_ref().map(|db| db.url())
     }
 
+    /// Run one SQL statement on the server's database, for setting up what no API offers yet
+    /// (for example a registration token). Safe while the server runs: SQLite waits for the
+    /// server's writer, PostgreSQL serialises as usual.
+    pub async fn execute_sql(&self, statement: &str) {
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        let result = match &self.database {
+            Some(db) => match PgConnection::connect(db.url()).await {
+                Ok(mut conn) => sqlx::raw_sql(statement).execute(&mut conn).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+            None => {
+                let options = SqliteConnectOptions::new()
+                    .filename(self.data_dir().join("ranvier.db"))
+                    .busy_timeout(Duration::from_secs(30));
+                match SqliteConnection::connect_with(&options).await {
+                    Ok(mut conn) => sqlx::raw_sql(statement).execute(&mut conn).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            panic!("SQL on the {} test database failed: {e}", self.backend.name());
+        }
+    }
+
     /// The stderr log of the current (or last) process.
     pub fn log_path(&self) -> PathBuf {
         self.dir().join(format!("stderr-{}.log", self.starts))
@@ -287,9 +313,6 @@ impl TestServer {
             .env("RANVIER_RATE_LIMITS__ENABLED", if self.rate_limits { "true" } else { "false" });
         // Plain text logs: they are read in files and test output, not on a terminal.
         command.env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RANVIER_LOG", "info");
-        }
         if let Some(db) = &self.database {
             command.env("RANVIER_DATABASE__URL", db.url());
         }

@@ -8,18 +8,24 @@
 //! - [`harness`]: the harness itself (start, restart, logs, backends).
 //! - [`errors`]: exact error codes and statuses, and no 5xx for malformed input.
 //! - [`durability`]: acknowledged events survive `kill -9`.
-//! - [`e2ee`]: two `matrix-sdk` clients exchange end-to-end encrypted messages.
+//! - [`e2ee`]: end-to-end encryption with `matrix-sdk` clients (encrypted rooms, emoji
+//!   verification, cross-signing, key backup and recovery) and its `/sync` plumbing over raw
+//!   HTTP (to-device delivery, key counts, device lists).
 //! - [`media`]: uploads, downloads, thumbnails, size limits and virus scanning with clamd.
+//! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
+//! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
 
 mod durability;
 mod e2ee;
 mod errors;
 mod harness;
 mod media;
+mod registration;
 mod scenario;
 mod sdk;
+mod social;
 
 use std::path::Path;
 
