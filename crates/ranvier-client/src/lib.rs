@@ -81,7 +81,7 @@ impl Services {
         let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
         let social = ranvier_social::Social::new(store.clone(), rooms.clone(), config.presence.clone());
         let sync = SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone());
-        let media = ranvier_media::Media::new(store.clone());
+        let media = ranvier_media::Media::new(store.clone(), server_name.clone(), &config)?;
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
         Ok(Self { config, server_name, store, rooms, sync, e2ee, social, media, auth: Default::default(), ratelimit })
     }

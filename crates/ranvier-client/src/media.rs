@@ -1,7 +1,339 @@
 //! Media: authenticated `/_matrix/client/v1/media/…` and legacy `/_matrix/media/v3/…` endpoints.
+//!
+//! Uploads are plain axum handlers: the body is streamed into a staging file (never held in
+//! memory) under the media upload limit instead of the JSON request limit. Downloads and
+//! thumbnails are parsed with ruma and answered with a streamed body and the headers that
+//! make served media safe in a browser: `Content-Disposition` (inline only for harmless
+//! types), a sandboxing `Content-Security-Policy`, `X-Content-Type-Options: nosniff`, and
+//! `Cross-Origin-Resource-Policy: cross-origin` so web clients may embed it.
+//!
+//! The deprecated unauthenticated downloads are frozen: they serve only media uploaded while
+//! `media.legacy_unauthenticated` was on, and answer `404 M_NOT_FOUND` for everything else.
+
+// The deprecated endpoints are served on purpose, for clients that predate authenticated media.
+#![allow(deprecated)]
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::{Path, Query, Request, State, rejection::PathRejection},
+    response::{IntoResponse, Response},
+};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use ranvier_core::{Error, error::ErrorKind};
+use ranvier_http::{ApiResult, AuthState, Authed, Identity, Ruma, RumaResponse, error_response, matrix_error, route};
+use ranvier_media::{
+    Access, Served, ThumbnailMethod, ThumbnailRequest, UploadError, UploadMeta,
+    disposition::{DEFAULT_CONTENT_TYPE, content_disposition, filename_parameter},
+    storage::too_large,
+};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedServerName, ServerName, UInt,
+    api::client::{authenticated_media, media},
+};
+use serde::Deserialize;
 
 use crate::AppState;
 
+/// The recommended policy, with `media-src 'self'` so that audio and video still play.
+const CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
+                                       style-src 'unsafe-inline'; media-src 'self'; object-src 'self';";
+/// Media never changes once uploaded; authenticated responses may only be kept by the client.
+const CACHE_AUTHENTICATED: &str = "private, max-age=86400, immutable";
+const CACHE_LEGACY: &str = "public, max-age=86400, immutable";
+
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
-    router
+    let router = route::<media::create_content::v3::Request, _, _, _>(router, upload);
+    let router = route::<media::create_mxc_uri::v1::Request, _, _, _>(router, create);
+    let router = route::<media::create_content_async::v3::Request, _, _, _>(router, upload_to);
+    let router = route::<authenticated_media::get_media_config::v1::Request, _, _, _>(router, config);
+    let router = route::<media::get_media_config::v3::Request, _, _, _>(router, legacy_config);
+    let router = route::<authenticated_media::get_content::v1::Request, _, _, _>(router, download);
+    let router = route::<authenticated_media::get_content_as_filename::v1::Request, _, _, _>(router, download_as);
+    let router = route::<authenticated_media::get_content_thumbnail::v1::Request, _, _, _>(router, thumbnail);
+    let router = route::<media::get_content::v3::Request, _, _, _>(router, legacy_download);
+    let router = route::<media::get_content_as_filename::v3::Request, _, _, _>(router, legacy_download_as);
+    route::<media::get_content_thumbnail::v3::Request, _, _, _>(router, legacy_thumbnail)
+}
+
+/// The query of the upload endpoints.
+#[derive(Deserialize)]
+struct UploadQuery {
+    filename: Option<String>,
+}
+
+/// `POST /_matrix/media/v3/upload`
+async fn upload(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = async {
+        let identity = authenticate(&state, &parts).await?;
+        let meta = upload_meta(&parts)?;
+        let staged = receive(&state, &parts, body).await?;
+        state.media.upload(&identity.user_id, staged, meta).await
+    };
+    match result.await {
+        Ok(content_uri) => RumaResponse(media::create_content::v3::Response::new(content_uri)).into_response(),
+        Err(error) => upload_error(error),
+    }
+}
+
+/// `POST /_matrix/media/v1/create`
+async fn create(
+    State(state): State<AppState>,
+    req: Authed<media::create_mxc_uri::v1::Request>,
+) -> ApiResult<media::create_mxc_uri::v1::Response> {
+    let (content_uri, expires) = state.media.create_mxc(req.user_id()).await?;
+    let mut response = media::create_mxc_uri::v1::Response::new(content_uri);
+    response.unused_expires_at = UInt::try_from(expires).ok().map(MilliSecondsSinceUnixEpoch);
+    Ok(response.into())
+}
+
+/// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
+async fn upload_to(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = async {
+        let identity = authenticate(&state, &parts).await?;
+        let Path((server_name, media_id)) = path.map_err(|_| Error::invalid_param("Invalid path parameters"))?;
+        let server_name = ServerName::parse(&server_name).map_err(|_| Error::invalid_param("Invalid server name"))?;
+        let meta = upload_meta(&parts)?;
+        // Refuse before reading the body when the upload cannot succeed anyway.
+        state.media.check_pending_upload(&identity.user_id, &server_name, &media_id).await?;
+        let staged = receive(&state, &parts, body).await?;
+        state.media.upload_to(&identity.user_id, &server_name, &media_id, staged, meta).await
+    };
+    match result.await {
+        // ruma's response type for this endpoint has no public constructor; it is `{}`.
+        Ok(()) => axum::Json(serde_json::json!({})).into_response(),
+        Err(error) => upload_error(error),
+    }
+}
+
+/// `GET /_matrix/client/v1/media/config`
+async fn config(
+    State(state): State<AppState>,
+    _req: Authed<authenticated_media::get_media_config::v1::Request>,
+) -> ApiResult<authenticated_media::get_media_config::v1::Response> {
+    Ok(authenticated_media::get_media_config::v1::Response::new(upload_size(&state)).into())
+}
+
+/// `GET /_matrix/media/v3/config` (deprecated, still authenticated).
+async fn legacy_config(
+    State(state): State<AppState>,
+    _req: Authed<media::get_media_config::v3::Request>,
+) -> ApiResult<media::get_media_config::v3::Response> {
+    Ok(media::get_media_config::v3::Response::new(upload_size(&state)).into())
+}
+
+/// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
+async fn download(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Authed<authenticated_media::get_content::v1::Request>,
+) -> Response {
+    let body = req.body;
+    let served = state.media.download(&body.server_name, &body.media_id, Access::Authenticated, body.timeout_ms).await;
+    serve_download(served, None, CACHE_AUTHENTICATED, &headers)
+}
+
+/// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
+async fn download_as(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Authed<authenticated_media::get_content_as_filename::v1::Request>,
+) -> Response {
+    let body = req.body;
+    let served = state.media.download(&body.server_name, &body.media_id, Access::Authenticated, body.timeout_ms).await;
+    serve_download(served, Some(&body.filename), CACHE_AUTHENTICATED, &headers)
+}
+
+/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
+async fn thumbnail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Authed<authenticated_media::get_content_thumbnail::v1::Request>,
+) -> Response {
+    let body = req.body;
+    let served = async {
+        let request = thumbnail_request(body.width, body.height, body.method.as_ref(), body.animated)?;
+        state.media.thumbnail(&body.server_name, &body.media_id, request, Access::Authenticated, body.timeout_ms).await
+    };
+    serve_thumbnail(served.await, CACHE_AUTHENTICATED, &headers)
+}
+
+/// `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (deprecated, frozen)
+async fn legacy_download(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Ruma<media::get_content::v3::Request>,
+) -> Response {
+    let body = req.body;
+    let served = legacy_served(&state, &body.server_name, &body.media_id, body.timeout_ms).await;
+    serve_download(served, None, CACHE_LEGACY, &headers)
+}
+
+/// `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}` (deprecated, frozen)
+async fn legacy_download_as(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Ruma<media::get_content_as_filename::v3::Request>,
+) -> Response {
+    let body = req.body;
+    let served = legacy_served(&state, &body.server_name, &body.media_id, body.timeout_ms).await;
+    serve_download(served, Some(&body.filename), CACHE_LEGACY, &headers)
+}
+
+/// `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}` (deprecated, frozen)
+async fn legacy_thumbnail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Ruma<media::get_content_thumbnail::v3::Request>,
+) -> Response {
+    let body = req.body;
+    let served = async {
+        let request = thumbnail_request(body.width, body.height, body.method.as_ref(), body.animated)?;
+        state.media.thumbnail(&body.server_name, &body.media_id, request, Access::Legacy, body.timeout_ms).await
+    };
+    serve_thumbnail(served.await, CACHE_LEGACY, &headers)
+}
+
+async fn legacy_served(
+    state: &AppState,
+    server_name: &OwnedServerName,
+    media_id: &str,
+    timeout: Duration,
+) -> ranvier_core::Result<Served> {
+    state.media.download(server_name, media_id, Access::Legacy, timeout).await
+}
+
+fn upload_size(state: &AppState) -> UInt {
+    UInt::try_from(state.media.max_upload_bytes()).unwrap_or(UInt::MAX)
+}
+
+/// The user behind an upload request (the upload handlers do not use the ruma extractors).
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<Identity, Error> {
+    let token = ranvier_http::extract::access_token(parts)
+        .ok_or_else(|| Error::matrix(ErrorKind::MissingToken, "Missing access token"))?;
+    state.authenticate(&token).await
+}
+
+/// The upload's `Content-Type` and `filename`.
+fn upload_meta(parts: &Parts) -> Result<UploadMeta, Error> {
+    let Query(query) = Query::<UploadQuery>::try_from_uri(&parts.uri)
+        .map_err(|e| Error::invalid_param(format!("Invalid query parameters: {e}")))?;
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    UploadMeta::new(content_type, query.filename)
+}
+
+/// Stream the request body into a staging file, refusing it early when `Content-Length`
+/// already exceeds the limit.
+async fn receive(state: &AppState, parts: &Parts, body: Body) -> Result<ranvier_media::Staged, Error> {
+    let limit = state.media.max_upload_bytes();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    let mut staged = state.media.stage_upload().await?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::unknown(format!("Could not read the upload: {e}")))?;
+        staged.write(&chunk).await?;
+    }
+    Ok(staged)
+}
+
+/// The response for a failed upload. A scanner that cannot be reached makes the server
+/// unable to accept files for now: `503`, so that clients know to retry later.
+fn upload_error(error: UploadError) -> Response {
+    match error {
+        UploadError::Matrix(error) => error_response(error),
+        UploadError::ScannerUnavailable => {
+            let mut response = matrix_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unknown,
+                "The content scanner is unavailable; try the upload again later".to_owned(),
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            response
+        }
+    }
+}
+
+/// A thumbnail request from the query, `scale` when no method is given.
+fn thumbnail_request(
+    width: UInt,
+    height: UInt,
+    method: Option<&ruma::media::Method>,
+    animated: Option<bool>,
+) -> Result<ThumbnailRequest, Error> {
+    let method = match method {
+        None | Some(ruma::media::Method::Scale) => ThumbnailMethod::Scale,
+        Some(ruma::media::Method::Crop) => ThumbnailMethod::Crop,
+        Some(other) => return Err(Error::invalid_param(format!("Unknown thumbnail method `{}`", other.as_str()))),
+    };
+    let clamp = |value: UInt| u32::try_from(u64::from(value)).unwrap_or(u32::MAX);
+    Ok(ThumbnailRequest { width: clamp(width), height: clamp(height), method, animated: animated.unwrap_or(false) })
+}
+
+fn serve_download(
+    served: ranvier_core::Result<Served>,
+    filename: Option<&str>,
+    cache: &'static str,
+    request_headers: &HeaderMap,
+) -> Response {
+    match served {
+        Ok(served) => {
+            let name = filename.map(str::to_owned).or_else(|| served.filename.clone());
+            let disposition = content_disposition(&served.content_type, name.as_deref());
+            respond(served, disposition, cache, request_headers)
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+fn serve_thumbnail(served: ranvier_core::Result<Served>, cache: &'static str, request_headers: &HeaderMap) -> Response {
+    match served {
+        Ok(served) => {
+            let extension = served.content_type.strip_prefix("image/").unwrap_or("bin").replace("jpeg", "jpg");
+            let disposition = format!("inline; {}", filename_parameter(&format!("thumbnail.{extension}")));
+            respond(served, disposition, cache, request_headers)
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+/// The response carrying served media, or `304` when the client already has it.
+fn respond(served: Served, disposition: String, cache: &'static str, request_headers: &HeaderMap) -> Response {
+    let etag = format!("\"{}\"", served.sha256);
+    let unchanged = request_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    let content_type =
+        HeaderValue::from_str(&served.content_type).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    // Every part is built from checked ASCII; fall back to `attachment` should one not be.
+    let disposition = HeaderValue::from_str(&disposition).unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = Response::new(Body::from_stream(served.content.stream));
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(served.content.size));
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
 }

@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
     pub presence: PresenceConfig,
+    pub media: MediaConfig,
 }
 
 /// Which database to use.
@@ -70,6 +71,55 @@ pub struct LimitsConfig {
     pub max_request_bytes: usize,
     /// Longest `/sync` long-poll, in milliseconds, whatever the client asks.
     pub max_sync_timeout_ms: u64,
+}
+
+/// The media repository.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Where uploaded files and thumbnails are kept. Defaults to `{data_dir}/media`.
+    pub path: Option<PathBuf>,
+    /// Largest upload accepted, in bytes (`413 M_TOO_LARGE` above); advertised as
+    /// `m.upload.size`.
+    pub max_upload_bytes: u64,
+    /// Whether media uploaded from now on may also be downloaded through the deprecated
+    /// unauthenticated `/_matrix/media/v3/download` and `/thumbnail` endpoints. Off by default:
+    /// unauthenticated access is frozen, and media uploaded while this was on stays reachable
+    /// there.
+    pub legacy_unauthenticated: bool,
+    /// The content scanner every upload passes before it is stored: `none` or `clamav`.
+    pub scanner: ScannerKind,
+    /// Accept uploads while the scanner cannot be reached (they are stored unscanned). Off by
+    /// default: uploads are refused with `503` until the scanner answers again.
+    pub scanner_fail_open: bool,
+    pub clamav: ClamAvConfig,
+    /// Images with more pixels than this are not thumbnailed (`413 M_TOO_LARGE`).
+    pub max_thumbnail_pixels: u64,
+    /// How long an `mxc://` URI from `POST /_matrix/media/v1/create` waits for its upload, in
+    /// milliseconds.
+    pub unused_expiry_ms: u64,
+    /// How many created but not yet uploaded `mxc://` URIs one user may hold.
+    pub max_pending_uploads: u32,
+}
+
+/// Which content scanner to use.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScannerKind {
+    /// No scanning.
+    None,
+    /// ClamAV's `clamd`, over TCP or a Unix socket.
+    Clamav,
+}
+
+/// How to reach `clamd`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClamAvConfig {
+    /// `tcp://HOST:PORT` or `unix:/path/to/clamd.ctl`.
+    pub address: String,
+    /// How long one scan may take, in milliseconds, before the scanner counts as unavailable.
+    pub timeout_ms: u64,
 }
 
 /// Token-bucket rate limits, per user (or per IP before login).
@@ -117,7 +167,30 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             presence: PresenceConfig::default(),
+            media: MediaConfig::default(),
         }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_upload_bytes: 50 * 1024 * 1024,
+            legacy_unauthenticated: false,
+            scanner: ScannerKind::None,
+            scanner_fail_open: false,
+            clamav: ClamAvConfig::default(),
+            max_thumbnail_pixels: 32_000_000,
+            unused_expiry_ms: 24 * 60 * 60 * 1000,
+            max_pending_uploads: 10,
+        }
+    }
+}
+
+impl Default for ClamAvConfig {
+    fn default() -> Self {
+        Self { address: "tcp://127.0.0.1:3310".into(), timeout_ms: 60_000 }
     }
 }
 
@@ -185,6 +258,11 @@ impl Config {
     /// The path of the signing key file.
     pub fn signing_key_path(&self) -> PathBuf {
         self.signing_key_path.clone().unwrap_or_else(|| self.data_dir.join("signing.key"))
+    }
+
+    /// The directory of the media repository.
+    pub fn media_path(&self) -> PathBuf {
+        self.media.path.clone().unwrap_or_else(|| self.data_dir.join("media"))
     }
 
     /// The base URL clients should use, always ending in `/`.
@@ -280,6 +358,25 @@ enabled = true
 idle_timeout_ms = 300000
 # Users become "offline" this long after their last /sync ended.
 offline_timeout_ms = 30000
+
+[media]
+# Where uploads and thumbnails are kept (default: data_dir/media).
+# path = "ranvier-data/media"
+max_upload_bytes = 52428800
+# Serve media uploaded from now on through the deprecated unauthenticated
+# /_matrix/media/v3/download and /thumbnail endpoints too. Off: those are frozen.
+legacy_unauthenticated = false
+# Scan every upload before it is stored: "none" or "clamav" (clamd, see [media.clamav]).
+scanner = "none"
+# Accept uploads unscanned while the scanner is down (default: refuse them with 503).
+scanner_fail_open = false
+max_thumbnail_pixels = 32000000
+
+[media.clamav]
+# tcp://HOST:PORT or unix:/run/clamav/clamd.ctl. clamd's StreamMaxLength must be at least
+# max_upload_bytes, or large uploads count as scanner failures.
+address = "tcp://127.0.0.1:3310"
+timeout_ms = 60000
 "#;
 
 #[cfg(test)]
@@ -292,6 +389,20 @@ mod tests {
         assert_eq!(config.server_name, "localhost");
         assert_eq!(config.listen, "127.0.0.1:8008");
         assert!(config.registration.enabled);
+        assert_eq!(config.media.scanner, ScannerKind::None);
+        assert_eq!(config.media.max_upload_bytes, MediaConfig::default().max_upload_bytes);
+    }
+
+    #[test]
+    fn media_scanner_from_env() {
+        let env = [
+            ("RANVIER_MEDIA__SCANNER".to_owned(), "clamav".to_owned()),
+            ("RANVIER_MEDIA__CLAMAV__ADDRESS".to_owned(), "unix:/run/clamd.ctl".to_owned()),
+        ];
+        let config = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, env).unwrap();
+        assert_eq!(config.media.scanner, ScannerKind::Clamav);
+        assert_eq!(config.media.clamav.address, "unix:/run/clamd.ctl");
+        assert!(Config::from_toml_and_env("[media]\nscanner = \"other\"", []).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! configuration as the server (the file given with `--config` and the `RANVIER_*`
 //! overrides). They are safe to run while the server runs: every change is one transaction.
 
+mod media;
+
 use std::io::Write;
 
 use clap::Subcommand;
@@ -29,6 +31,9 @@ pub enum AdminCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// Quarantine or delete media, and delete old media.
+    #[command(subcommand)]
+    Media(media::MediaCommand),
 }
 
 /// The `admin registration-token` subcommands.
@@ -118,6 +123,7 @@ pub async fn run(config: &Config, store: &Store, command: AdminCommand, out: &mu
             let role = if admin { "administrator" } else { "user" };
             writeln!(out, "created {role} {user_id}").map_err(fail)
         }
+        AdminCommand::Media(command) => media::run(config, store, command, out).await,
     }
 }
 

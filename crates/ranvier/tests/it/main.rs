@@ -11,6 +11,7 @@
 //! - [`e2ee`]: end-to-end encryption with `matrix-sdk` clients (encrypted rooms, emoji
 //!   verification, cross-signing, key backup and recovery) and its `/sync` plumbing over raw
 //!   HTTP (to-device delivery, key counts, device lists).
+//! - [`media`]: uploads, downloads, thumbnails, size limits and virus scanning with clamd.
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
@@ -22,6 +23,7 @@ mod durability;
 mod e2ee;
 mod errors;
 mod harness;
+mod media;
 mod registration;
 mod scenario;
 mod sdk;
