@@ -235,16 +235,38 @@ fn upload_meta(parts: &Parts) -> Result<UploadMeta, Error> {
 async fn receive(state: &AppState, parts: &Parts, body: Body) -> Result<ranvier_media::Staged, Error> {
     let limit = state.media.max_upload_bytes();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|length| length > limit) {
+        drain(&mut stream).await;
         return Err(too_large(limit));
     }
     let mut staged = state.media.stage_upload().await?;
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::unknown(format!("Could not read the upload: {e}")))?;
-        staged.write(&chunk).await?;
+        if let Err(error) = staged.write(&chunk).await {
+            drain(&mut stream).await;
+            return Err(error);
+        }
     }
     Ok(staged)
+}
+
+/// Read and discard what is left of a refused upload, within bounds, before answering.
+/// A server that answers while the client is still sending and then closes the connection
+/// makes many clients fail with a broken pipe instead of reading the `413`.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+    const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+    let _ = tokio::time::timeout(MAX_DRAIN_TIME, async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len();
+            if drained > MAX_DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The response for a failed upload. A scanner that cannot be reached makes the server
