@@ -58,6 +58,12 @@ pub struct Store {
 
 struct StoreInner {
     pool: AnyPool,
+    /// SQLite only: a pool of exactly one connection that every [`Store::begin_write`]
+    /// transaction uses. SQLite drops a connection's page cache whenever another connection
+    /// has committed since its last transaction; with one writer connection, the writer's own
+    /// commits never do, so the pages each write touches (indexes, the rows it appends to)
+    /// stay cached between events.
+    writer_pool: Option<AnyPool>,
     backend: Backend,
     /// Held for the whole of every write transaction on SQLite; unused on PostgreSQL.
     sqlite_writer: Mutex<()>,
@@ -108,26 +114,29 @@ impl Store {
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
-        let mut pool_options =
-            AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(Duration::from_secs(30));
-        if backend == Backend::Sqlite {
-            pool_options = pool_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the writer; FULL makes every commit durable
-                    // before it is acknowledged.
-                    sqlx::raw_sql(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=OFF;",
-                    )
-                    .execute(conn)
-                    .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = pool_options.connect_with(options).await.context("connect to database")?;
+        let pool_options = match backend {
+            Backend::Sqlite => sqlite_pool_options(max_connections.max(2)),
+            Backend::Postgres => {
+                AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(Duration::from_secs(30))
+            }
+        };
+        let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
+        let writer_pool = match backend {
+            // Opened after the migrations so that its one connection starts on the final schema.
+            Backend::Sqlite => Some(
+                sqlite_pool_options(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await
+                    .context("connect to database (writer)")?,
+            ),
+            Backend::Postgres => None,
+        };
         let streams = Streams::load(&pool).await?;
-        Ok(Self { inner: Arc::new(StoreInner { pool, backend, sqlite_writer: Mutex::new(()), streams }) })
+        Ok(Self { inner: Arc::new(StoreInner { pool, writer_pool, backend, sqlite_writer: Mutex::new(()), streams }) })
     }
 
     /// The pool, for reads.
@@ -156,9 +165,32 @@ impl Store {
             Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
             Backend::Postgres => None,
         };
-        let txn = self.inner.pool.begin().await.context("begin transaction")?;
+        let pool = self.inner.writer_pool.as_ref().unwrap_or(&self.inner.pool);
+        let txn = pool.begin().await.context("begin transaction")?;
         Ok(WriteTxn { txn, _writer: writer })
     }
+}
+
+/// Pool options of a SQLite pool of up to `max_connections` connections.
+fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        // A connection to a local file cannot go stale the way a network connection can, so
+        // the liveness round trip to the connection's thread before every use is skipped.
+        .test_before_acquire(false)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer; FULL makes every commit durable
+                // before it is acknowledged.
+                sqlx::raw_sql(
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=OFF;",
+                )
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
 }
 
 /// Convert a stored 0/1 integer into a bool.
