@@ -116,9 +116,7 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
         let pool_options = match backend {
             Backend::Sqlite => sqlite_pool_options(max_connections.max(2)),
-            Backend::Postgres => {
-                AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(Duration::from_secs(30))
-            }
+            Backend::Postgres => postgres_pool_options(max_connections.max(2)),
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
@@ -169,6 +167,30 @@ impl Store {
         let txn = pool.begin().await.context("begin transaction")?;
         Ok(WriteTxn { txn, _writer: writer })
     }
+}
+
+/// How long a PostgreSQL connection may sit idle in the pool and still be handed out without
+/// first checking that the server is there.
+const POSTGRES_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pool options of a PostgreSQL pool of up to `max_connections` connections.
+fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        // A round trip to the server before every use of a connection costs as much as a
+        // query. A connection that was in use less than a second ago is handed out as it is;
+        // one idle for longer (when the server may have restarted or closed it) is checked
+        // first and replaced if it is dead.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < POSTGRES_PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
 }
 
 /// Pool options of a SQLite pool of up to `max_connections` connections.

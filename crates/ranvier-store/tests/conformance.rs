@@ -709,6 +709,35 @@ async fn large_state_snapshot(backend: Backend) {
     );
 }
 
+/// PostgreSQL connections that the server closed while they sat in the pool are replaced
+/// before use, not handed to a query (the pool checks connections idle for a second or more).
+async fn dead_connections_are_replaced(backend: Backend) {
+    if backend != Backend::Postgres {
+        return;
+    }
+    let (store, _db) = fresh(backend).await;
+    // Fill the pool with several open connections.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(store.conn().await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    drop(held);
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!killed.is_empty(), "other connections of the pool existed");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    for i in 0..8 {
+        let user = format!("@after{i}:test");
+        assert!(store.create_user(&user, None, false).await.unwrap_or_else(|e| panic!("query {i}: {e}")));
+        assert!(store.get_user(&user).await.unwrap_or_else(|e| panic!("query {i}: {e}")).is_some());
+    }
+}
+
 /// Writes go through their own connection on SQLite: whatever a write transaction commits is
 /// visible to the readers at once, and a rolled-back one leaves nothing, however the two kinds
 /// of statements interleave.
@@ -734,6 +763,7 @@ async fn writes_visible_to_readers_at_once(backend: Backend) {
 
 backend_tests!(
     extremities_with_late_parents,
+    dead_connections_are_replaced,
     large_state_snapshot,
     writes_visible_to_readers_at_once,
     filters_numbered_per_user,
