@@ -46,6 +46,16 @@ fn rate_figures(count: usize, elapsed: Duration, latencies_ms: &[f64], unit: &st
     f
 }
 
+/// Adds the server's CPU milliseconds per unit of work (an event sent, an event delivered),
+/// the figure the CPU-per-event goal is stated in, when the probe measured CPU time.
+fn per_unit_cpu(figures: &mut Map<String, Value>, name: &str, units: usize) {
+    if let Some(cpu) = figures.get("server_cpu_secs").and_then(Value::as_f64)
+        && units > 0
+    {
+        figures.insert(name.into(), json!(round3(cpu * 1000.0 / units as f64)));
+    }
+}
+
 async fn register(bench: &Bench) {
     let n = bench.scaled(50);
     let params = json!({"users": n, "concurrency": RATE_CONCURRENCY});
@@ -165,6 +175,7 @@ async fn send(bench: &Bench) {
                 let lat: Vec<f64> = per_task.into_iter().flatten().collect();
                 let mut f = rate_figures(lat.len(), start.elapsed(), &lat, "events");
                 probe.finish(&mut f);
+                per_unit_cpu(&mut f, "server_cpu_ms_per_event", lat.len());
                 Ok(f)
             })
             .await;
@@ -332,6 +343,7 @@ async fn fanout_case(
     f.insert("receivers_with_gaps".into(), json!(limited));
     add_latency(&mut f, "delivery_", &latencies);
     add_latency(&mut f, "send_", &send_lat);
+    per_unit_cpu(&mut f, "server_cpu_ms_per_delivery", latencies.len());
     Ok(f)
 }
 

@@ -59,6 +59,12 @@ pub struct Store {
 
 struct StoreInner {
     pool: AnyPool,
+    /// SQLite only: a pool of exactly one connection that every [`Store::begin_write`]
+    /// transaction uses. SQLite drops a connection's page cache whenever another connection
+    /// has committed since its last transaction; with one writer connection, the writer's own
+    /// commits never do, so the pages each write touches (indexes, the rows it appends to)
+    /// stay cached between events.
+    writer_pool: Option<AnyPool>,
     backend: Backend,
     /// Held for the whole of every write transaction on SQLite; unused on PostgreSQL.
     sqlite_writer: Mutex<()>,
@@ -109,26 +115,27 @@ impl Store {
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
-        let mut pool_options =
-            AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(Duration::from_secs(30));
-        if backend == Backend::Sqlite {
-            pool_options = pool_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the writer; FULL makes every commit durable
-                    // before it is acknowledged.
-                    sqlx::raw_sql(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=OFF;",
-                    )
-                    .execute(conn)
-                    .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = pool_options.connect_with(options).await.context("connect to database")?;
+        let pool_options = match backend {
+            Backend::Sqlite => sqlite_pool_options(max_connections.max(2)),
+            Backend::Postgres => postgres_pool_options(max_connections.max(2)),
+        };
+        let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
+        let writer_pool = match backend {
+            // Opened after the migrations so that its one connection starts on the final schema.
+            Backend::Sqlite => Some(
+                sqlite_pool_options(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await
+                    .context("connect to database (writer)")?,
+            ),
+            Backend::Postgres => None,
+        };
         let streams = Streams::load(&pool).await?;
-        Ok(Self { inner: Arc::new(StoreInner { pool, backend, sqlite_writer: Mutex::new(()), streams }) })
+        Ok(Self { inner: Arc::new(StoreInner { pool, writer_pool, backend, sqlite_writer: Mutex::new(()), streams }) })
     }
 
     /// The pool, for reads.
@@ -158,17 +165,64 @@ impl Store {
             Backend::Postgres => None,
         };
         // A write transaction dropped without commit releases the writer lock at once, but sqlx
-        // only queues its rollback, so its connection may still hold SQLite's write lock. A
-        // deferred transaction that read first would then fail with SQLITE_BUSY at its first
-        // write, without waiting; BEGIN IMMEDIATE takes the write lock up front, where the busy
-        // timeout applies, and so waits for the rollback instead.
+        // only queues its rollback. BEGIN IMMEDIATE takes SQLite's write lock up front, where
+        // the busy timeout applies, so a write never fails with SQLITE_BUSY on a lock still held
+        // by a rollback in flight (on the dedicated writer connection the rollback runs before
+        // the connection is handed out again anyway).
+        let pool = self.inner.writer_pool.as_ref().unwrap_or(&self.inner.pool);
         let txn = match self.inner.backend {
-            Backend::Sqlite => self.inner.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.inner.pool.begin().await,
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => pool.begin().await,
         }
         .context("begin transaction")?;
         Ok(WriteTxn { txn, _writer: writer })
     }
+}
+
+/// How long a PostgreSQL connection may sit idle in the pool and still be handed out without
+/// first checking that the server is there.
+const POSTGRES_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pool options of a PostgreSQL pool of up to `max_connections` connections.
+fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        // A round trip to the server before every use of a connection costs as much as a
+        // query. A connection that was in use less than a second ago is handed out as it is;
+        // one idle for longer (when the server may have restarted or closed it) is checked
+        // first and replaced if it is dead.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < POSTGRES_PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+}
+
+/// Pool options of a SQLite pool of up to `max_connections` connections.
+fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        // A connection to a local file cannot go stale the way a network connection can, so
+        // the liveness round trip to the connection's thread before every use is skipped.
+        .test_before_acquire(false)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer; FULL makes every commit durable
+                // before it is acknowledged.
+                sqlx::raw_sql(
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=OFF;",
+                )
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
 }
 
 /// Convert a stored 0/1 integer into a bool.

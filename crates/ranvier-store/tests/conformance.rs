@@ -636,7 +636,151 @@ async fn room_graph_round_trip(backend: Backend) {
     assert_eq!(again.len(), 5, "everything is still there after reopening");
 }
 
+/// The forward extremities follow the DAG even when a parent is stored after its child (as
+/// federation can deliver them): the late parent does not become an extremity, and a second
+/// copy of an extremity changes nothing.
+async fn extremities_with_late_parents(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let room = "!late:test";
+    let event = |stream: i64, id: &str, prev: &[&str]| PersistEvent {
+        stream_ordering: stream,
+        event_id: id.to_owned(),
+        room_id: room.to_owned(),
+        sender: "@a:test".to_owned(),
+        event_type: "m.room.message".to_owned(),
+        depth: stream,
+        pdu: "{}".to_owned(),
+        prev_events: prev.iter().map(|p| p.to_string()).collect(),
+        update_extremities: true,
+        ..PersistEvent::default()
+    };
+    let extremities = || {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .forward_extremities(room)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    for e in [event(1, "$root", &[]), event(2, "$child", &["$parent"])] {
+        store.persist_event(&e).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(extremities().await, ["$child", "$root"], "the parent is not known yet");
+    store.persist_event(&event(3, "$parent", &["$root"])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(extremities().await, ["$child"], "the late parent replaces $root but is not an extremity itself");
+    store.persist_event(&event(4, "$sibling", &["$parent"])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(extremities().await, ["$child", "$sibling"]);
+    store.persist_event(&event(5, "$merge", &["$child", "$sibling"])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(extremities().await, ["$merge"]);
+}
+
+/// A state snapshot of a large room (more entries than one insert statement carries, and
+/// more values than one combined SQLite statement takes) is stored whole, together with the
+/// current state of the same event.
+async fn large_state_snapshot(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let room = "!big:test";
+    let members: Vec<String> = (0..1500).map(|i| format!("@member{i}:test")).collect();
+    let mut event = PersistEvent {
+        stream_ordering: 1,
+        event_id: "$snapshot".to_owned(),
+        room_id: room.to_owned(),
+        sender: "@a:test".to_owned(),
+        event_type: "m.room.member".to_owned(),
+        state_key: Some("@a:test".to_owned()),
+        depth: 1,
+        pdu: "{}".to_owned(),
+        update_extremities: true,
+        new_room: Some(NewRoom { room_version: "12".to_owned(), creator: None, is_public: true }),
+        current_state_group: Some(1),
+        ..PersistEvent::default()
+    };
+    let entries: Vec<(String, String, String)> =
+        members.iter().map(|m| ("m.room.member".to_owned(), m.clone(), format!("$join-{m}"))).collect();
+    event.new_state_groups = vec![NewStateGroup { id: 1, prev_group: None, chain_length: 0, entries: entries.clone() }];
+    event.current_state = entries
+        .iter()
+        .map(|(t, k, e)| CurrentStateChange { event_type: t.clone(), state_key: k.clone(), event_id: Some(e.clone()) })
+        .collect();
+    store.persist_event(&event).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let group = store.state_group_ids(1).await.unwrap_or_else(|e| panic!("{e}"));
+    let current = store.current_state_ids(room).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(group.len(), 1500);
+    assert_eq!(group, current);
+    assert_eq!(
+        group.get(&("m.room.member".to_owned(), "@member1499:test".to_owned())).map(String::as_str),
+        Some("$join-@member1499:test")
+    );
+    assert_eq!(
+        store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}")),
+        vec![("$snapshot".to_owned(), 1)]
+    );
+}
+
+/// PostgreSQL connections that the server closed while they sat in the pool are replaced
+/// before use, not handed to a query (the pool checks connections idle for a second or more).
+async fn dead_connections_are_replaced(backend: Backend) {
+    if backend != Backend::Postgres {
+        return;
+    }
+    let (store, _db) = fresh(backend).await;
+    // Fill the pool with several open connections.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(store.conn().await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    drop(held);
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!killed.is_empty(), "other connections of the pool existed");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    for i in 0..8 {
+        let user = format!("@after{i}:test");
+        assert!(store.create_user(&user, None, false).await.unwrap_or_else(|e| panic!("query {i}: {e}")));
+        assert!(store.get_user(&user).await.unwrap_or_else(|e| panic!("query {i}: {e}")).is_some());
+    }
+}
+
+/// Writes go through their own connection on SQLite: whatever a write transaction commits is
+/// visible to the readers at once, and a rolled-back one leaves nothing, however the two kinds
+/// of statements interleave.
+async fn writes_visible_to_readers_at_once(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    for i in 0..20 {
+        let user = format!("@u{i}:test");
+        let mut txn = store.begin_write().await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("INSERT INTO users (user_id, password_hash, created_ts) VALUES ($1, NULL, 0)")
+            .bind(&user)
+            .execute(&mut **txn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if i % 2 == 0 {
+            txn.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            drop(txn);
+        }
+        let found = store.get_user(&user).await.unwrap_or_else(|e| panic!("{e}")).is_some();
+        assert_eq!(found, i % 2 == 0, "{user}: committed writes are seen, rolled back ones are not");
+    }
+}
+
 backend_tests!(
+    extremities_with_late_parents,
+    dead_connections_are_replaced,
+    large_state_snapshot,
+    writes_visible_to_readers_at_once,
     filters_numbered_per_user,
     registration_tokens_and_uia_sessions,
     abandoned_writes_leave_no_lock,
