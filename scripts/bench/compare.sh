@@ -232,14 +232,17 @@ start_ranvier() { # log file
     wait_ready "$RANVIER_PORT"
 }
 
-annotate() { # round server — adds round, db and server version to every line
+annotate() { # round server — adds round, db, server version and the machine's load to every line
     "$PY" -c '
 import json, sys
 extra = {"round": int(sys.argv[1]), "db": sys.argv[2], "version": sys.argv[3]}
 for line in sys.stdin:
     line = line.strip()
     if line:
-        print(json.dumps({**json.loads(line), **extra}), flush=True)
+        # The 1-minute load average when the case finished: the machine may be shared.
+        with open("/proc/loadavg") as f:
+            load = float(f.read().split()[0])
+        print(json.dumps({**json.loads(line), **extra, "loadavg_1m": load}), flush=True)
 ' "$1" "$DB" "$2"
 }
 
