@@ -45,7 +45,7 @@ const MAX_SYNC_ROUNDS: usize = 20;
 const SYNC_UNTIL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Log `name` in with a fresh `matrix-sdk` client (its own new device, in-memory stores).
-async fn login(server: &TestServer, name: &str) -> Client {
+pub(crate) async fn login(server: &TestServer, name: &str) -> Client {
     let client = Client::builder()
         .homeserver_url(server.base_url())
         .build()

@@ -48,18 +48,7 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Register `name` over raw HTTP, then log in with a fresh `matrix-sdk` client.
 async fn login(server: &TestServer, name: &str) -> Client {
     server.register(name).await;
-    let client = Client::builder()
-        .homeserver_url(server.base_url())
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("build a matrix-sdk client: {e}\n{}", server.log_report()));
-    client
-        .matrix_auth()
-        .login_username(name, &password_for(name))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("log {name} in: {e}\n{}", server.log_report()));
-    client
+    crate::e2ee::login(server, name).await
 }
 
 /// One sync pass with `settings` (no waiting unless they say so).
