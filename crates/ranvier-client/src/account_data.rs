@@ -1,5 +1,6 @@
 //! Account data, global and per room: `GET`/`PUT /user/{userId}/account_data/{type}` and
-//! `/user/{userId}/rooms/{roomId}/account_data/{type}`. Each write is a position in the
+//! `/user/{userId}/rooms/{roomId}/account_data/{type}`. `m.ignored_user_list` is checked
+//! before it is stored ([`ranvier_social::ignore`]). Each write is a position in the
 //! account-data stream, which `/sync` reads.
 
 use axum::{
@@ -78,6 +79,10 @@ async fn set_global(State(state): State<AppState>, req: Authed<set_global_accoun
     }
     let result: ApiResult<set_global_account_data::v3::Response> = async {
         let content = object_content(req.body.data.json())?;
+        if data_type == ranvier_social::ignore::IGNORED_USER_LIST {
+            let value: serde_json::Value = serde_json::from_str(content).context("parse account data")?;
+            ranvier_social::ignore::check_ignored_user_list(req.user_id(), &value)?;
+        }
         state.store.set_account_data(req.user_id().as_str(), GLOBAL, &data_type, content).await?;
         Ok(set_global_account_data::v3::Response::new().into())
     }

@@ -1,5 +1,6 @@
 //! Synapse-compatible shared-secret admin registration (`/_synapse/admin/v1/register`), so
-//! that `register_new_matrix_user` and the tools built on it work against Ranvier.
+//! that `register_new_matrix_user` and the tools built on it work against Ranvier, and
+//! [`require_admin`], the check behind every admin endpoint that takes an access token.
 //!
 //! `GET` hands out a nonce; `POST` carries the nonce, the account details and a MAC: the hex
 //! HMAC-SHA1, keyed by `registration.shared_secret`, of
@@ -18,7 +19,7 @@ use axum::{
 use hmac::{Hmac, Mac};
 use http::StatusCode;
 use ranvier_core::{Error, error::ErrorKind, util::random_string};
-use ranvier_http::{error_response, matrix_error};
+use ranvier_http::{AuthState, Identity, error_response, extract::access_token, matrix_error};
 use serde::Deserialize;
 use serde_json::json;
 use sha1::Sha1;
@@ -31,6 +32,21 @@ use crate::{
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     router.route("/_synapse/admin/v1/register", get(nonce).post(register))
+}
+
+/// Authenticate an admin API request: the access token must belong to a server administrator
+/// (an account made with `ranvier admin create-user --admin` or registered with `admin: true`).
+///
+/// `401 M_MISSING_TOKEN` / `M_UNKNOWN_TOKEN` as for any authenticated endpoint, `403
+/// M_FORBIDDEN` for anyone else.
+pub async fn require_admin(state: &AppState, parts: &http::request::Parts) -> ranvier_core::Result<Identity> {
+    let token = access_token(parts).ok_or_else(|| Error::matrix(ErrorKind::MissingToken, "Missing access token"))?;
+    let identity = state.authenticate(&token).await?;
+    let admin = state.store.get_user(identity.user_id.as_str()).await?.is_some_and(|user| user.admin);
+    if !admin {
+        return Err(Error::forbidden("You are not a server admin"));
+    }
+    Ok(identity)
 }
 
 /// The body of a shared-secret registration.

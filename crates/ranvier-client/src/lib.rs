@@ -7,7 +7,8 @@
 //!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
-//!   [`dehydrated`] (dehydrated devices, MSC3814).
+//!   [`dehydrated`] (dehydrated devices, MSC3814), [`space`] (the space hierarchy),
+//!   [`notices`] (server notices, admin only).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -29,12 +30,14 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod message;
+pub mod notices;
 pub mod presence;
 pub mod profile;
 pub mod ratelimit;
 pub mod receipt;
 pub mod room;
 pub mod room_event;
+pub mod space;
 pub mod sync;
 pub mod tag;
 pub mod to_device;
@@ -60,6 +63,8 @@ pub struct Services {
     pub e2ee: ranvier_e2ee::E2ee,
     pub social: ranvier_social::Social,
     pub media: ranvier_media::Media,
+    /// Server notices; `None` when they are disabled.
+    pub notices: Option<Arc<ranvier_social::notices::ServerNotices>>,
     pub auth: auth::Auth,
     pub ratelimit: ratelimit::RateLimiter,
 }
@@ -83,7 +88,21 @@ impl Services {
         let sync = SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone());
         let media = ranvier_media::Media::new(store.clone(), server_name.clone(), &config)?;
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
-        Ok(Self { config, server_name, store, rooms, sync, e2ee, social, media, auth: Default::default(), ratelimit })
+        let notices =
+            ranvier_social::notices::ServerNotices::new(social.clone(), &config.server_notices)?.map(Arc::new);
+        Ok(Self {
+            config,
+            server_name,
+            store,
+            rooms,
+            sync,
+            e2ee,
+            social,
+            media,
+            notices,
+            auth: Default::default(),
+            ratelimit,
+        })
     }
 }
 
@@ -135,6 +154,8 @@ pub fn router(state: AppState) -> Router {
     let router = tag::routes(router);
     let router = typing::routes(router);
     let router = user_directory::routes(router);
+    let router = space::routes(router);
+    let router = notices::routes(router);
     router
         .fallback(ranvier_http::fallback)
         .method_not_allowed_fallback(ranvier_http::route::method_not_allowed)

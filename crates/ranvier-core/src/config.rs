@@ -35,6 +35,23 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub presence: PresenceConfig,
     pub media: MediaConfig,
+    pub server_notices: ServerNoticesConfig,
+}
+
+/// Server notices: messages from the server's administrators, sent by a system user into a
+/// room of its own with each user (`POST /_synapse/admin/v1/send_server_notice`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerNoticesConfig {
+    pub enabled: bool,
+    /// The localpart of the user that sends notices; the account is created when needed.
+    pub system_user_localpart: String,
+    /// The system user's display name.
+    pub system_user_display_name: Option<String>,
+    /// The system user's avatar (an `mxc://` URI).
+    pub system_user_avatar_url: Option<String>,
+    /// The name of each user's notices room.
+    pub room_name: String,
 }
 
 /// Which database to use.
@@ -168,6 +185,19 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             presence: PresenceConfig::default(),
             media: MediaConfig::default(),
+            server_notices: ServerNoticesConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerNoticesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            system_user_localpart: "notices".into(),
+            system_user_display_name: Some("Server Notices".into()),
+            system_user_avatar_url: None,
+            room_name: "Server Notices".into(),
         }
     }
 }
@@ -377,6 +407,16 @@ max_thumbnail_pixels = 32000000
 # max_upload_bytes, or large uploads count as scanner failures.
 address = "tcp://127.0.0.1:3310"
 timeout_ms = 60000
+
+[server_notices]
+# Let administrators send notices to users (POST /_synapse/admin/v1/send_server_notice).
+# Each user gets one room with the system user, tagged m.server_notice, that they cannot
+# write in.
+enabled = false
+system_user_localpart = "notices"
+system_user_display_name = "Server Notices"
+# system_user_avatar_url = "mxc://example.org/abcdef"
+room_name = "Server Notices"
 "#;
 
 #[cfg(test)]
@@ -391,6 +431,10 @@ mod tests {
         assert!(config.registration.enabled);
         assert_eq!(config.media.scanner, ScannerKind::None);
         assert_eq!(config.media.max_upload_bytes, MediaConfig::default().max_upload_bytes);
+        assert!(!config.server_notices.enabled);
+        assert_eq!(config.server_notices.system_user_localpart, "notices");
+        assert_eq!(config.server_notices.system_user_display_name.as_deref(), Some("Server Notices"));
+        assert_eq!(config.server_notices.room_name, "Server Notices");
     }
 
     #[test]

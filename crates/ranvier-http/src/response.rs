@@ -45,7 +45,8 @@ fn status_of(kind: &ErrorKind) -> StatusCode {
         | ErrorKind::ThreepidDenied
         | ErrorKind::UserSuspended
         | ErrorKind::WrongRoomKeysVersion(_)
-        | ErrorKind::InviteBlocked => StatusCode::FORBIDDEN,
+        | ErrorKind::InviteBlocked
+        | ErrorKind::CannotLeaveServerNoticeRoom => StatusCode::FORBIDDEN,
         ErrorKind::UnknownToken(_) | ErrorKind::MissingToken | ErrorKind::UserLocked | ErrorKind::Unauthorized => {
             StatusCode::UNAUTHORIZED
         }

@@ -63,6 +63,9 @@ struct RoomsInner {
     signing_key: Ed25519KeyPair,
     /// One write lock per room, created on first use.
     locks: parking_lot::Mutex<HashMap<OwnedRoomId, RoomLock>>,
+    /// The user that sends server notices, when they are enabled: an invite to a room it is
+    /// joined to cannot be rejected.
+    server_notices_user: std::sync::OnceLock<ruma::OwnedUserId>,
 }
 
 /// The held write lock of a room whose cache is loaded.
@@ -70,7 +73,16 @@ pub(crate) type LockedRoom = OwnedMappedMutexGuard<Option<RoomState>, RoomState>
 
 impl Rooms {
     pub fn new(store: Store, server_name: OwnedServerName, signing_key: Ed25519KeyPair) -> Self {
-        Self { inner: Arc::new(RoomsInner { store, server_name, signing_key, locks: Default::default() }) }
+        let server_notices_user = Default::default();
+        Self {
+            inner: Arc::new(RoomsInner {
+                store,
+                server_name,
+                signing_key,
+                locks: Default::default(),
+                server_notices_user,
+            }),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -83,6 +95,16 @@ impl Rooms {
 
     pub fn signing_key(&self) -> &Ed25519KeyPair {
         &self.inner.signing_key
+    }
+
+    /// Name the user that sends server notices (once, at startup).
+    pub fn set_server_notices_user(&self, user_id: ruma::OwnedUserId) {
+        let _ = self.inner.server_notices_user.set(user_id);
+    }
+
+    /// The user that sends server notices, if they are enabled.
+    pub fn server_notices_user(&self) -> Option<&ruma::UserId> {
+        self.inner.server_notices_user.get().map(|user| &**user)
     }
 
     fn lock_entry(&self, room_id: &RoomId) -> RoomLock {

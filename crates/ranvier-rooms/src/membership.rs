@@ -97,6 +97,16 @@ impl Rooms {
                     content.insert("join_authorised_via_users_server".into(), Value::String(authoriser.to_string()));
                 }
             }
+            // The server notices room's invite cannot be rejected (leaving once joined is fine).
+            MembershipAction::Leave
+                if current == "invite"
+                    && self.server_notices_user().is_some_and(|system| room.membership(system.as_str()) == "join") =>
+            {
+                return Err(Error::matrix(
+                    ErrorKind::CannotLeaveServerNoticeRoom,
+                    "You cannot reject the invite to the server notices room",
+                ));
+            }
             MembershipAction::Kick if !matches!(current.as_str(), "join" | "invite" | "knock") => {
                 return Err(Error::forbidden("The target user is not in the room"));
             }

@@ -13,6 +13,9 @@
 //! - [`tags`]: room tags, kept in the `m.tag` room account data.
 //! - [`aliases`]: room aliases and `m.room.canonical_alias` checks.
 //! - [`directory`]: the public room directory; [`user_directory`]: user search.
+//! - [`ignore`]: the ignored-users list, checked on write and read by every timeline read.
+//! - [`notices`]: server notices, sent by a system user into one room per user.
+//! - [`hierarchy`]: the space hierarchy (`/hierarchy`), a walk over `m.space.child` events.
 //! - [`upgrade`]: room upgrades (the room work is in `ranvier-rooms`; aliases and the
 //!   directory entry move here).
 //!
@@ -27,6 +30,9 @@
 pub mod aliases;
 pub mod directory;
 pub mod ephemeral;
+pub mod hierarchy;
+pub mod ignore;
+pub mod notices;
 pub mod presence;
 pub mod profile;
 pub mod receipts;

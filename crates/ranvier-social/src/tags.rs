@@ -69,7 +69,7 @@ impl Social {
 
     /// Read, change and write back a user's tags on a room under the user's tag lock. `change`
     /// says whether it changed anything (nothing is written otherwise).
-    async fn change_tags(
+    pub(crate) async fn change_tags(
         &self,
         owner: &UserId,
         room_id: &RoomId,

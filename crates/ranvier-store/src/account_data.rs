@@ -36,6 +36,21 @@ impl Store {
             .context("get account data")
     }
 
+    /// All of a user's account data for one room, up to position `until` (inclusive):
+    /// `(data_type, content)` in stream order. A room new to a client is sent with all of it.
+    pub async fn room_account_data(&self, user_id: &str, room_id: &str, until: i64) -> Result<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT data_type, content FROM account_data
+             WHERE user_id = $1 AND room_id = $2 AND stream_pos <= $3 ORDER BY stream_pos",
+        )
+        .bind(user_id)
+        .bind(room_id)
+        .bind(until)
+        .fetch_all(self.pool())
+        .await
+        .context("room account data")
+    }
+
     /// Account data changed after `since` (exclusive) up to `until` (inclusive):
     /// `(room_id, data_type, content)`, with `room_id` empty for global data.
     pub async fn account_data_changes(

@@ -229,6 +229,26 @@ async fn account_data_ranges(backend: Backend) {
     assert_eq!(changes(p4, p5).await, ["|m.push_rules"]);
     let rows = store.account_data_changes("@u:test", p4, p5).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows[0].2, r#"{"v":2}"#, "the changes carry the new content");
+
+    // All of one room's data, whenever it was written, up to a position.
+    let p6 = set("@u:test", "!r:test", "m.fully_read", r#"{"event_id":"$e"}"#).await;
+    set("@other:test", "!r:test", "m.tag", r#"{"tags":{"x":{}}}"#).await;
+    let room = |until: i64| {
+        let store = store.clone();
+        async move { store.room_account_data("@u:test", "!r:test", until).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    let all = room(i64::MAX).await;
+    assert_eq!(
+        all,
+        [
+            ("m.tag".to_owned(), r#"{"tags":{}}"#.to_owned()),
+            ("m.fully_read".to_owned(), r#"{"event_id":"$e"}"#.to_owned())
+        ]
+    );
+    assert_eq!(room(p6 - 1).await.len(), 1, "`until` bounds it");
+    assert!(
+        store.room_account_data("@u:test", "!none:test", i64::MAX).await.unwrap_or_else(|e| panic!("{e}")).is_empty()
+    );
 }
 
 /// After a reopen, every stream continues from the highest position stored.

@@ -1,5 +1,6 @@
 //! Reading a room's history: `/messages` (pagination both ways), `/context` (an event with
-//! what surrounds it) and `/timestamp_to_event`.
+//! what surrounds it) and `/timestamp_to_event`. Events from users the reader ignores are
+//! left out, except state events.
 //!
 //! Pagination tokens are sync tokens ([`StreamToken`]) whose events position is the boundary
 //! described in [`crate::timeline`]; a `prev_batch` or `next_batch` from `/sync` is therefore
@@ -9,6 +10,7 @@ use std::collections::HashSet;
 
 use ranvier_core::{Error, Result};
 use ranvier_rooms::visibility::{HistoryVisibility, filter_visible};
+use ranvier_social::ignore::{hidden, ignored_users};
 use ranvier_store::{
     StreamKind, StreamToken,
     events::{Direction, StoredEvent},
@@ -87,6 +89,7 @@ impl SyncService {
     pub async fn messages(&self, request: MessagesRequest) -> Result<MessagesResponse> {
         let MessagesRequest { user_id, device_id, room_id, from, to, direction, limit, filter } = request;
         let readable_until = self.check_can_read(&user_id, &room_id).await?;
+        let ignored = ignored_users(self.store(), &user_id).await?;
         let now = self.store().streams().current_token();
         let from_token = match &from {
             Some(from) => Self::parse_token(from)?,
@@ -121,7 +124,8 @@ impl SyncService {
             direction,
             limit: limit.min(MAX_TIMELINE_LIMIT),
             keep: |event: &StoredEvent| {
-                room_event_allowed(&filter, &room_id, &event.event_type, &event.sender, || content_of(event))
+                !hidden(&ignored, &event.sender, event.state_key.is_some())
+                    && room_event_allowed(&filter, &room_id, &event.event_type, &event.sender, || content_of(event))
             },
         }
         .run()
@@ -161,10 +165,17 @@ impl SyncService {
             return Err(not_found());
         }
         let event = filter_visible(self.store(), user_id, room_id, vec![event]).await?.pop().ok_or_else(not_found)?;
+        let ignored = ignored_users(self.store(), user_id).await?;
+        if hidden(&ignored, &event.sender, event.state_key.is_some()) {
+            return Err(not_found());
+        }
         let limit = limit.min(MAX_TIMELINE_LIMIT);
         let before_limit = limit / 2;
         let after_limit = limit - before_limit;
-        let keep = |e: &StoredEvent| room_event_allowed(filter, room_id, &e.event_type, &e.sender, || content_of(e));
+        let keep = |e: &StoredEvent| {
+            !hidden(&ignored, &e.sender, e.state_key.is_some())
+                && room_event_allowed(filter, room_id, &e.event_type, &e.sender, || content_of(e))
+        };
         let before = Walk {
             store: self.store(),
             user_id,

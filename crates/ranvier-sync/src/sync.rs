@@ -13,6 +13,7 @@ use std::{
 
 use futures_util::{StreamExt, stream};
 use ranvier_core::Result;
+use ranvier_social::ignore::hidden;
 use ranvier_store::{
     StreamKind, StreamToken,
     events::{Direction, StateIds, StoredEvent},
@@ -77,6 +78,11 @@ struct RoomContext<'a> {
     room_account_data: &'a HashMap<String, Vec<Value>>,
     /// Summaries computed ahead for all rooms (initial and full-state syncs).
     summaries: &'a HashMap<String, (HashMap<String, i64>, Vec<String>)>,
+    /// The users the syncing user ignores (read once per pass).
+    ignored: &'a HashSet<String>,
+    /// Whether the pass continues from a `since` token (rooms new to the client then get all
+    /// their account data, not only the changes).
+    incremental: bool,
     now: StreamToken,
 }
 
@@ -129,6 +135,7 @@ impl SyncService {
             }
         }
 
+        let ignored = ranvier_social::ignore::ignored_users(store, user_id).await?;
         let memberships = store.memberships_of(user_id).await?;
         let new_events: HashMap<String, i64> = match since_events {
             Some(since) if now_events > since => store.rooms_with_new_events(user_id, since, now_events).await?,
@@ -197,7 +204,14 @@ impl SyncService {
         } else {
             HashMap::new()
         };
-        let context = RoomContext { request, room_account_data: &room_account_data, summaries: &summaries, now };
+        let context = RoomContext {
+            request,
+            room_account_data: &room_account_data,
+            summaries: &summaries,
+            ignored: &ignored,
+            incremental: since.is_some(),
+            now,
+        };
         let outcomes: Vec<Result<Option<RoomOutcome>>> = stream::iter(plans)
             .map(|plan| self.room_update(&context, plan))
             .buffer_unordered(ROOM_CONCURRENCY)
@@ -215,6 +229,13 @@ impl SyncService {
             }
         }
         for invite in invites {
+            // Invites from ignored users are not delivered.
+            if !ignored.is_empty()
+                && let Some(event) = store.get_event(&invite.event_id).await?
+                && ignored.contains(&event.sender)
+            {
+                continue;
+            }
             let events = self.stripped_state_for(&invite).await?;
             let mut room = InvitedRoom::default();
             room.invite_state.events = events;
@@ -247,7 +268,7 @@ impl SyncService {
 
     /// The timeline, state, account data and summary of one joined or left room.
     async fn room_update(&self, context: &RoomContext<'_>, plan: RoomPlan) -> Result<Option<RoomOutcome>> {
-        let RoomContext { request, room_account_data, summaries, now } = *context;
+        let RoomContext { request, room_account_data, summaries, ignored, incremental, now } = *context;
         let store = self.store();
         let user_id = request.user_id.as_str();
         let filter = &request.filter;
@@ -263,7 +284,10 @@ impl SyncService {
             direction: Direction::Backward,
             limit: timeline_limit(timeline_filter),
             keep: |event: &StoredEvent| {
-                room_event_allowed(timeline_filter, room_id, &event.event_type, &event.sender, || content_of(event))
+                !hidden(ignored, &event.sender, event.state_key.is_some())
+                    && room_event_allowed(timeline_filter, room_id, &event.event_type, &event.sender, || {
+                        content_of(event)
+                    })
             },
         }
         .run()
@@ -366,7 +390,25 @@ impl SyncService {
             prev_batch: Some(prev_batch_token.to_string()),
         };
         let state = formatter.events(&state_events, true);
-        let account_data = room_account_data.get(room_id).cloned().unwrap_or_default();
+        let account_data = if incremental && plan.since.is_none() && !plan.left {
+            // A room the client gets whole (joined since its last sync) comes with all of its
+            // account data, such as tags set while the user was invited.
+            let until = now.get(StreamKind::AccountData);
+            store
+                .room_account_data(user_id, room_id, until)
+                .await?
+                .into_iter()
+                .filter(|(data_type, _)| {
+                    room_event_allowed(&filter.room.account_data, room_id, data_type, user_id, || None)
+                })
+                .map(|(data_type, content)| {
+                    let content: Value = serde_json::from_str(&content).unwrap_or_else(|_| json!({}));
+                    json!({ "type": data_type, "content": content })
+                })
+                .collect()
+        } else {
+            room_account_data.get(room_id).cloned().unwrap_or_default()
+        };
 
         if plan.left {
             let mut room = LeftRoom { timeline, ..Default::default() };
