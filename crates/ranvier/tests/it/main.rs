@@ -18,6 +18,8 @@
 //! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
 //! - [`social_sdk`]: the social layer driven by `matrix-sdk` clients (profiles, typing,
 //!   receipts, presence, tags, aliases and directories, knocking, restricted joins, upgrades).
+//! - [`spaces`]: the space hierarchy, restricted joins through spaces, ignored users, direct
+//!   chats across upgrades and server notices, over raw HTTP and with `matrix-sdk`.
 
 mod durability;
 mod e2ee;
@@ -29,6 +31,7 @@ mod scenario;
 mod sdk;
 mod social;
 mod social_sdk;
+mod spaces;
 
 use std::path::Path;
 
