@@ -9,6 +9,10 @@
 //!
 //! The deprecated unauthenticated downloads are frozen: they serve only media uploaded while
 //! `media.legacy_unauthenticated` was on, and answer `404 M_NOT_FOUND` for everything else.
+//!
+//! URL previews are served on `/_matrix/client/v1/media/preview_url` and on the deprecated
+//! `/_matrix/media/v3/preview_url`, both with an access token (the freeze never covered
+//! them: the legacy endpoint always required one).
 
 // The deprecated endpoints are served on purpose, for clients that predate authenticated media.
 #![allow(deprecated)]
@@ -25,7 +29,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use ranvier_core::{Error, error::ErrorKind};
 use ranvier_http::{ApiResult, AuthState, Authed, Identity, Ruma, RumaResponse, error_response, matrix_error, route};
 use ranvier_media::{
-    Access, Served, ThumbnailMethod, ThumbnailRequest, UploadError, UploadMeta,
+    Access, PreviewError, Served, ThumbnailMethod, ThumbnailRequest, UploadError, UploadMeta,
     disposition::{DEFAULT_CONTENT_TYPE, content_disposition, filename_parameter},
     storage::too_large,
 };
@@ -55,7 +59,50 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<authenticated_media::get_content_thumbnail::v1::Request, _, _, _>(router, thumbnail);
     let router = route::<media::get_content::v3::Request, _, _, _>(router, legacy_download);
     let router = route::<media::get_content_as_filename::v3::Request, _, _, _>(router, legacy_download_as);
-    route::<media::get_content_thumbnail::v3::Request, _, _, _>(router, legacy_thumbnail)
+    let router = route::<media::get_content_thumbnail::v3::Request, _, _, _>(router, legacy_thumbnail);
+    let router = route::<authenticated_media::get_media_preview::v1::Request, _, _, _>(router, preview);
+    route::<media::get_media_preview::v3::Request, _, _, _>(router, legacy_preview)
+}
+
+/// `GET /_matrix/client/v1/media/preview_url`
+async fn preview(
+    State(state): State<AppState>,
+    req: Authed<authenticated_media::get_media_preview::v1::Request>,
+) -> Response {
+    let user_id = req.user_id().to_owned();
+    let body = req.body;
+    let ts = body.ts.map(|ts| i64::from(ts.0));
+    match state.media.preview_url(&user_id, &body.url, ts).await.and_then(preview_json) {
+        Ok(data) => {
+            RumaResponse(authenticated_media::get_media_preview::v1::Response::from_raw_value(data)).into_response()
+        }
+        Err(error) => preview_error(error),
+    }
+}
+
+/// `GET /_matrix/media/v3/preview_url` (deprecated, still authenticated)
+async fn legacy_preview(State(state): State<AppState>, req: Authed<media::get_media_preview::v3::Request>) -> Response {
+    let user_id = req.user_id().to_owned();
+    let body = req.body;
+    let ts = body.ts.map(|ts| i64::from(ts.0));
+    match state.media.preview_url(&user_id, &body.url, ts).await.and_then(preview_json) {
+        Ok(data) => RumaResponse(media::get_media_preview::v3::Response::from_raw_value(data)).into_response(),
+        Err(error) => preview_error(error),
+    }
+}
+
+fn preview_json(og: String) -> Result<Box<serde_json::value::RawValue>, PreviewError> {
+    serde_json::value::RawValue::from_string(og)
+        .map_err(|e| PreviewError::Matrix(Error::internal(format!("stored URL preview is not JSON: {e}"))))
+}
+
+/// The response for a failed preview: the page's server failing us is a bad gateway.
+fn preview_error(error: PreviewError) -> Response {
+    match error {
+        PreviewError::Matrix(error) => error_response(error),
+        PreviewError::Upstream(message) => matrix_error(StatusCode::BAD_GATEWAY, ErrorKind::Unknown, message),
+        PreviewError::UpstreamTooLarge(message) => matrix_error(StatusCode::BAD_GATEWAY, ErrorKind::TooLarge, message),
+    }
 }
 
 /// The query of the upload endpoints.
