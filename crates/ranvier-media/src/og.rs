@@ -114,17 +114,13 @@ impl TokenSink for Sink {
                     _ => {}
                 }
             }
-            Token::TagToken(tag) if tag.kind == TagKind::EndTag && tag.name.as_ref() == "title" => {
-                if found.in_title {
-                    found.in_title = false;
-                    found.title = Some(std::mem::take(&mut found.title_text));
-                }
+            Token::TagToken(tag) if tag.kind == TagKind::EndTag && tag.name.as_ref() == "title" && found.in_title => {
+                found.in_title = false;
+                found.title = Some(std::mem::take(&mut found.title_text));
             }
-            Token::CharacterTokens(text) if found.in_title => {
-                // Bounded: a title longer than a value could ever be is not kept anyway.
-                if found.title_text.len() <= MAX_VALUE_LEN * 4 {
-                    found.title_text.push_str(&text);
-                }
+            // Bounded: a title longer than a value could ever be is not kept anyway.
+            Token::CharacterTokens(text) if found.in_title && found.title_text.len() <= MAX_VALUE_LEN * 4 => {
+                found.title_text.push_str(&text);
             }
             _ => {}
         }
