@@ -267,7 +267,7 @@ fn uri_encode(text: &str, encode_slash: bool) -> String {
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in seconds (UTC).
-fn amz_date(unix_secs: u64) -> String {
+pub fn amz_date(unix_secs: u64) -> String {
     let days = i64::try_from(unix_secs / 86_400).unwrap_or(0);
     let secs = unix_secs % 86_400;
     // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.

@@ -882,80 +882,127 @@ async fn retention_by_last_access(backend: Backend) {
     assert!(server.log().contains("media retention"), "retention runs are logged");
 }
 
-/// The S3 endpoint of a running S3-compatible server: `RANVIER_TEST_S3_ENDPOINT`, or the one
+/// A running S3-compatible server and credentials it accepts.
+#[derive(Clone)]
+pub(crate) struct S3Server {
+    endpoint: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// The S3 server of `RANVIER_TEST_S3` (`ENDPOINT KEY SECRET`), or the one
 /// `scripts/s3-test-setup.sh` starts (installing moto if needed). `None` only when
 /// `RANVIER_TEST_SKIP_S3=1`.
-pub(crate) async fn s3_endpoint() -> Option<String> {
+pub(crate) async fn s3_server() -> Option<S3Server> {
     if std::env::var("RANVIER_TEST_SKIP_S3").is_ok_and(|value| value == "1") {
         eprintln!("skipped: RANVIER_TEST_SKIP_S3=1");
         return None;
     }
-    if let Ok(endpoint) = std::env::var("RANVIER_TEST_S3_ENDPOINT") {
-        return Some(endpoint);
+    let line = match std::env::var("RANVIER_TEST_S3") {
+        Ok(line) => line,
+        Err(_) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-setup.sh");
+            let output = tokio::process::Command::new("bash")
+                .arg(&script)
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+            assert!(
+                output.status.success(),
+                "{} failed ({}); set RANVIER_TEST_SKIP_S3=1 to skip the S3 tests\nstderr: {}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+    };
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [endpoint, access_key_id, secret_access_key] = parts[..] else {
+        panic!("expected `http://HOST:PORT KEY SECRET` for the S3 server, got `{line}`");
+    };
+    assert!(endpoint.starts_with("http://"), "an http:// endpoint: {line}");
+    Some(S3Server {
+        endpoint: endpoint.to_owned(),
+        access_key_id: access_key_id.to_owned(),
+        secret_access_key: secret_access_key.to_owned(),
+    })
+}
+
+impl S3Server {
+    /// A request to the S3 server, signed with the test credentials (path and query as sent).
+    async fn signed(&self, method: Method, path: &str, query: &str) -> reqwest::Response {
+        const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let host = self.endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let amz_date = ranvier_media::s3::amz_date(now);
+        let authorization = ranvier_media::s3::sign(&ranvier_media::s3::SigningInput {
+            method: method.as_str(),
+            path,
+            query,
+            headers: &[("host", &host), ("x-amz-content-sha256", EMPTY_SHA256), ("x-amz-date", &amz_date)],
+            payload_sha256: EMPTY_SHA256,
+            amz_date: &amz_date,
+            region: "us-east-1",
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+        });
+        let url =
+            if query.is_empty() { format!("http://{host}{path}") } else { format!("http://{host}{path}?{query}") };
+        reqwest::Client::new()
+            .request(method, url)
+            .header("x-amz-content-sha256", EMPTY_SHA256)
+            .header("x-amz-date", amz_date)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .expect("S3 request")
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-setup.sh");
-    let output = tokio::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    let endpoint = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(
-        output.status.success() && endpoint.starts_with("http://"),
-        "{} failed ({}); set RANVIER_TEST_SKIP_S3=1 to skip the S3 tests\nstdout: {endpoint}\nstderr: {}",
-        script.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(endpoint)
-}
 
-/// A new, empty bucket on the S3 server; returns its name.
-pub(crate) async fn create_bucket(endpoint: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let unique = ranvier_test::txn_id().replace(|c: char| !c.is_ascii_alphanumeric(), "");
-    let bucket = format!("ranvier-{nanos}-{}", unique.to_ascii_lowercase());
-    let reply = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.expect("create bucket");
-    assert!(reply.status().is_success(), "create bucket {bucket}: {}", reply.status());
-    bucket
-}
+    /// A new, empty bucket; returns its name.
+    async fn create_bucket(&self) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let unique = ranvier_test::txn_id().replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let bucket = format!("ranvier-{nanos}-{}", unique.to_ascii_lowercase());
+        let reply = self.signed(Method::PUT, &format!("/{bucket}"), "").await;
+        assert!(reply.status().is_success(), "create bucket {bucket}: {}", reply.status());
+        bucket
+    }
 
-/// The object keys in a bucket.
-async fn bucket_keys(endpoint: &str, bucket: &str) -> Vec<String> {
-    let listing = reqwest::get(format!("{endpoint}/{bucket}?list-type=2"))
-        .await
-        .expect("list bucket")
-        .text()
-        .await
-        .expect("bucket listing");
-    listing.split("<Key>").skip(1).filter_map(|rest| rest.split("</Key>").next()).map(str::to_owned).collect()
-}
+    /// The object keys in a bucket.
+    async fn bucket_keys(&self, bucket: &str) -> Vec<String> {
+        let reply = self.signed(Method::GET, &format!("/{bucket}"), "list-type=2").await;
+        assert!(reply.status().is_success(), "list bucket {bucket}: {}", reply.status());
+        let listing = reply.text().await.expect("bucket listing");
+        listing.split("<Key>").skip(1).filter_map(|rest| rest.split("</Key>").next()).map(str::to_owned).collect()
+    }
 
-/// The settings that put a server's media in `bucket`.
-fn s3_settings<'a>(endpoint: &'a str, bucket: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("RANVIER_MEDIA__STORAGE", "s3"),
-        ("RANVIER_MEDIA__S3__ENDPOINT", endpoint),
-        ("RANVIER_MEDIA__S3__BUCKET", bucket),
-        ("RANVIER_MEDIA__S3__ACCESS_KEY_ID", "ranvier-test"),
-        ("RANVIER_MEDIA__S3__SECRET_ACCESS_KEY", "ranvier-test-secret"),
-        ("RANVIER_MEDIA__S3__PREFIX", "media/"),
-    ]
+    /// The settings that put a server's media in `bucket`.
+    fn settings<'a>(&'a self, bucket: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("RANVIER_MEDIA__STORAGE", "s3"),
+            ("RANVIER_MEDIA__S3__ENDPOINT", &self.endpoint),
+            ("RANVIER_MEDIA__S3__BUCKET", bucket),
+            ("RANVIER_MEDIA__S3__ACCESS_KEY_ID", &self.access_key_id),
+            ("RANVIER_MEDIA__S3__SECRET_ACCESS_KEY", &self.secret_access_key),
+            ("RANVIER_MEDIA__S3__PREFIX", "media/"),
+        ]
+    }
 }
 
 /// Media in an S3 bucket (a real S3-compatible server on loopback): upload, download,
 /// deduplication, thumbnails, deletion; nothing lands in the local content directory.
 async fn s3_storage(backend: Backend) {
-    let Some(endpoint) = s3_endpoint().await else {
+    let Some(s3) = s3_server().await else {
         return;
     };
-    let bucket = create_bucket(&endpoint).await;
-    let settings = s3_settings(&endpoint, &bucket);
-    let mut builder = builder(backend);
+    let bucket = s3.create_bucket().await;
+    let settings = s3.settings(&bucket);
+    let mut server_builder = builder(backend);
     for (key, value) in &settings {
-        builder = builder.env(key, value);
+        server_builder = server_builder.env(key, value);
     }
-    let server = builder.start().await;
+    let server = server_builder.start().await;
     let alice = server.register("alice").await;
     let token = Some(alice.access_token.as_str());
 
@@ -965,12 +1012,12 @@ async fn s3_storage(backend: Backend) {
     assert_eq!(reply.status, 200, "{}", reply.json());
     assert_eq!(reply.body, picture, "the bytes come back from the bucket");
     assert_eq!(reply.header("content-length"), picture.len().to_string());
-    let keys = bucket_keys(&endpoint, &bucket).await;
+    let keys = s3.bucket_keys(&bucket).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("media/") && keys[0].len() == "media/".len() + 64, "{keys:?}");
 
     let second = upload(&server, &alice, &picture, "image/png", None).await;
-    assert_eq!(bucket_keys(&endpoint, &bucket).await, keys, "identical content is stored once");
+    assert_eq!(s3.bucket_keys(&bucket).await, keys, "identical content is stored once");
     assert_eq!(get(&server, &download_path(&second), token).await.body, picture);
     let large = vec![7u8; 3 * 1024 * 1024 + 17];
     let big = upload(&server, &alice, &large, "application/octet-stream", None).await;
@@ -982,32 +1029,58 @@ async fn s3_storage(backend: Backend) {
     let animated = upload(&server, &alice, &animated_gif(120, 120, 3), "image/gif", None).await;
     let reply = get(&server, &thumbnail_path(&animated, "width=32&height=32&method=crop&animated=true"), token).await;
     assert_eq!(gif_frames(&reply.body).len(), 3, "animated thumbnails on S3 too");
-    assert_eq!(bucket_keys(&endpoint, &bucket).await.len(), 5, "original, large, thumbnail, GIF and its thumbnail");
+    assert_eq!(s3.bucket_keys(&bucket).await.len(), 5, "original, large, thumbnail, GIF and its thumbnail");
     assert_eq!(stored_files(&server), 0, "nothing is kept in the local content directory");
 
     let mxc = |(server_name, media_id): &(String, String)| format!("mxc://{server_name}/{media_id}");
     let (ok, output) = admin_with(&server, &["media", "delete", &mxc(&first)], &settings).await;
     assert!(ok, "{output}");
-    assert_eq!(bucket_keys(&endpoint, &bucket).await.len(), 4, "the thumbnail is gone, the shared original kept");
+    assert_eq!(s3.bucket_keys(&bucket).await.len(), 4, "the thumbnail is gone, the shared original kept");
     assert_eq!(get(&server, &download_path(&second), token).await.body, picture);
     for media in [&second, &big, &animated] {
         let (ok, output) = admin_with(&server, &["media", "delete", &mxc(media)], &settings).await;
         assert!(ok, "{output}");
     }
-    let keys = bucket_keys(&endpoint, &bucket).await;
+    let keys = s3.bucket_keys(&bucket).await;
     assert!(keys.is_empty(), "deleting every reference empties the bucket: {keys:?}");
     get(&server, &download_path(&second), token).await.assert_error(404, "M_NOT_FOUND", "deleted");
     let staging = files_under(&server.data_dir().join("media").join("tmp"));
     assert!(staging.is_empty(), "no staging files are left: {staging:?}");
+
+    drop(server);
+
+    // The S3 server checks signatures: a wrong secret gets nothing stored.
+    let forged = S3Server { secret_access_key: "not the secret".into(), ..s3.clone() };
+    let mut builder = builder(backend);
+    for (key, value) in forged.settings(&bucket) {
+        builder = builder.env(key, value);
+    }
+    let server = builder.start().await;
+    let alice = server.register("alice").await;
+    upload_raw(&server, &alice, b"forged", Some("text/plain"), None).await.assert_error(
+        500,
+        "M_UNKNOWN",
+        "an upload signed with the wrong secret",
+    );
+    assert!(s3.bucket_keys(&bucket).await.is_empty(), "nothing was stored");
+    let log = server.log();
+    assert!(
+        log.lines().any(|line| line.contains("S3") && line.contains("403")),
+        "the store's refusal is logged:\n{log}"
+    );
 }
 
 /// A bucket that cannot be reached makes uploads fail cleanly (no 2xx, no staging files
 /// left), and the server keeps running.
 async fn s3_unreachable(backend: Backend) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(9);
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let unreachable = S3Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        access_key_id: "nobody".into(),
+        secret_access_key: "nothing".into(),
+    };
     let mut builder = builder(backend);
-    for (key, value) in s3_settings(&endpoint, "missing") {
+    for (key, value) in unreachable.settings("missing") {
         builder = builder.env(key, value);
     }
     let mut server = builder.start().await;
