@@ -10,6 +10,11 @@
 //! The deprecated unauthenticated downloads are frozen: they serve only media uploaded while
 //! `media.legacy_unauthenticated` was on, and answer `404 M_NOT_FOUND` for everything else.
 //!
+//! Synapse's admin endpoints for retention are served too (for server administrators only):
+//! `POST /_synapse/admin/v1/media/{serverName}/delete?before_ts=MS` deletes local media not
+//! accessed since `before_ts`, `POST /_synapse/admin/v1/purge_media_cache?before_ts=MS` cached
+//! remote media.
+//!
 //! URL previews are served on `/_matrix/client/v1/media/preview_url` and on the deprecated
 //! `/_matrix/media/v3/preview_url`, both with an access token (the freeze never covered
 //! them: the legacy endpoint always required one).
@@ -61,7 +66,65 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<media::get_content_as_filename::v3::Request, _, _, _>(router, legacy_download_as);
     let router = route::<media::get_content_thumbnail::v3::Request, _, _, _>(router, legacy_thumbnail);
     let router = route::<authenticated_media::get_media_preview::v1::Request, _, _, _>(router, preview);
-    route::<media::get_media_preview::v3::Request, _, _, _>(router, legacy_preview)
+    let router = route::<media::get_media_preview::v3::Request, _, _, _>(router, legacy_preview);
+    router
+        .route("/_synapse/admin/v1/media/{server_name}/delete", axum::routing::post(admin_delete_local))
+        .route("/_synapse/admin/v1/purge_media_cache", axum::routing::post(admin_purge_remote))
+}
+
+/// The query of the admin retention endpoints.
+#[derive(Deserialize)]
+struct BeforeQuery {
+    before_ts: i64,
+}
+
+/// The administrator behind a request, and its `before_ts`.
+async fn admin_request(state: &AppState, parts: &Parts) -> Result<i64, Error> {
+    let identity = authenticate(state, parts).await?;
+    let user = state.store.get_user(identity.user_id.as_str()).await?;
+    if !user.is_some_and(|user| user.admin) {
+        return Err(Error::forbidden("You are not a server admin"));
+    }
+    let Query(query) = Query::<BeforeQuery>::try_from_uri(&parts.uri)
+        .map_err(|_| Error::missing_param("Missing integer query parameter 'before_ts'"))?;
+    Ok(query.before_ts)
+}
+
+/// `POST /_synapse/admin/v1/media/{serverName}/delete?before_ts=MS`: delete local media not
+/// accessed since `before_ts`.
+async fn admin_delete_local(
+    State(state): State<AppState>,
+    Path(server_name): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let result = async {
+        let before_ts = admin_request(&state, &parts).await?;
+        if server_name != state.server_name.as_str() {
+            return Err(Error::invalid_param("Can only delete local media"));
+        }
+        state.media.purge_not_accessed_since(true, before_ts).await
+    };
+    match result.await {
+        Ok(deleted) => {
+            axum::Json(serde_json::json!({ "total": deleted.len(), "deleted_media": deleted })).into_response()
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+/// `POST /_synapse/admin/v1/purge_media_cache?before_ts=MS`: delete cached remote media not
+/// accessed since `before_ts`.
+async fn admin_purge_remote(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let result = async {
+        let before_ts = admin_request(&state, &parts).await?;
+        state.media.purge_not_accessed_since(false, before_ts).await
+    };
+    match result.await {
+        Ok(deleted) => axum::Json(serde_json::json!({ "deleted": deleted.len() })).into_response(),
+        Err(error) => error_response(error),
+    }
 }
 
 /// `GET /_matrix/client/v1/media/preview_url`

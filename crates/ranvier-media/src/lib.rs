@@ -264,7 +264,7 @@ impl Media {
                 continue;
             }
             let age = i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS);
-            deleted += self.purge_not_accessed_since(local, now.saturating_sub(age)).await?;
+            deleted += self.purge_not_accessed_since(local, now.saturating_sub(age)).await?.len() as u64;
         }
         if deleted > 0 {
             tracing::info!(deleted, "media retention: deleted media not accessed lately");
@@ -274,9 +274,9 @@ impl Media {
     }
 
     /// Delete media (local ones, or cached remote ones) last accessed before `before_ts` (ms),
-    /// quarantined media excepted; returns how many.
-    pub async fn purge_not_accessed_since(&self, local: bool, before_ts: i64) -> Result<u64> {
-        let mut deleted = 0;
+    /// quarantined media excepted; returns the media ids deleted.
+    pub async fn purge_not_accessed_since(&self, local: bool, before_ts: i64) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
         loop {
             let batch = self
                 .inner
@@ -291,7 +291,7 @@ impl Media {
                     continue;
                 };
                 if self.delete(&origin, &media_id).await? {
-                    deleted += 1;
+                    deleted.push(media_id);
                 }
             }
         }

@@ -68,7 +68,8 @@ pub async fn run(config: &Config, store: &Store, command: MediaCommand, out: &mu
                 age_ms.map_or(i64::MIN, |age| now_ms().saturating_sub(age))
             };
             if let Some(days) = not_accessed_for_days {
-                let deleted = media.purge_not_accessed_since(!remote, before(days)).await.map_err(|e| e.to_string())?;
+                let deleted =
+                    media.purge_not_accessed_since(!remote, before(days)).await.map_err(|e| e.to_string())?.len();
                 let which = if remote { "remote" } else { "local" };
                 return writeln!(out, "deleted {deleted} {which} files not accessed for {days} days")
                     .map_err(|e| e.to_string());
