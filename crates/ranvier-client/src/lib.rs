@@ -87,6 +87,9 @@ impl Services {
         let social = ranvier_social::Social::new(store.clone(), rooms.clone(), config.presence.clone());
         let sync = SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone());
         let media = ranvier_media::Media::new(store.clone(), server_name.clone(), &config)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            media.start_background_tasks();
+        }
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
         let notices =
             ranvier_social::notices::ServerNotices::new(social.clone(), &config.server_notices)?.map(Arc::new);

@@ -9,6 +9,15 @@
 //!
 //! The deprecated unauthenticated downloads are frozen: they serve only media uploaded while
 //! `media.legacy_unauthenticated` was on, and answer `404 M_NOT_FOUND` for everything else.
+//!
+//! Synapse's admin endpoints for retention are served too (for server administrators only):
+//! `POST /_synapse/admin/v1/media/{serverName}/delete?before_ts=MS` deletes local media not
+//! accessed since `before_ts`, `POST /_synapse/admin/v1/purge_media_cache?before_ts=MS` cached
+//! remote media.
+//!
+//! URL previews are served on `/_matrix/client/v1/media/preview_url` and on the deprecated
+//! `/_matrix/media/v3/preview_url`, both with an access token (the freeze never covered
+//! them: the legacy endpoint always required one).
 
 // The deprecated endpoints are served on purpose, for clients that predate authenticated media.
 #![allow(deprecated)]
@@ -25,7 +34,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use ranvier_core::{Error, error::ErrorKind};
 use ranvier_http::{ApiResult, AuthState, Authed, Identity, Ruma, RumaResponse, error_response, matrix_error, route};
 use ranvier_media::{
-    Access, Served, ThumbnailMethod, ThumbnailRequest, UploadError, UploadMeta,
+    Access, PreviewError, Served, ThumbnailMethod, ThumbnailRequest, UploadError, UploadMeta,
     disposition::{DEFAULT_CONTENT_TYPE, content_disposition, filename_parameter},
     storage::too_large,
 };
@@ -55,7 +64,108 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = route::<authenticated_media::get_content_thumbnail::v1::Request, _, _, _>(router, thumbnail);
     let router = route::<media::get_content::v3::Request, _, _, _>(router, legacy_download);
     let router = route::<media::get_content_as_filename::v3::Request, _, _, _>(router, legacy_download_as);
-    route::<media::get_content_thumbnail::v3::Request, _, _, _>(router, legacy_thumbnail)
+    let router = route::<media::get_content_thumbnail::v3::Request, _, _, _>(router, legacy_thumbnail);
+    let router = route::<authenticated_media::get_media_preview::v1::Request, _, _, _>(router, preview);
+    let router = route::<media::get_media_preview::v3::Request, _, _, _>(router, legacy_preview);
+    router
+        .route("/_synapse/admin/v1/media/{server_name}/delete", axum::routing::post(admin_delete_local))
+        .route("/_synapse/admin/v1/purge_media_cache", axum::routing::post(admin_purge_remote))
+}
+
+/// The query of the admin retention endpoints.
+#[derive(Deserialize)]
+struct BeforeQuery {
+    before_ts: i64,
+}
+
+/// The administrator behind a request, and its `before_ts`.
+async fn admin_request(state: &AppState, parts: &Parts) -> Result<i64, Error> {
+    let identity = authenticate(state, parts).await?;
+    let user = state.store.get_user(identity.user_id.as_str()).await?;
+    if !user.is_some_and(|user| user.admin) {
+        return Err(Error::forbidden("You are not a server admin"));
+    }
+    let Query(query) = Query::<BeforeQuery>::try_from_uri(&parts.uri)
+        .map_err(|_| Error::missing_param("Missing integer query parameter 'before_ts'"))?;
+    Ok(query.before_ts)
+}
+
+/// `POST /_synapse/admin/v1/media/{serverName}/delete?before_ts=MS`: delete local media not
+/// accessed since `before_ts`.
+async fn admin_delete_local(
+    State(state): State<AppState>,
+    Path(server_name): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let result = async {
+        let before_ts = admin_request(&state, &parts).await?;
+        if server_name != state.server_name.as_str() {
+            return Err(Error::invalid_param("Can only delete local media"));
+        }
+        state.media.purge_not_accessed_since(true, before_ts).await
+    };
+    match result.await {
+        Ok(deleted) => {
+            axum::Json(serde_json::json!({ "total": deleted.len(), "deleted_media": deleted })).into_response()
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+/// `POST /_synapse/admin/v1/purge_media_cache?before_ts=MS`: delete cached remote media not
+/// accessed since `before_ts`.
+async fn admin_purge_remote(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let result = async {
+        let before_ts = admin_request(&state, &parts).await?;
+        state.media.purge_not_accessed_since(false, before_ts).await
+    };
+    match result.await {
+        Ok(deleted) => axum::Json(serde_json::json!({ "deleted": deleted.len() })).into_response(),
+        Err(error) => error_response(error),
+    }
+}
+
+/// `GET /_matrix/client/v1/media/preview_url`
+async fn preview(
+    State(state): State<AppState>,
+    req: Authed<authenticated_media::get_media_preview::v1::Request>,
+) -> Response {
+    let user_id = req.user_id().to_owned();
+    let body = req.body;
+    let ts = body.ts.map(|ts| i64::from(ts.0));
+    match state.media.preview_url(&user_id, &body.url, ts).await.and_then(preview_json) {
+        Ok(data) => {
+            RumaResponse(authenticated_media::get_media_preview::v1::Response::from_raw_value(data)).into_response()
+        }
+        Err(error) => preview_error(error),
+    }
+}
+
+/// `GET /_matrix/media/v3/preview_url` (deprecated, still authenticated)
+async fn legacy_preview(State(state): State<AppState>, req: Authed<media::get_media_preview::v3::Request>) -> Response {
+    let user_id = req.user_id().to_owned();
+    let body = req.body;
+    let ts = body.ts.map(|ts| i64::from(ts.0));
+    match state.media.preview_url(&user_id, &body.url, ts).await.and_then(preview_json) {
+        Ok(data) => RumaResponse(media::get_media_preview::v3::Response::from_raw_value(data)).into_response(),
+        Err(error) => preview_error(error),
+    }
+}
+
+fn preview_json(og: String) -> Result<Box<serde_json::value::RawValue>, PreviewError> {
+    serde_json::value::RawValue::from_string(og)
+        .map_err(|e| PreviewError::Matrix(Error::internal(format!("stored URL preview is not JSON: {e}"))))
+}
+
+/// The response for a failed preview: the page's server failing us is a bad gateway.
+fn preview_error(error: PreviewError) -> Response {
+    match error {
+        PreviewError::Matrix(error) => error_response(error),
+        PreviewError::Upstream(message) => matrix_error(StatusCode::BAD_GATEWAY, ErrorKind::Unknown, message),
+        PreviewError::UpstreamTooLarge(message) => matrix_error(StatusCode::BAD_GATEWAY, ErrorKind::TooLarge, message),
+    }
 }
 
 /// The query of the upload endpoints.

@@ -117,6 +117,81 @@ pub struct MediaConfig {
     pub unused_expiry_ms: u64,
     /// How many created but not yet uploaded `mxc://` URIs one user may hold.
     pub max_pending_uploads: u32,
+    /// Where the bytes are kept: `fs` (files under `path`) or `s3` (see `[media.s3]`).
+    pub storage: StorageKind,
+    pub s3: S3Config,
+    pub url_preview: UrlPreviewConfig,
+    pub retention: RetentionConfig,
+    /// The most frames an animated thumbnail keeps.
+    pub max_animated_frames: u32,
+}
+
+/// Which storage holds media content.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Files under `media.path`.
+    Fs,
+    /// An S3-compatible object store.
+    S3,
+}
+
+/// An S3-compatible bucket for media content (`media.storage = "s3"`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// The service's base URL, e.g. `https://s3.eu-west-1.amazonaws.com` or
+    /// `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    /// The region requests are signed for.
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Address the bucket in the path (`endpoint/bucket/key`, what most self-hosted servers
+    /// want) rather than as a subdomain (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Prepended to every object key, e.g. `media/`.
+    pub prefix: String,
+    /// How long one request to the store may take, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// URL previews (`GET /_matrix/client/v1/media/preview_url`). The server fetches pages on
+/// behalf of users, so addresses inside the network are refused unless allowed explicitly.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlPreviewConfig {
+    /// Off by default: previews make the server fetch any URL a user names.
+    pub enabled: bool,
+    /// Address ranges (CIDR) never fetched from. Defaults to loopback, private, link-local,
+    /// shared (CGNAT), multicast, reserved and documentation ranges of IPv4 and IPv6.
+    pub ip_range_blacklist: Vec<String>,
+    /// Ranges fetched from even though the blacklist covers them.
+    pub ip_range_whitelist: Vec<String>,
+    /// Largest page (or image) fetched, in bytes.
+    pub max_page_bytes: u64,
+    /// The longest a whole preview (every redirect, the page and its image) may take, in
+    /// milliseconds.
+    pub timeout_ms: u64,
+    /// How many redirects are followed.
+    pub max_redirects: u32,
+    /// How long a preview is reused before the page is fetched again, in milliseconds.
+    pub cache_ms: u64,
+}
+
+/// Deleting media that nobody has fetched for a while.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete local media not downloaded for this many days (0: keep forever).
+    pub local_media_days: u64,
+    /// Delete cached remote media not downloaded for this many days (0: keep forever).
+    pub remote_media_days: u64,
+    /// How often the retention task runs, in milliseconds.
+    pub interval_ms: u64,
+    /// How often recorded downloads are written to the database, in milliseconds.
+    pub access_flush_ms: u64,
 }
 
 /// Which content scanner to use.
@@ -214,7 +289,76 @@ impl Default for MediaConfig {
             max_thumbnail_pixels: 32_000_000,
             unused_expiry_ms: 24 * 60 * 60 * 1000,
             max_pending_uploads: 10,
+            storage: StorageKind::Fs,
+            s3: S3Config::default(),
+            url_preview: UrlPreviewConfig::default(),
+            retention: RetentionConfig::default(),
+            max_animated_frames: 100,
         }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: true,
+            prefix: String::new(),
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+/// The ranges previews never fetch from unless whitelisted.
+pub const DEFAULT_IP_RANGE_BLACKLIST: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ip_range_blacklist: DEFAULT_IP_RANGE_BLACKLIST.iter().map(|range| (*range).to_owned()).collect(),
+            ip_range_whitelist: Vec::new(),
+            max_page_bytes: 10 * 1024 * 1024,
+            timeout_ms: 20_000,
+            max_redirects: 5,
+            cache_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { local_media_days: 0, remote_media_days: 0, interval_ms: 60 * 60 * 1000, access_flush_ms: 60_000 }
     }
 }
 
@@ -401,12 +545,50 @@ scanner = "none"
 # Accept uploads unscanned while the scanner is down (default: refuse them with 503).
 scanner_fail_open = false
 max_thumbnail_pixels = 32000000
+# The most frames an animated thumbnail (animated=true) keeps.
+max_animated_frames = 100
+# Where the bytes are kept: "fs" (files under path) or "s3" (see [media.s3]).
+storage = "fs"
 
 [media.clamav]
 # tcp://HOST:PORT or unix:/run/clamav/clamd.ctl. clamd's StreamMaxLength must be at least
 # max_upload_bytes, or large uploads count as scanner failures.
 address = "tcp://127.0.0.1:3310"
 timeout_ms = 60000
+
+[media.s3]
+# An S3-compatible bucket, used when storage = "s3". Uploads are still staged and scanned
+# under path/tmp before they are stored in the bucket.
+# endpoint = "https://s3.eu-west-1.amazonaws.com"
+# bucket = "ranvier-media"
+region = "us-east-1"
+# access_key_id = ""
+# secret_access_key = ""
+# Address the bucket as endpoint/bucket (most self-hosted servers) or bucket.endpoint.
+path_style = true
+prefix = ""
+timeout_ms = 60000
+
+[media.url_preview]
+# URL previews make the server fetch any URL its users name; off by default. Addresses in
+# ip_range_blacklist (loopback, private, link-local, CGNAT, multicast, ... by default) are
+# never fetched unless ip_range_whitelist allows them.
+enabled = false
+# ip_range_blacklist = ["127.0.0.0/8", "10.0.0.0/8", "..."]
+ip_range_whitelist = []
+max_page_bytes = 10485760
+timeout_ms = 20000
+max_redirects = 5
+# How long a preview is reused before the page is fetched again.
+cache_ms = 3600000
+
+[media.retention]
+# Delete media nobody downloaded for this many days (0 keeps it forever).
+local_media_days = 0
+remote_media_days = 0
+interval_ms = 3600000
+# Downloads are recorded in memory and written out this often.
+access_flush_ms = 60000
 
 [server_notices]
 # Let administrators send notices to users (POST /_synapse/admin/v1/send_server_notice).
@@ -447,6 +629,28 @@ mod tests {
         assert_eq!(config.media.scanner, ScannerKind::Clamav);
         assert_eq!(config.media.clamav.address, "unix:/run/clamd.ctl");
         assert!(Config::from_toml_and_env("[media]\nscanner = \"other\"", []).is_err());
+    }
+
+    #[test]
+    fn media_sections_default_and_override() {
+        let config = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, []).unwrap();
+        assert_eq!(config.media.storage, StorageKind::Fs);
+        assert!(!config.media.url_preview.enabled);
+        assert_eq!(config.media.url_preview.ip_range_blacklist.len(), DEFAULT_IP_RANGE_BLACKLIST.len());
+        assert_eq!(config.media.retention.local_media_days, 0);
+        let env = [
+            ("RANVIER_MEDIA__STORAGE".to_owned(), "s3".to_owned()),
+            ("RANVIER_MEDIA__S3__BUCKET".to_owned(), "media".to_owned()),
+            ("RANVIER_MEDIA__URL_PREVIEW__ENABLED".to_owned(), "true".to_owned()),
+            ("RANVIER_MEDIA__URL_PREVIEW__IP_RANGE_WHITELIST".to_owned(), "[\"127.0.0.1/32\"]".to_owned()),
+            ("RANVIER_MEDIA__RETENTION__LOCAL_MEDIA_DAYS".to_owned(), "30".to_owned()),
+        ];
+        let config = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, env).unwrap();
+        assert_eq!(config.media.storage, StorageKind::S3);
+        assert_eq!(config.media.s3.bucket, "media");
+        assert!(config.media.url_preview.enabled);
+        assert_eq!(config.media.url_preview.ip_range_whitelist, ["127.0.0.1/32"]);
+        assert_eq!(config.media.retention.local_media_days, 30);
     }
 
     #[test]

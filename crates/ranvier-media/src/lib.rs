@@ -9,8 +9,15 @@
 //! - [`storage`]: the [`MediaStorage`] trait and [`FsStorage`] (content-addressed files under
 //!   `{data_dir}/media`, atomic commits).
 //! - [`scanner`]: the [`Scanner`] trait; [`clamav`]: the clamd implementation.
-//! - [`thumbnail`]: standard sizes and bounded decoding; [`disposition`]: `Content-Type` and
-//!   `Content-Disposition` rules.
+//! - [`s3`]: [`S3Storage`], content in an S3-compatible bucket (Signature Version 4 over
+//!   `reqwest`).
+//! - [`thumbnail`]: standard sizes, bounded decoding, animated thumbnails; [`disposition`]:
+//!   `Content-Type` and `Content-Disposition` rules.
+//! - [`preview`]: URL previews; [`fetch`]: the HTTP client confined by an IP filter that they
+//!   fetch through; [`og`]: OpenGraph data from HTML.
+//! - Retention: downloads are noted in memory and written out in batches
+//!   ([`Media::flush_accesses`]); a background task deletes media not accessed for the
+//!   configured time ([`Media::purge_not_accessed_since`]).
 //!
 //! # Architecture invariant
 //! Nothing reaches the storage without having passed the scanner (unless the operator chose
@@ -19,18 +26,23 @@
 
 pub mod clamav;
 pub mod disposition;
+pub mod fetch;
+pub mod og;
+pub mod preview;
+pub mod s3;
 pub mod scanner;
 pub mod storage;
 pub mod thumbnail;
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Weak},
     time::{Duration, Instant},
 };
 
 use ranvier_core::{
     Config, Error, Result,
-    config::{MediaConfig, ScannerKind},
+    config::{MediaConfig, ScannerKind, StorageKind},
     error::ErrorKind,
     util::{now_ms, random_string},
 };
@@ -41,6 +53,8 @@ use ranvier_store::{
 use ruma::{OwnedMxcUri, ServerName, UserId, api::error::LimitExceededErrorData};
 use tokio::sync::{Mutex, Semaphore, watch};
 
+pub use preview::PreviewError;
+pub use s3::S3Storage;
 pub use scanner::{NoScanner, ScanUnavailable, Scanner, Verdict};
 pub use storage::{Content, FsStorage, MediaStorage, Staged, StagedFile};
 pub use thumbnail::ThumbnailMethod;
@@ -55,6 +69,12 @@ const MAX_FILENAME_LEN: usize = 1024;
 const THUMBNAIL_CONCURRENCY: usize = 2;
 /// How many media ids a retention run deletes per database round.
 const PURGE_BATCH: i64 = 100;
+/// A download is noted only when the recorded last access is older than this: last access is
+/// coarse, and most downloads cost no write at all.
+const ACCESS_GRANULARITY_MS: i64 = 60 * 60 * 1000;
+/// How long URL previews are kept in the database (their images are media like any other).
+const PREVIEW_KEEP_MS: i64 = 24 * 60 * 60 * 1000;
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Why an upload was not accepted.
 #[derive(Debug)]
@@ -142,13 +162,20 @@ struct Inner {
     /// that a file another upload is about to point at is never removed under it.
     content_lock: Mutex<()>,
     thumbnailers: Semaphore,
+    /// `None` when URL previews are off.
+    previewer: Option<preview::Previewer>,
+    /// Downloads not yet written to the database: `(origin, media_id)` → time.
+    accesses: std::sync::Mutex<HashMap<(String, String), i64>>,
 }
 
 impl Media {
     /// The media service as configured: files under [`Config::media_path`], the configured
     /// scanner.
     pub fn new(store: Store, server_name: ruma::OwnedServerName, config: &Config) -> Result<Self> {
-        let storage = FsStorage::open(&config.media_path())?;
+        let storage: Arc<dyn MediaStorage> = match config.media.storage {
+            StorageKind::Fs => Arc::new(FsStorage::open(&config.media_path())?),
+            StorageKind::S3 => Arc::new(S3Storage::open(&config.media.s3, &config.media_path().join("tmp"))?),
+        };
         let scanner: Arc<dyn Scanner> = match config.media.scanner {
             ScannerKind::None => Arc::new(NoScanner),
             ScannerKind::Clamav => {
@@ -157,7 +184,8 @@ impl Media {
                 Arc::new(clamav::ClamAv::new(address, timeout))
             }
         };
-        Ok(Self::with_parts(store, server_name, config.media.clone(), Arc::new(storage), scanner))
+        let previewer = preview::Previewer::new(&config.media.url_preview)?;
+        Ok(Self::from_parts(store, server_name, config.media.clone(), storage, scanner, previewer))
     }
 
     /// The media service over explicit parts (other storages or scanners, tests).
@@ -167,6 +195,18 @@ impl Media {
         config: MediaConfig,
         storage: Arc<dyn MediaStorage>,
         scanner: Arc<dyn Scanner>,
+    ) -> Result<Self> {
+        let previewer = preview::Previewer::new(&config.url_preview)?;
+        Ok(Self::from_parts(store, server_name, config, storage, scanner, previewer))
+    }
+
+    fn from_parts(
+        store: Store,
+        server_name: ruma::OwnedServerName,
+        config: MediaConfig,
+        storage: Arc<dyn MediaStorage>,
+        scanner: Arc<dyn Scanner>,
+        previewer: Option<preview::Previewer>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -178,8 +218,93 @@ impl Media {
                 uploads: watch::Sender::new(0),
                 content_lock: Mutex::new(()),
                 thumbnailers: Semaphore::new(THUMBNAIL_CONCURRENCY),
+                previewer,
+                accesses: std::sync::Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Start the background tasks of a serving process: writing noted downloads out, and
+    /// retention. They end when the service is dropped.
+    pub fn start_background_tasks(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let flush_every = Duration::from_millis(self.inner.config.retention.access_flush_ms.max(10));
+        tokio::spawn(every(weak.clone(), flush_every, |media| async move {
+            if let Err(error) = media.flush_accesses().await {
+                tracing::warn!(%error, "could not record media downloads");
+            }
+        }));
+        let retention_every = Duration::from_millis(self.inner.config.retention.interval_ms.max(10));
+        tokio::spawn(every(weak, retention_every, |media| async move {
+            if let Err(error) = media.run_retention().await {
+                tracing::warn!(%error, "media retention run failed");
+            }
+        }));
+    }
+
+    /// Write the downloads noted since the last flush to the database.
+    pub async fn flush_accesses(&self) -> Result<()> {
+        let batch: Vec<(String, String, i64)> = {
+            let mut accesses = self.inner.accesses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            accesses.drain().map(|((origin, media_id), ts)| (origin, media_id, ts)).collect()
+        };
+        self.inner.store.record_media_access(&batch).await
+    }
+
+    /// One retention run: delete media not accessed for the configured times, and old URL
+    /// previews. Returns how many media were deleted.
+    pub async fn run_retention(&self) -> Result<u64> {
+        // Downloads noted but not yet written must count.
+        self.flush_accesses().await?;
+        let retention = &self.inner.config.retention;
+        let now = now_ms();
+        let mut deleted = 0;
+        for (local, days) in [(true, retention.local_media_days), (false, retention.remote_media_days)] {
+            if days == 0 {
+                continue;
+            }
+            let age = i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS);
+            deleted += self.purge_not_accessed_since(local, now.saturating_sub(age)).await?.len() as u64;
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "media retention: deleted media not accessed lately");
+        }
+        self.inner.store.delete_url_previews_before(now.saturating_sub(PREVIEW_KEEP_MS)).await?;
+        Ok(deleted)
+    }
+
+    /// Delete media (local ones, or cached remote ones) last accessed before `before_ts` (ms),
+    /// quarantined media excepted; returns the media ids deleted.
+    pub async fn purge_not_accessed_since(&self, local: bool, before_ts: i64) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        loop {
+            let batch = self
+                .inner
+                .store
+                .media_not_accessed_since(self.inner.server_name.as_str(), local, before_ts, PURGE_BATCH)
+                .await?;
+            if batch.is_empty() {
+                return Ok(deleted);
+            }
+            for (origin, media_id) in batch {
+                let Ok(origin) = ruma::OwnedServerName::try_from(origin.as_str()) else {
+                    continue;
+                };
+                if self.delete(&origin, &media_id).await? {
+                    deleted.push(media_id);
+                }
+            }
+        }
+    }
+
+    /// Note a download of `row`, unless its recorded last access is recent enough.
+    fn note_access(&self, row: &MediaRow) {
+        let now = now_ms();
+        if row.last_access_ts.is_some_and(|last| now.saturating_sub(last) < ACCESS_GRANULARITY_MS) {
+            return;
+        }
+        let mut accesses = self.inner.accesses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        accesses.insert((row.origin.clone(), row.media_id.clone()), now);
     }
 
     pub fn store(&self) -> &Store {
@@ -328,6 +453,7 @@ impl Media {
         timeout: Duration,
     ) -> Result<Served> {
         let row = self.wait_for_content(server_name, media_id, access, timeout).await?;
+        self.note_access(&row);
         let sha256 = row.sha256.clone().unwrap_or_default();
         let content = self.open_content(&sha256).await?;
         Ok(Served {
@@ -349,6 +475,7 @@ impl Media {
         timeout: Duration,
     ) -> Result<Served> {
         let row = self.wait_for_content(server_name, media_id, access, timeout).await?;
+        self.note_access(&row);
         let target = thumbnail::choose_size(request.width, request.height, request.method);
         // An animated wish changes the answer only for small animated originals, but it is
         // simplest and still cheap to keep its thumbnails apart.
@@ -514,7 +641,8 @@ impl Media {
         let original = row.sha256.clone().unwrap_or_default();
         let _permit = self.inner.thumbnailers.acquire().await.map_err(|_| Error::internal("thumbnailer closed"))?;
         let bytes = self.open_content(&original).await?.collect().await?;
-        let limits = thumbnail::DecodeLimits::for_pixels(self.inner.config.max_thumbnail_pixels);
+        let max_frames = usize::try_from(self.inner.config.max_animated_frames).unwrap_or(usize::MAX);
+        let limits = thumbnail::DecodeLimits::for_pixels(self.inner.config.max_thumbnail_pixels, max_frames);
         let made = tokio::task::spawn_blocking(move || thumbnail::make_thumbnail(&bytes, target, animated, limits))
             .await
             .map_err(|e| Error::internal(format!("thumbnail task: {e}")))??;
@@ -568,6 +696,25 @@ impl Media {
             }
             Err(error) => tracing::warn!(sha256, %error, "could not check media content references"),
         }
+    }
+}
+
+/// Run `task` on the service every `period` for as long as it exists.
+async fn every<F, Fut>(inner: Weak<Inner>, period: Duration, task: F)
+where
+    F: Fn(Media) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; start one period in.
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        task(Media { inner }).await;
     }
 }
 

@@ -125,6 +125,51 @@ pub fn too_large(limit: u64) -> Error {
     Error::too_large(format!("Cannot upload files larger than {limit} bytes"))
 }
 
+/// A new staging file in `dir` for content of at most `limit` bytes.
+pub(crate) async fn stage_in(dir: &Path, limit: u64) -> Result<Staged> {
+    let path = dir.join(format!("upload-{}", random_string(24)));
+    let file =
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await.context("create staging file")?;
+    Ok(Staged { file, hasher: Sha256::new(), size: 0, limit, guard: StagingGuard { path, armed: true } })
+}
+
+/// Remove staging files in `dir` left behind by a crash.
+pub(crate) fn remove_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .map(|modified| now.duration_since(modified).unwrap_or_default() > STALE_STAGING)
+            .unwrap_or(false);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Stream a file's bytes in chunks.
+pub(crate) fn file_stream(file: tokio::fs::File) -> BoxStream<'static, io::Result<Bytes>> {
+    let stream = stream::try_unfold(file, |mut file| async move {
+        let mut buffer = vec![0; READ_CHUNK];
+        let read = file.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.truncate(read);
+        Ok(Some((Bytes::from(buffer), file)))
+    });
+    Box::pin(stream)
+}
+
+/// Whether `sha256` is 64 hex digits, the only form content names take.
+pub(crate) fn is_content_hash(sha256: &str) -> bool {
+    sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Content on the local filesystem: `{root}/content/ab/cd/abcd…` (the SHA-256 in hex),
 /// staging files in `{root}/tmp`. Both are on the same filesystem, so a commit is a rename.
 pub struct FsStorage {
@@ -152,38 +197,18 @@ impl FsStorage {
     /// The file of the content with `sha256`, or `None` if the hash is malformed (it never
     /// is when it comes from this crate, but a path is only ever built from 64 hex digits).
     fn path_of(&self, sha256: &str) -> Option<PathBuf> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_content_hash(sha256) {
             return None;
         }
         Some(self.content_dir().join(&sha256[0..2]).join(&sha256[2..4]).join(sha256))
     }
 
     fn remove_stale_staging(&self) {
-        let Ok(entries) = std::fs::read_dir(self.tmp_dir()) else {
-            return;
-        };
-        let now = SystemTime::now();
-        for entry in entries.flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|meta| meta.modified())
-                .map(|modified| now.duration_since(modified).unwrap_or_default() > STALE_STAGING)
-                .unwrap_or(false);
-            if stale {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        remove_stale_staging(&self.tmp_dir());
     }
 
     async fn stage_file(&self, limit: u64) -> Result<Staged> {
-        let path = self.tmp_dir().join(format!("upload-{}", random_string(24)));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .context("create staging file")?;
-        Ok(Staged { file, hasher: Sha256::new(), size: 0, limit, guard: StagingGuard { path, armed: true } })
+        stage_in(&self.tmp_dir(), limit).await
     }
 
     async fn commit_file(&self, mut staged: StagedFile) -> Result<()> {
@@ -224,16 +249,7 @@ impl FsStorage {
             Err(e) => return Err(Error::internal(format!("open media content: {e}"))),
         };
         let size = file.metadata().await.context("stat media content")?.len();
-        let stream = stream::try_unfold(file, |mut file| async move {
-            let mut buffer = vec![0; READ_CHUNK];
-            let read = file.read(&mut buffer).await?;
-            if read == 0 {
-                return Ok(None);
-            }
-            buffer.truncate(read);
-            Ok(Some((Bytes::from(buffer), file)))
-        });
-        Ok(Some(Content { size, stream: Box::pin(stream) }))
+        Ok(Some(Content { size, stream: file_stream(file) }))
     }
 
     async fn delete_file(&self, sha256: &str) -> Result<()> {

@@ -11,11 +11,19 @@
 //! anything is decoded, and the decoder runs with `image::Limits` so that a file whose header
 //! lies cannot allocate more than the limit either. A decompression bomb is refused with
 //! `M_TOO_LARGE` without its pixels ever being allocated.
+//!
+//! Animated thumbnails: when the client asks for one (`animated=true`) and the original is an
+//! animated GIF, WebP or PNG larger than the size, its frames are resized one at a time and
+//! encoded as an animated GIF, keeping at most [`DecodeLimits::max_frames`] frames and
+//! decoding at most [`ANIMATED_PIXEL_BUDGET`] pixels in all. Otherwise (or when fewer than two
+//! frames come out) the thumbnail is a still image of the first frame.
 
 use std::io::Cursor;
 
 use image::{
-    AnimationDecoder, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, imageops::FilterType,
+    AnimationDecoder, DynamicImage, Frame, Frames, ImageDecoder, ImageError, ImageFormat, ImageReader,
+    codecs::gif::{GifEncoder, Repeat},
+    imageops::FilterType,
     metadata::Orientation,
 };
 use ranvier_core::{Error, Result};
@@ -70,6 +78,9 @@ pub fn choose_size(width: u32, height: u32, method: ThumbnailMethod) -> Thumbnai
     covering(method).or_else(|| covering(ThumbnailMethod::Scale)).unwrap_or(STANDARD_SIZES[STANDARD_SIZES.len() - 1])
 }
 
+/// The most pixels decoded for one animated thumbnail, over all its frames.
+pub const ANIMATED_PIXEL_BUDGET: u64 = 64_000_000;
+
 /// Bounds on what is decoded.
 #[derive(Clone, Copy, Debug)]
 pub struct DecodeLimits {
@@ -77,13 +88,15 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// The most memory the decoder may allocate.
     pub max_alloc: u64,
+    /// The most frames an animated thumbnail keeps.
+    pub max_frames: usize,
 }
 
 impl DecodeLimits {
     /// Limits for images of up to `max_pixels` pixels: room for 8 bytes per pixel (16-bit
     /// RGBA, the widest PNG) plus a margin for the decoder's own buffers.
-    pub fn for_pixels(max_pixels: u64) -> Self {
-        Self { max_pixels, max_alloc: max_pixels.saturating_mul(8).saturating_add(64 * 1024 * 1024) }
+    pub fn for_pixels(max_pixels: u64, max_frames: usize) -> Self {
+        Self { max_pixels, max_alloc: max_pixels.saturating_mul(8).saturating_add(64 * 1024 * 1024), max_frames }
     }
 }
 
@@ -163,27 +176,98 @@ pub fn make_thumbnail(bytes: &[u8], target: ThumbnailSize, animated: bool, limit
     if fits && (animated || format == ImageFormat::Jpeg || !is_animated(bytes, format, limits)) {
         return Ok(Thumbnail::Original { content_type: mime_of(format) });
     }
+    if animated
+        && format != ImageFormat::Jpeg
+        && is_animated(bytes, format, limits)
+        && let Some(thumbnail) = animated_thumbnail(bytes, format, target, limits)?
+    {
+        return Ok(thumbnail);
+    }
 
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
-    let resized = if fits {
-        // An animated original that must be served still: its first frame, at its own size.
-        image
-    } else {
-        match target.method {
-            ThumbnailMethod::Scale => image.resize(target.width, target.height, FilterType::Triangle),
-            ThumbnailMethod::Crop if width >= target.width && height >= target.height => {
-                image.resize_to_fill(target.width, target.height, FilterType::Triangle)
-            }
-            // Too small in one dimension to crop at this size without enlarging it: cut the
-            // largest centred piece of the requested aspect ratio instead.
-            ThumbnailMethod::Crop => {
-                let (crop_width, crop_height) = largest_crop(width, height, target.width, target.height);
-                image.crop_imm((width - crop_width) / 2, (height - crop_height) / 2, crop_width, crop_height)
-            }
-        }
-    };
+    // An animated original that must be served still and fits: its first frame, as it is.
+    let resized = if fits { image } else { fit(image, target) };
     encode(resized, format)
+}
+
+/// `image` resized (never enlarged) to answer `target`.
+fn fit(image: DynamicImage, target: ThumbnailSize) -> DynamicImage {
+    let (width, height) = (image.width(), image.height());
+    if width <= target.width && height <= target.height {
+        return image;
+    }
+    match target.method {
+        ThumbnailMethod::Scale => image.resize(target.width, target.height, FilterType::Triangle),
+        ThumbnailMethod::Crop if width >= target.width && height >= target.height => {
+            image.resize_to_fill(target.width, target.height, FilterType::Triangle)
+        }
+        // Too small in one dimension to crop at this size without enlarging it: cut the
+        // largest centred piece of the requested aspect ratio instead.
+        ThumbnailMethod::Crop => {
+            let (crop_width, crop_height) = largest_crop(width, height, target.width, target.height);
+            image.crop_imm((width - crop_width) / 2, (height - crop_height) / 2, crop_width, crop_height)
+        }
+    }
+}
+
+/// The frames of an animated image, decoded lazily under the allocation limit.
+fn frames_of(bytes: &[u8], format: ImageFormat, limits: DecodeLimits) -> Result<Frames<'_>> {
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_alloc = Some(limits.max_alloc);
+    match format {
+        ImageFormat::Gif => {
+            let mut decoder = image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).map_err(decode_error)?;
+            decoder.set_limits(decoder_limits).map_err(decode_error)?;
+            Ok(decoder.into_frames())
+        }
+        ImageFormat::WebP => {
+            let mut decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).map_err(decode_error)?;
+            decoder.set_limits(decoder_limits).map_err(decode_error)?;
+            Ok(decoder.into_frames())
+        }
+        ImageFormat::Png => {
+            let mut decoder = image::codecs::png::PngDecoder::new(Cursor::new(bytes)).map_err(decode_error)?;
+            decoder.set_limits(decoder_limits).map_err(decode_error)?;
+            Ok(decoder.apng().map_err(decode_error)?.into_frames())
+        }
+        _ => Err(cannot_thumbnail()),
+    }
+}
+
+/// An animated GIF thumbnail of an animated original, or `None` when fewer than two frames
+/// fit the limits (a still thumbnail is made instead).
+fn animated_thumbnail(
+    bytes: &[u8],
+    format: ImageFormat,
+    target: ThumbnailSize,
+    limits: DecodeLimits,
+) -> Result<Option<Thumbnail>> {
+    let mut budget = ANIMATED_PIXEL_BUDGET;
+    let mut frames = Vec::new();
+    for frame in frames_of(bytes, format, limits)?.take(limits.max_frames.max(1)) {
+        let frame = frame.map_err(decode_error)?;
+        let delay = frame.delay();
+        let buffer = frame.into_buffer();
+        let pixels = u64::from(buffer.width()) * u64::from(buffer.height());
+        if pixels > budget {
+            break;
+        }
+        budget -= pixels;
+        let resized = fit(DynamicImage::ImageRgba8(buffer), target).to_rgba8();
+        frames.push(Frame::from_parts(resized, 0, 0, delay));
+    }
+    if frames.len() < 2 {
+        return Ok(None);
+    }
+    let (width, height) = (frames[0].buffer().width(), frames[0].buffer().height());
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new_with_speed(&mut out, 20);
+        encoder.set_repeat(Repeat::Infinite).map_err(|e| Error::internal(format!("encode GIF thumbnail: {e}")))?;
+        encoder.encode_frames(frames).map_err(|e| Error::internal(format!("encode GIF thumbnail: {e}")))?;
+    }
+    Ok(Some(Thumbnail::Generated { bytes: out, content_type: "image/gif", width, height }))
 }
 
 /// The largest `w`×`h` within `width`×`height` with the aspect ratio of
@@ -293,7 +377,7 @@ mod tests {
         }
     }
 
-    const LIMITS: DecodeLimits = DecodeLimits { max_pixels: 32_000_000, max_alloc: 512 * 1024 * 1024 };
+    const LIMITS: DecodeLimits = DecodeLimits { max_pixels: 32_000_000, max_alloc: 512 * 1024 * 1024, max_frames: 10 };
 
     #[test]
     fn scale_and_crop() {
@@ -362,7 +446,7 @@ mod tests {
         let error = make_thumbnail(&bomb, size(96, 96, Crop), false, LIMITS).unwrap_err();
         assert_eq!(error.kind().map(|k| k.errcode().to_string()).as_deref(), Some("M_TOO_LARGE"));
         // Under the pixel limit but over the allocation limit: the decoder's limits refuse it.
-        let tight = DecodeLimits { max_pixels: 32_000_000, max_alloc: 1024 * 1024 };
+        let tight = DecodeLimits { max_pixels: 32_000_000, max_alloc: 1024 * 1024, max_frames: 10 };
         let error = make_thumbnail(&png_bomb(4000, 4000), size(96, 96, Crop), false, tight).unwrap_err();
         assert_eq!(error.kind().map(|k| k.errcode().to_string()).as_deref(), Some("M_TOO_LARGE"));
     }
@@ -388,6 +472,58 @@ mod tests {
         assert_eq!(generated_size(&still), (10, 10));
         let animated = make_thumbnail(&bytes, size(32, 32, Crop), true, LIMITS).unwrap();
         assert!(matches!(animated, Thumbnail::Original { content_type: "image/gif" }), "{animated:?}");
+    }
+
+    /// An animated GIF of `frames` frames, `width`×`height`.
+    fn animated_gif(width: u32, height: u32, frames: u8) -> Vec<u8> {
+        use image::{Delay, Frame, codecs::gif::GifEncoder};
+        let mut bytes = Vec::new();
+        {
+            let mut encoder = GifEncoder::new(&mut bytes);
+            let frames = (0..frames).map(|i| {
+                Frame::from_parts(
+                    image::RgbaImage::from_fn(width, height, |x, _| image::Rgba([i.wrapping_mul(40), x as u8, 0, 255])),
+                    0,
+                    0,
+                    Delay::from_numer_denom_ms(50, 1),
+                )
+            });
+            encoder.encode_frames(frames).unwrap();
+        }
+        bytes
+    }
+
+    fn gif_frames(bytes: &[u8]) -> Vec<(u32, u32)> {
+        let decoder = image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).unwrap();
+        decoder.into_frames().map(|frame| frame.unwrap().into_buffer().dimensions()).collect()
+    }
+
+    #[test]
+    fn large_animations_give_animated_gifs_when_asked() {
+        let source = animated_gif(200, 100, 4);
+        let animated = make_thumbnail(&source, size(96, 96, Crop), true, LIMITS).unwrap();
+        let Thumbnail::Generated { bytes, content_type: "image/gif", width: 96, height: 96 } = &animated else {
+            panic!("expected an animated GIF, got {animated:?}");
+        };
+        assert_eq!(gif_frames(bytes), vec![(96, 96); 4], "every frame, cropped");
+        let scaled = make_thumbnail(&source, size(32, 32, Crop), true, LIMITS).unwrap();
+        assert!(matches!(scaled, Thumbnail::Generated { content_type: "image/gif", .. }));
+
+        // At most max_frames frames are kept.
+        let long = animated_gif(64, 64, 15);
+        let Thumbnail::Generated { bytes, .. } = make_thumbnail(&long, size(32, 32, Crop), true, LIMITS).unwrap()
+        else {
+            panic!("expected a generated thumbnail");
+        };
+        assert_eq!(gif_frames(&bytes).len(), LIMITS.max_frames);
+
+        // Without the wish, a still PNG of the first frame.
+        let still = make_thumbnail(&source, size(96, 96, Crop), false, LIMITS).unwrap();
+        assert!(matches!(still, Thumbnail::Generated { content_type: "image/png", .. }), "{still:?}");
+        // A single-frame limit cannot animate: still.
+        let one = DecodeLimits { max_frames: 1, ..LIMITS };
+        let still = make_thumbnail(&source, size(96, 96, Crop), true, one).unwrap();
+        assert!(matches!(still, Thumbnail::Generated { content_type: "image/png", .. }), "{still:?}");
     }
 
     #[test]

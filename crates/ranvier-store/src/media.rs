@@ -27,6 +27,8 @@ pub struct MediaRow {
     /// Only the authenticated endpoints may serve it (it was uploaded during the freeze).
     pub authenticated: bool,
     pub quarantined_ts: Option<i64>,
+    /// When it was last downloaded (coarsely: see [`Store::record_media_access`]).
+    pub last_access_ts: Option<i64>,
 }
 
 impl MediaRow {
@@ -84,7 +86,21 @@ type MediaTuple = (
     Option<i64>,
     i64,
     Option<i64>,
+    Option<i64>,
 );
+
+/// A stored URL preview.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlPreviewRow {
+    pub url: String,
+    /// The start of the cache period it belongs to.
+    pub period_ts: i64,
+    pub fetched_ts: i64,
+    /// The OpenGraph object, as JSON text.
+    pub og: String,
+    /// The local media holding the preview's image, if any.
+    pub image_media_id: Option<String>,
+}
 
 fn media_row(t: MediaTuple) -> MediaRow {
     MediaRow {
@@ -100,6 +116,7 @@ fn media_row(t: MediaTuple) -> MediaRow {
         size: t.9,
         authenticated: crate::flag(t.10),
         quarantined_ts: t.11,
+        last_access_ts: t.12,
     }
 }
 
@@ -137,8 +154,8 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO media (origin, media_id, uploader, created_ts, unused_expires_ts, authenticated)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO media (origin, media_id, uploader, created_ts, unused_expires_ts, authenticated, last_access_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $4)",
         )
         .bind(origin)
         .bind(media_id)
@@ -165,8 +182,8 @@ impl Store {
         let mut txn = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO media (origin, media_id, uploader, created_ts, uploaded_ts, content_type, upload_name,
-                                sha256, size, authenticated)
-             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
+                                sha256, size, authenticated, last_access_ts)
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $4)",
         )
         .bind(origin)
         .bind(media_id)
@@ -196,7 +213,7 @@ impl Store {
         // One conditional update, so that two uploads racing for the same URI cannot both win.
         let updated = sqlx::query(
             "UPDATE media SET uploaded_ts = $4, content_type = $5, upload_name = $6, sha256 = $7, size = $8,
-                              unused_expires_ts = NULL
+                              unused_expires_ts = NULL, last_access_ts = $4
              WHERE origin = $1 AND media_id = $2 AND uploader = $3 AND uploaded_ts IS NULL
                AND unused_expires_ts > $4",
         )
@@ -230,7 +247,7 @@ impl Store {
     pub async fn get_media(&self, origin: &str, media_id: &str) -> Result<Option<MediaRow>> {
         let row: Option<MediaTuple> = sqlx::query_as(
             "SELECT origin, media_id, uploader, created_ts, unused_expires_ts, uploaded_ts, content_type,
-                        upload_name, sha256, size, authenticated, quarantined_ts
+                        upload_name, sha256, size, authenticated, quarantined_ts, last_access_ts
                  FROM media WHERE origin = $1 AND media_id = $2",
         )
         .bind(origin)
@@ -386,6 +403,107 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .context("list old media")
+    }
+
+    /// Record downloads: each `(origin, media_id, ts)` moves the media's last access forward
+    /// to `ts` (never back). One transaction for the whole batch.
+    pub async fn record_media_access(&self, accesses: &[(String, String, i64)]) -> Result<()> {
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.begin_write().await?;
+        for (origin, media_id, ts) in accesses {
+            sqlx::query(
+                "UPDATE media SET last_access_ts = $3
+                 WHERE origin = $1 AND media_id = $2 AND (last_access_ts IS NULL OR last_access_ts < $3)",
+            )
+            .bind(origin)
+            .bind(media_id)
+            .bind(ts)
+            .execute(&mut **txn)
+            .await
+            .context("record media access")?;
+        }
+        txn.commit().await
+    }
+
+    /// Up to `limit` media with content, not quarantined, last accessed (or, never accessed,
+    /// uploaded) before `before_ts`, least recently used first: of `server_name` when `local`,
+    /// of every other server otherwise. For retention; returns `(origin, media_id)` pairs.
+    pub async fn media_not_accessed_since(
+        &self,
+        server_name: &str,
+        local: bool,
+        before_ts: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let sql = if local {
+            "SELECT origin, media_id FROM media
+             WHERE origin = $1 AND uploaded_ts IS NOT NULL AND quarantined_ts IS NULL
+               AND COALESCE(last_access_ts, uploaded_ts) < $2
+             ORDER BY COALESCE(last_access_ts, uploaded_ts), media_id LIMIT $3"
+        } else {
+            "SELECT origin, media_id FROM media
+             WHERE origin <> $1 AND uploaded_ts IS NOT NULL AND quarantined_ts IS NULL
+               AND COALESCE(last_access_ts, uploaded_ts) < $2
+             ORDER BY COALESCE(last_access_ts, uploaded_ts), media_id LIMIT $3"
+        };
+        sqlx::query_as(sql)
+            .bind(server_name)
+            .bind(before_ts)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .context("list media not accessed lately")
+    }
+
+    /// The preview of `url` kept for the cache period starting at `period_ts`.
+    pub async fn get_url_preview(&self, url: &str, period_ts: i64) -> Result<Option<UrlPreviewRow>> {
+        let row: Option<(String, i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT url, period_ts, fetched_ts, og, image_media_id FROM url_previews WHERE url = $1 AND period_ts = $2",
+        )
+        .bind(url)
+        .bind(period_ts)
+        .fetch_optional(self.pool())
+        .await
+        .context("get URL preview")?;
+        Ok(row.map(|(url, period_ts, fetched_ts, og, image_media_id)| UrlPreviewRow {
+            url,
+            period_ts,
+            fetched_ts,
+            og,
+            image_media_id,
+        }))
+    }
+
+    /// Keep a preview; one stored meanwhile for the same URL and period wins.
+    pub async fn insert_url_preview(&self, preview: &UrlPreviewRow) -> Result<()> {
+        let mut txn = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO url_previews (url, period_ts, fetched_ts, og, image_media_id) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (url, period_ts) DO NOTHING",
+        )
+        .bind(&preview.url)
+        .bind(preview.period_ts)
+        .bind(preview.fetched_ts)
+        .bind(&preview.og)
+        .bind(preview.image_media_id.as_deref())
+        .execute(&mut **txn)
+        .await
+        .context("insert URL preview")?;
+        txn.commit().await
+    }
+
+    /// Forget previews fetched before `before_ts`; returns how many.
+    pub async fn delete_url_previews_before(&self, before_ts: i64) -> Result<u64> {
+        let mut txn = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM url_previews WHERE fetched_ts < $1")
+            .bind(before_ts)
+            .execute(&mut **txn)
+            .await
+            .context("delete old URL previews")?;
+        txn.commit().await?;
+        Ok(deleted.rows_affected())
     }
 }
 

@@ -1,6 +1,8 @@
 //! `ranvier admin media …`: quarantine or delete one file by its `mxc://` URI, and delete old
-//! media (retention). They work on the database and the media directory directly and take
-//! effect on a running server at once: it reads both on every request.
+//! media (retention), by upload time or by last access. They work on the database and the
+//! media storage directly and take effect on a running server at once: it reads both on every
+//! request. (A running server writes the downloads it notes every `retention.access_flush_ms`;
+//! downloads newer than that are not yet counted by `--not-accessed-for-days`.)
 
 use std::io::Write;
 
@@ -23,11 +25,20 @@ pub enum MediaCommand {
         /// The file's `mxc://server/media_id` URI.
         mxc: String,
     },
-    /// Delete every local file uploaded more than DAYS days ago.
+    /// Delete every local file uploaded more than DAYS days ago, or (with
+    /// --not-accessed-for-days) not downloaded for DAYS days.
     Purge {
         /// The age, in days, beyond which files are deleted (0 deletes everything).
-        #[arg(long, value_name = "DAYS")]
-        older_than_days: u64,
+        #[arg(long, value_name = "DAYS", required_unless_present = "not_accessed_for_days")]
+        older_than_days: Option<u64>,
+        /// Delete files not downloaded (nor thumbnailed) for DAYS days; quarantined files are
+        /// kept.
+        #[arg(long, value_name = "DAYS", conflicts_with = "older_than_days")]
+        not_accessed_for_days: Option<u64>,
+        /// With --not-accessed-for-days: purge cached media of other servers instead of local
+        /// media.
+        #[arg(long, requires = "not_accessed_for_days")]
+        remote: bool,
     },
 }
 
@@ -51,12 +62,21 @@ pub async fn run(config: &Config, store: &Store, command: MediaCommand, out: &mu
             }
             writeln!(out, "deleted {mxc}").map_err(|e| e.to_string())
         }
-        MediaCommand::Purge { older_than_days } => {
-            let age_ms = older_than_days.checked_mul(86_400_000).and_then(|ms| i64::try_from(ms).ok());
-            let before = age_ms.map_or(i64::MIN, |age| now_ms().saturating_sub(age));
-            let deleted = media.purge_uploaded_before(before).await.map_err(|e| e.to_string())?;
-            writeln!(out, "deleted {deleted} files uploaded more than {older_than_days} days ago")
-                .map_err(|e| e.to_string())
+        MediaCommand::Purge { older_than_days, not_accessed_for_days, remote } => {
+            let before = |days: u64| {
+                let age_ms = days.checked_mul(86_400_000).and_then(|ms| i64::try_from(ms).ok());
+                age_ms.map_or(i64::MIN, |age| now_ms().saturating_sub(age))
+            };
+            if let Some(days) = not_accessed_for_days {
+                let deleted =
+                    media.purge_not_accessed_since(!remote, before(days)).await.map_err(|e| e.to_string())?.len();
+                let which = if remote { "remote" } else { "local" };
+                return writeln!(out, "deleted {deleted} {which} files not accessed for {days} days")
+                    .map_err(|e| e.to_string());
+            }
+            let days = older_than_days.unwrap_or(0);
+            let deleted = media.purge_uploaded_before(before(days)).await.map_err(|e| e.to_string())?;
+            writeln!(out, "deleted {deleted} files uploaded more than {days} days ago").map_err(|e| e.to_string())
         }
     }
 }

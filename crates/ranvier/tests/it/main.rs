@@ -11,7 +11,10 @@
 //! - [`e2ee`]: end-to-end encryption with `matrix-sdk` clients (encrypted rooms, emoji
 //!   verification, cross-signing, key backup and recovery) and its `/sync` plumbing over raw
 //!   HTTP (to-device delivery, key counts, device lists).
-//! - [`media`]: uploads, downloads, thumbnails, size limits and virus scanning with clamd.
+//! - [`media`]: uploads, downloads, thumbnails (animated ones too), size limits, virus
+//!   scanning with clamd, retention by last access, and media in an S3 bucket (moto).
+//! - [`media_preview`]: URL previews of pages the test serves on loopback, and their SSRF
+//!   defences.
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
@@ -26,6 +29,7 @@ mod e2ee;
 mod errors;
 mod harness;
 mod media;
+mod media_preview;
 mod registration;
 mod scenario;
 mod sdk;

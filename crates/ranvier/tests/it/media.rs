@@ -18,24 +18,24 @@ const CSP: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types 
                    style-src 'unsafe-inline'; media-src 'self'; object-src 'self';";
 
 /// A whole response with its body as bytes.
-struct Raw {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Raw {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("")
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
     /// Panic unless this is the Matrix error `errcode` with `status`.
     #[track_caller]
-    fn assert_error(&self, status: u16, errcode: &str, what: &str) {
+    pub(crate) fn assert_error(&self, status: u16, errcode: &str, what: &str) {
         let body = self.json();
         assert_eq!(
             (self.status, body["errcode"].as_str()),
@@ -49,7 +49,7 @@ impl Raw {
 }
 
 /// Send a request with a raw body and read the raw response.
-async fn send(
+pub(crate) async fn send(
     server: &TestServer,
     method: Method,
     path: &str,
@@ -78,12 +78,12 @@ async fn send(
     Raw { status, headers, body }
 }
 
-async fn get(server: &TestServer, path: &str, token: Option<&str>) -> Raw {
+pub(crate) async fn get(server: &TestServer, path: &str, token: Option<&str>) -> Raw {
     send(server, Method::GET, path, token, None, &[]).await
 }
 
 /// `POST /upload`; returns the raw reply.
-async fn upload_raw(
+pub(crate) async fn upload_raw(
     server: &TestServer,
     user: &User,
     bytes: &[u8],
@@ -98,7 +98,7 @@ async fn upload_raw(
 }
 
 /// Upload and return `(server_name, media_id)` of the new `mxc://` URI.
-async fn upload(
+pub(crate) async fn upload(
     server: &TestServer,
     user: &User,
     bytes: &[u8],
@@ -110,7 +110,7 @@ async fn upload(
     mxc_parts(&reply.json()["content_uri"])
 }
 
-fn mxc_parts(uri: &Value) -> (String, String) {
+pub(crate) fn mxc_parts(uri: &Value) -> (String, String) {
     let uri = uri.as_str().unwrap_or_else(|| panic!("content_uri is a string: {uri}"));
     let rest = uri.strip_prefix("mxc://").unwrap_or_else(|| panic!("an mxc:// URI: {uri}"));
     let (server_name, media_id) = rest.split_once('/').unwrap_or_else(|| panic!("mxc://server/id: {uri}"));
@@ -121,16 +121,16 @@ fn mxc_parts(uri: &Value) -> (String, String) {
     (server_name.to_owned(), media_id.to_owned())
 }
 
-fn download_path((server_name, media_id): &(String, String)) -> String {
+pub(crate) fn download_path((server_name, media_id): &(String, String)) -> String {
     format!("/_matrix/client/v1/media/download/{server_name}/{media_id}")
 }
 
-fn thumbnail_path((server_name, media_id): &(String, String), query: &str) -> String {
+pub(crate) fn thumbnail_path((server_name, media_id): &(String, String), query: &str) -> String {
     format!("/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}?{query}")
 }
 
 /// A PNG with a colour gradient, so that resizing has something to do.
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let image = RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255]));
     encode_image(DynamicImage::ImageRgba8(image), ImageFormat::Png)
 }
@@ -140,7 +140,7 @@ fn jpeg(width: u32, height: u32) -> Vec<u8> {
     encode_image(DynamicImage::ImageRgb8(image), ImageFormat::Jpeg)
 }
 
-fn encode_image(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
+pub(crate) fn encode_image(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     image.write_to(&mut out, format).expect("encode test image");
     out.into_inner()
@@ -148,7 +148,7 @@ fn encode_image(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
 
 /// Decode a served image, checking its format, and return its size.
 #[track_caller]
-fn decoded_size(bytes: &[u8], format: ImageFormat) -> (u32, u32) {
+pub(crate) fn decoded_size(bytes: &[u8], format: ImageFormat) -> (u32, u32) {
     assert_eq!(image::guess_format(bytes).ok(), Some(format), "the served image is {format:?}");
     let image = image::load_from_memory(bytes).expect("the served thumbnail decodes");
     (image.width(), image.height())
@@ -188,7 +188,7 @@ fn crc32(data: &[u8]) -> u32 {
 }
 
 /// Every file under `dir`.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -203,7 +203,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn stored_files(server: &TestServer) -> usize {
+pub(crate) fn stored_files(server: &TestServer) -> usize {
     files_under(&server.data_dir().join("media").join("content")).len()
 }
 
@@ -569,14 +569,14 @@ async fn thumbnails(backend: Backend) {
 
 /// The EICAR anti-virus test string, assembled here so that this source file does not itself
 /// match scanners' signatures.
-fn eicar() -> Vec<u8> {
+pub(crate) fn eicar() -> Vec<u8> {
     ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR", "-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"].concat().into_bytes()
 }
 
 /// The address of a running clamd: `RANVIER_TEST_CLAMAV_ADDRESS`, or the one
 /// `scripts/clamav-test-setup.sh` starts (installing clamav-daemon if needed). `None` only
 /// when `RANVIER_TEST_SKIP_CLAMAV=1`.
-async fn clamd_address() -> Option<String> {
+pub(crate) async fn clamd_address() -> Option<String> {
     if std::env::var("RANVIER_TEST_SKIP_CLAMAV").is_ok_and(|value| value == "1") {
         eprintln!("skipped: RANVIER_TEST_SKIP_CLAMAV=1");
         return None;
@@ -691,7 +691,12 @@ async fn scanner_outage(backend: Backend) {
 }
 
 /// Run `ranvier admin ARGS` on the server's configuration, data and database.
-async fn admin(server: &TestServer, args: &[&str]) -> (bool, String) {
+pub(crate) async fn admin(server: &TestServer, args: &[&str]) -> (bool, String) {
+    admin_with(server, args, &[]).await
+}
+
+/// `ranvier admin ARGS` with extra `RANVIER_*` settings (those the server was started with).
+async fn admin_with(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut command = tokio::process::Command::new(crate::binary());
     command.arg("admin").arg("--config").arg(server.dir().join("ranvier.toml")).args(args);
     for (key, _) in std::env::vars_os() {
@@ -703,6 +708,7 @@ async fn admin(server: &TestServer, args: &[&str]) -> (bool, String) {
     if let Some(url) = server.database_url() {
         command.env("RANVIER_DATABASE__URL", url);
     }
+    command.envs(env.iter().copied());
     let output = command.output().await.unwrap_or_else(|e| panic!("run ranvier admin: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
@@ -748,6 +754,374 @@ async fn admin_quarantine_delete_and_purge(backend: Backend) {
     assert_eq!(stored_files(&server), 0);
 }
 
+/// An animated GIF of `frames` frames of `width`×`height`, each a different colour.
+fn animated_gif(width: u32, height: u32, frames: u8) -> Vec<u8> {
+    use image::{Delay, Frame, codecs::gif::GifEncoder};
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut bytes);
+        let frames = (0..frames).map(|i| {
+            let image = RgbaImage::from_fn(width, height, |x, y| {
+                image::Rgba([i.wrapping_mul(50), (x % 256) as u8, (y % 256) as u8, 255])
+            });
+            Frame::from_parts(image, 0, 0, Delay::from_numer_denom_ms(80, 1))
+        });
+        encoder.encode_frames(frames).expect("encode the test GIF");
+    }
+    bytes
+}
+
+/// The frame sizes of a GIF.
+fn gif_frames(bytes: &[u8]) -> Vec<(u32, u32)> {
+    use image::AnimationDecoder;
+    let decoder = image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).expect("a GIF");
+    decoder.into_frames().map(|frame| frame.expect("a frame").into_buffer().dimensions()).collect()
+}
+
+/// `animated=true` on an animated GIF gives an animated GIF (every frame resized); without
+/// it, or for a still original, a still image.
+async fn animated_thumbnails(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice").await;
+    let token = Some(alice.access_token.as_str());
+    let gif = upload(&server, &alice, &animated_gif(200, 150, 5), "image/gif", Some("dance.gif")).await;
+
+    let animated = get(&server, &thumbnail_path(&gif, "width=96&height=96&method=crop&animated=true"), token).await;
+    assert_eq!(animated.status, 200, "{}", animated.json());
+    assert_eq!(animated.header("content-type"), "image/gif");
+    assert_eq!(animated.header("content-disposition"), "inline; filename=\"thumbnail.gif\"");
+    let frames = gif_frames(&animated.body);
+    assert_eq!(frames, vec![(96, 96); 5], "an animated thumbnail keeps every frame, cropped");
+
+    let scaled = get(&server, &thumbnail_path(&gif, "width=100&height=100&animated=true"), token).await;
+    assert_eq!(gif_frames(&scaled.body), vec![(200, 150); 5], "an animation smaller than the size is served as it is");
+
+    for query in ["width=96&height=96&method=crop&animated=false", "width=96&height=96&method=crop"] {
+        let still = get(&server, &thumbnail_path(&gif, query), token).await;
+        assert_eq!(still.status, 200, "{query}: {}", still.json());
+        assert_eq!(still.header("content-type"), "image/png", "{query}: a still image");
+        assert_eq!(decoded_size(&still.body, ImageFormat::Png), (96, 96), "{query}");
+    }
+    // The cache keeps the two apart.
+    let again = get(&server, &thumbnail_path(&gif, "width=96&height=96&method=crop&animated=true"), token).await;
+    assert_eq!(again.body, animated.body);
+
+    let still_png = upload(&server, &alice, &png(300, 300), "image/png", None).await;
+    let reply = get(&server, &thumbnail_path(&still_png, "width=96&height=96&method=crop&animated=true"), token).await;
+    assert_eq!(reply.header("content-type"), "image/png", "a still original gives a still thumbnail");
+    assert_eq!(decoded_size(&reply.body, ImageFormat::Png), (96, 96));
+}
+
+/// Retention by last access: downloads move the last access forward (written out in
+/// batches), `admin media purge --not-accessed-for-days` deletes what nobody fetched
+/// (quarantined media excepted), and the periodic task does the same on its own.
+async fn retention_by_last_access(backend: Backend) {
+    let server = builder(backend).env("RANVIER_MEDIA__RETENTION__ACCESS_FLUSH_MS", "100").start().await;
+    let alice = server.register("alice").await;
+    let token = Some(alice.access_token.as_str());
+    let unused = upload(&server, &alice, b"nobody reads me", "text/plain", None).await;
+    let used = upload(&server, &alice, &png(64, 64), "image/png", None).await;
+    let fresh = upload(&server, &alice, b"just uploaded", "text/plain", None).await;
+    let kept = upload(&server, &alice, b"quarantined", "text/plain", None).await;
+    let mxc = |(server_name, media_id): &(String, String)| format!("mxc://{server_name}/{media_id}");
+    let (ok, output) = admin(&server, &["media", "quarantine", &mxc(&kept)]).await;
+    assert!(ok, "{output}");
+    // Sixty days without a download, as far as the database knows.
+    let old = |(_, media_id): &(String, String)| format!("'{media_id}'");
+    server
+        .execute_sql(&format!(
+            "UPDATE media SET last_access_ts = 1000 WHERE media_id IN ({}, {}, {})",
+            old(&unused),
+            old(&used),
+            old(&kept)
+        ))
+        .await;
+    // A thumbnail counts as an access too.
+    assert_eq!(get(&server, &thumbnail_path(&used, "width=32&height=32&method=crop"), token).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (ok, output) = admin(&server, &["media", "purge", "--not-accessed-for-days", "30"]).await;
+    assert!(ok && output.contains("deleted 1 local files"), "{output}");
+    get(&server, &download_path(&unused), token).await.assert_error(404, "M_NOT_FOUND", "purged for disuse");
+    assert_eq!(get(&server, &download_path(&used), token).await.status, 200, "accessed lately: kept");
+    assert_eq!(get(&server, &download_path(&fresh), token).await.status, 200, "new: kept");
+    let (ok, output) = admin(&server, &["media", "delete", &mxc(&kept)]).await;
+    assert!(ok, "quarantined media was kept for inspection: {output}");
+    let (ok, output) = admin(&server, &["media", "purge", "--not-accessed-for-days", "30", "--remote"]).await;
+    assert!(ok && output.contains("deleted 0 remote files"), "{output}");
+    let (ok, output) = admin(&server, &["media", "purge", "--remote"]).await;
+    assert!(!ok, "--remote needs --not-accessed-for-days: {output}");
+
+    // Synapse's admin endpoints: administrators only.
+    let stale = upload(&server, &alice, b"stale", "text/plain", None).await;
+    server.execute_sql(&format!("UPDATE media SET last_access_ts = 1000 WHERE media_id = {}", old(&stale))).await;
+    let delete_path =
+        |before: i64| format!("/_synapse/admin/v1/media/{}/delete?before_ts={before}", server.server_name());
+    let reply = send(&server, Method::POST, &delete_path(2000), token, None, &[]).await;
+    reply.assert_error(403, "M_FORBIDDEN", "not an admin");
+    server.execute_sql(&format!("UPDATE users SET admin = 1 WHERE user_id = '{}'", alice.user_id)).await;
+    let reply = send(&server, Method::POST, &delete_path(2000), token, None, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    assert_eq!(reply.json(), json!({"total": 1, "deleted_media": [stale.1]}));
+    get(&server, &download_path(&stale), token).await.assert_error(404, "M_NOT_FOUND", "deleted by the admin API");
+    assert_eq!(get(&server, &download_path(&used), token).await.status, 200);
+    let reply =
+        send(&server, Method::POST, "/_synapse/admin/v1/media/elsewhere.example/delete?before_ts=1", token, None, &[])
+            .await;
+    reply.assert_error(400, "M_INVALID_PARAM", "remote server name");
+    let reply = send(
+        &server,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/{}/delete", server.server_name()),
+        token,
+        None,
+        &[],
+    )
+    .await;
+    reply.assert_error(400, "M_MISSING_PARAM", "no before_ts");
+    let reply =
+        send(&server, Method::POST, "/_synapse/admin/v1/purge_media_cache?before_ts=9999999999999", token, None, &[])
+            .await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"deleted": 0})), "no remote media yet");
+    drop(server);
+
+    // The periodic task.
+    let server = builder(backend)
+        .env("RANVIER_MEDIA__RETENTION__LOCAL_MEDIA_DAYS", "30")
+        .env("RANVIER_MEDIA__RETENTION__INTERVAL_MS", "200")
+        .start()
+        .await;
+    let alice = server.register("alice").await;
+    let token = Some(alice.access_token.as_str());
+    let stale = upload(&server, &alice, b"stale", "text/plain", None).await;
+    let recent = upload(&server, &alice, b"recent", "text/plain", None).await;
+    server.execute_sql(&format!("UPDATE media SET last_access_ts = 1000 WHERE media_id = {}", old(&stale))).await;
+    // Watch the storage, not the API: a download would count as an access.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stored_files(&server) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retention task did not delete stale media\n{}",
+            server.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    get(&server, &download_path(&stale), token).await.assert_error(404, "M_NOT_FOUND", "deleted by the task");
+    assert_eq!(stored_files(&server), 1, "the stale file is gone from the storage");
+    assert_eq!(get(&server, &download_path(&recent), token).await.status, 200, "recent media is kept");
+    assert!(server.log().contains("media retention"), "retention runs are logged");
+}
+
+/// A running S3-compatible server and credentials it accepts.
+#[derive(Clone)]
+pub(crate) struct S3Server {
+    endpoint: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// The S3 server of `RANVIER_TEST_S3` (`ENDPOINT KEY SECRET`), or the one
+/// `scripts/s3-test-setup.sh` starts (installing moto if needed). `None` only when
+/// `RANVIER_TEST_SKIP_S3=1`.
+pub(crate) async fn s3_server() -> Option<S3Server> {
+    if std::env::var("RANVIER_TEST_SKIP_S3").is_ok_and(|value| value == "1") {
+        eprintln!("skipped: RANVIER_TEST_SKIP_S3=1");
+        return None;
+    }
+    let line = match std::env::var("RANVIER_TEST_S3") {
+        Ok(line) => line,
+        Err(_) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-setup.sh");
+            let output = tokio::process::Command::new("bash")
+                .arg(&script)
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+            assert!(
+                output.status.success(),
+                "{} failed ({}); set RANVIER_TEST_SKIP_S3=1 to skip the S3 tests\nstderr: {}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+    };
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [endpoint, access_key_id, secret_access_key] = parts[..] else {
+        panic!("expected `http://HOST:PORT KEY SECRET` for the S3 server, got `{line}`");
+    };
+    assert!(endpoint.starts_with("http://"), "an http:// endpoint: {line}");
+    Some(S3Server {
+        endpoint: endpoint.to_owned(),
+        access_key_id: access_key_id.to_owned(),
+        secret_access_key: secret_access_key.to_owned(),
+    })
+}
+
+impl S3Server {
+    /// A request to the S3 server, signed with the test credentials (path and query as sent).
+    async fn signed(&self, method: Method, path: &str, query: &str) -> reqwest::Response {
+        const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let host = self.endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let amz_date = ranvier_media::s3::amz_date(now);
+        let authorization = ranvier_media::s3::sign(&ranvier_media::s3::SigningInput {
+            method: method.as_str(),
+            path,
+            query,
+            headers: &[("host", &host), ("x-amz-content-sha256", EMPTY_SHA256), ("x-amz-date", &amz_date)],
+            payload_sha256: EMPTY_SHA256,
+            amz_date: &amz_date,
+            region: "us-east-1",
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+        });
+        let url =
+            if query.is_empty() { format!("http://{host}{path}") } else { format!("http://{host}{path}?{query}") };
+        reqwest::Client::new()
+            .request(method, url)
+            .header("x-amz-content-sha256", EMPTY_SHA256)
+            .header("x-amz-date", amz_date)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .expect("S3 request")
+    }
+
+    /// A new, empty bucket; returns its name.
+    async fn create_bucket(&self) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let unique = ranvier_test::txn_id().replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let bucket = format!("ranvier-{nanos}-{}", unique.to_ascii_lowercase());
+        let reply = self.signed(Method::PUT, &format!("/{bucket}"), "").await;
+        assert!(reply.status().is_success(), "create bucket {bucket}: {}", reply.status());
+        bucket
+    }
+
+    /// The object keys in a bucket.
+    async fn bucket_keys(&self, bucket: &str) -> Vec<String> {
+        let reply = self.signed(Method::GET, &format!("/{bucket}"), "list-type=2").await;
+        assert!(reply.status().is_success(), "list bucket {bucket}: {}", reply.status());
+        let listing = reply.text().await.expect("bucket listing");
+        listing.split("<Key>").skip(1).filter_map(|rest| rest.split("</Key>").next()).map(str::to_owned).collect()
+    }
+
+    /// The settings that put a server's media in `bucket`.
+    fn settings<'a>(&'a self, bucket: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("RANVIER_MEDIA__STORAGE", "s3"),
+            ("RANVIER_MEDIA__S3__ENDPOINT", &self.endpoint),
+            ("RANVIER_MEDIA__S3__BUCKET", bucket),
+            ("RANVIER_MEDIA__S3__ACCESS_KEY_ID", &self.access_key_id),
+            ("RANVIER_MEDIA__S3__SECRET_ACCESS_KEY", &self.secret_access_key),
+            ("RANVIER_MEDIA__S3__PREFIX", "media/"),
+        ]
+    }
+}
+
+/// Media in an S3 bucket (a real S3-compatible server on loopback): upload, download,
+/// deduplication, thumbnails, deletion; nothing lands in the local content directory.
+async fn s3_storage(backend: Backend) {
+    let Some(s3) = s3_server().await else {
+        return;
+    };
+    let bucket = s3.create_bucket().await;
+    let settings = s3.settings(&bucket);
+    let mut server_builder = builder(backend);
+    for (key, value) in &settings {
+        server_builder = server_builder.env(key, value);
+    }
+    let server = server_builder.start().await;
+    let alice = server.register("alice").await;
+    let token = Some(alice.access_token.as_str());
+
+    let picture = png(300, 200);
+    let first = upload(&server, &alice, &picture, "image/png", Some("first.png")).await;
+    let reply = get(&server, &download_path(&first), token).await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    assert_eq!(reply.body, picture, "the bytes come back from the bucket");
+    assert_eq!(reply.header("content-length"), picture.len().to_string());
+    let keys = s3.bucket_keys(&bucket).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("media/") && keys[0].len() == "media/".len() + 64, "{keys:?}");
+
+    let second = upload(&server, &alice, &picture, "image/png", None).await;
+    assert_eq!(s3.bucket_keys(&bucket).await, keys, "identical content is stored once");
+    assert_eq!(get(&server, &download_path(&second), token).await.body, picture);
+    let large = vec![7u8; 3 * 1024 * 1024 + 17];
+    let big = upload(&server, &alice, &large, "application/octet-stream", None).await;
+    assert_eq!(get(&server, &download_path(&big), token).await.body, large, "a larger file streams both ways");
+
+    let thumbnail = get(&server, &thumbnail_path(&first, "width=32&height=32&method=crop"), token).await;
+    assert_eq!(thumbnail.status, 200, "{}", thumbnail.json());
+    assert_eq!(decoded_size(&thumbnail.body, ImageFormat::Png), (32, 32));
+    let animated = upload(&server, &alice, &animated_gif(120, 120, 3), "image/gif", None).await;
+    let reply = get(&server, &thumbnail_path(&animated, "width=32&height=32&method=crop&animated=true"), token).await;
+    assert_eq!(gif_frames(&reply.body).len(), 3, "animated thumbnails on S3 too");
+    assert_eq!(s3.bucket_keys(&bucket).await.len(), 5, "original, large, thumbnail, GIF and its thumbnail");
+    assert_eq!(stored_files(&server), 0, "nothing is kept in the local content directory");
+
+    let mxc = |(server_name, media_id): &(String, String)| format!("mxc://{server_name}/{media_id}");
+    let (ok, output) = admin_with(&server, &["media", "delete", &mxc(&first)], &settings).await;
+    assert!(ok, "{output}");
+    assert_eq!(s3.bucket_keys(&bucket).await.len(), 4, "the thumbnail is gone, the shared original kept");
+    assert_eq!(get(&server, &download_path(&second), token).await.body, picture);
+    for media in [&second, &big, &animated] {
+        let (ok, output) = admin_with(&server, &["media", "delete", &mxc(media)], &settings).await;
+        assert!(ok, "{output}");
+    }
+    let keys = s3.bucket_keys(&bucket).await;
+    assert!(keys.is_empty(), "deleting every reference empties the bucket: {keys:?}");
+    get(&server, &download_path(&second), token).await.assert_error(404, "M_NOT_FOUND", "deleted");
+    let staging = files_under(&server.data_dir().join("media").join("tmp"));
+    assert!(staging.is_empty(), "no staging files are left: {staging:?}");
+
+    drop(server);
+
+    // The S3 server checks signatures: a wrong secret gets nothing stored.
+    let forged = S3Server { secret_access_key: "not the secret".into(), ..s3.clone() };
+    let mut builder = builder(backend);
+    for (key, value) in forged.settings(&bucket) {
+        builder = builder.env(key, value);
+    }
+    let server = builder.start().await;
+    let alice = server.register("alice").await;
+    upload_raw(&server, &alice, b"forged", Some("text/plain"), None).await.assert_error(
+        500,
+        "M_UNKNOWN",
+        "an upload signed with the wrong secret",
+    );
+    assert!(s3.bucket_keys(&bucket).await.is_empty(), "nothing was stored");
+    let log = server.log();
+    assert!(
+        log.lines().any(|line| line.contains("S3") && line.contains("403")),
+        "the store's refusal is logged:\n{log}"
+    );
+}
+
+/// A bucket that cannot be reached makes uploads fail cleanly (no 2xx, no staging files
+/// left), and the server keeps running.
+async fn s3_unreachable(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(9);
+    let unreachable = S3Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        access_key_id: "nobody".into(),
+        secret_access_key: "nothing".into(),
+    };
+    let mut builder = builder(backend);
+    for (key, value) in unreachable.settings("missing") {
+        builder = builder.env(key, value);
+    }
+    let mut server = builder.start().await;
+    let alice = server.register("alice").await;
+    let reply = upload_raw(&server, &alice, b"nowhere to go", Some("text/plain"), None).await;
+    reply.assert_error(500, "M_UNKNOWN", "upload while the bucket is unreachable");
+    assert!(server.is_running());
+    let staging = files_under(&server.data_dir().join("media").join("tmp"));
+    assert!(staging.is_empty(), "no staging files are left: {staging:?}");
+}
+
 backend_tests!(
     upload_and_download,
     admin_quarantine_delete_and_purge,
@@ -757,4 +1131,8 @@ backend_tests!(
     thumbnails,
     clamav_scanning,
     scanner_outage,
+    animated_thumbnails,
+    retention_by_last_access,
+    s3_storage,
+    s3_unreachable,
 );
