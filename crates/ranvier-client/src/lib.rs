@@ -7,7 +7,7 @@
 //!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
-//!   [`dehydrated`] (dehydrated devices, MSC3814).
+//!   [`dehydrated`] (dehydrated devices, MSC3814), [`relations`] (`/relations`, `/threads`).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -33,6 +33,7 @@ pub mod presence;
 pub mod profile;
 pub mod ratelimit;
 pub mod receipt;
+pub mod relations;
 pub mod room;
 pub mod room_event;
 pub mod sync;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
     let router = presence::routes(router);
     let router = profile::routes(router);
     let router = receipt::routes(router);
+    let router = relations::routes(router);
     let router = tag::routes(router);
     let router = typing::routes(router);
     let router = user_directory::routes(router);

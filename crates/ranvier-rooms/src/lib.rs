@@ -10,6 +10,8 @@
 //! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
 //!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
 //! - [`read`]: state, members and event reads with their access checks.
+//! - [`relations`]: bundled aggregations (edits, threads, references), `/relations` and
+//!   `/threads`.
 //! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
 //!
 //! # Architecture invariants
@@ -25,6 +27,7 @@ pub mod membership;
 pub mod pdu;
 pub mod persist;
 pub mod read;
+pub mod relations;
 pub mod room_state;
 pub mod send;
 pub mod upgrade;

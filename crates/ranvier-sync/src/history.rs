@@ -8,7 +8,10 @@
 use std::collections::HashSet;
 
 use ranvier_core::{Error, Result};
-use ranvier_rooms::visibility::{HistoryVisibility, filter_visible};
+use ranvier_rooms::{
+    relations::bundled_aggregations,
+    visibility::{HistoryVisibility, filter_visible},
+};
 use ranvier_store::{
     StreamKind, StreamToken,
     events::{Direction, StoredEvent},
@@ -269,7 +272,8 @@ impl SyncService {
         Ok(events)
     }
 
-    /// A formatter that adds transaction ids to the requesting device's own events.
+    /// A formatter that adds transaction ids to the requesting device's own events and the
+    /// bundled aggregations of `events`.
     async fn formatter_for(
         &self,
         user_id: &str,
@@ -282,7 +286,8 @@ impl SyncService {
         } else {
             self.store().transaction_ids(user_id, device_id, &own).await?
         };
-        Ok(Formatter { transaction_ids, ..Default::default() })
+        let relations = bundled_aggregations(self.store(), user_id, events).await?;
+        Ok(Formatter { transaction_ids, relations, ..Default::default() })
     }
 }
 

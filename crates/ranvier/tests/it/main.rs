@@ -13,6 +13,8 @@
 //!   HTTP (to-device delivery, key counts, device lists).
 //! - [`media`]: uploads, downloads, thumbnails, size limits and virus scanning with clamd.
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
+//! - [`relations`]: bundled aggregations (edits, threads, references) on every read path,
+//!   `/relations` and `/threads`, over raw HTTP and through `matrix-sdk`.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
 //! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
@@ -25,6 +27,7 @@ mod errors;
 mod harness;
 mod media;
 mod registration;
+mod relations;
 mod scenario;
 mod sdk;
 mod social;
