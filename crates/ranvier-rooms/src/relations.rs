@@ -280,6 +280,30 @@ fn parse_token(token: &str) -> Result<StreamToken> {
 }
 
 impl Rooms {
+    /// Refuse (`400 M_UNKNOWN`, as Synapse does) a new event whose `m.relates_to` points at an
+    /// event of another room, or that starts a thread from an event which itself relates to
+    /// another (the spec's rule for `m.thread`). A parent the server does not know passes.
+    pub(crate) async fn check_relation(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+        let Some(relates_to) = content.get("m.relates_to") else {
+            return Ok(());
+        };
+        let (Some(rel_type), Some(parent_id)) =
+            (relates_to.get("rel_type").and_then(Value::as_str), relates_to.get("event_id").and_then(Value::as_str))
+        else {
+            return Ok(());
+        };
+        let Some(parent) = self.store().get_event(parent_id).await? else {
+            return Ok(());
+        };
+        if parent.room_id != room_id.as_str() {
+            return Err(Error::unknown("Relations must be in the same room"));
+        }
+        if rel_type == THREAD && relation_type(&parent).is_some() {
+            return Err(Error::unknown("Cannot start threads from an event with a relation"));
+        }
+        Ok(())
+    }
+
     /// `GET /rooms/{roomId}/event/{eventId}`: the event in the client format with its bundled
     /// aggregations.
     pub async fn client_room_event(&self, room_id: &RoomId, user_id: &UserId, event_id: &EventId) -> Result<Value> {

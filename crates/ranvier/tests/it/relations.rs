@@ -198,6 +198,17 @@ async fn threads_bundle_count_latest_and_participation(backend: Backend) {
     let third = server.send_event(bob, &room, "m.room.message", &thread_reply(&root, "three")).await;
     let third_edit = server.send_event(bob, &room, "m.room.message", &edit(&third, "three, edited")).await;
 
+    // A thread cannot start from an event that relates to another, nor relate across rooms.
+    let send_path = |room: &str| format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", encode(room), txn_id());
+    let nested = thread_reply(&first, "a thread in a thread");
+    let (status, body) = server.request(Method::PUT, &send_path(&room), Some(&nested), Some(&bob.access_token)).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_UNKNOWN")), "{body}");
+    let other_room = server.create_room(bob, json!({})).await;
+    let across = thread_reply(&root, "from another room");
+    let (status, body) =
+        server.request(Method::PUT, &send_path(&other_room), Some(&across), Some(&bob.access_token)).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_UNKNOWN")), "{body}");
+
     let summary = |event: &Value| bundle(event)["m.thread"].clone();
     for (user, participated) in [(alice, true), (bob, true), (carol, false)] {
         let thread = summary(&get_event(&server, user, &room, &root).await);
