@@ -66,6 +66,8 @@ struct RoomsInner {
     signing_key: Ed25519KeyPair,
     /// One write lock per room, created on first use.
     locks: parking_lot::Mutex<HashMap<OwnedRoomId, RoomLock>>,
+    /// Which rooms hold any event relation (see [`relations::RelationRooms`]).
+    relation_rooms: relations::RelationRooms,
 }
 
 /// The held write lock of a room whose cache is loaded.
@@ -73,7 +75,15 @@ pub(crate) type LockedRoom = OwnedMappedMutexGuard<Option<RoomState>, RoomState>
 
 impl Rooms {
     pub fn new(store: Store, server_name: OwnedServerName, signing_key: Ed25519KeyPair) -> Self {
-        Self { inner: Arc::new(RoomsInner { store, server_name, signing_key, locks: Default::default() }) }
+        Self {
+            inner: Arc::new(RoomsInner {
+                store,
+                server_name,
+                signing_key,
+                locks: Default::default(),
+                relation_rooms: Default::default(),
+            }),
+        }
     }
 
     pub fn store(&self) -> &Store {

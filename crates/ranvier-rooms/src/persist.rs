@@ -158,6 +158,11 @@ impl Rooms {
         if !accepted {
             return Ok(position);
         }
+        if event.relation.is_some() {
+            // Before the event's position becomes visible: a reader that sees the event sees
+            // that its room has relations.
+            self.inner.relation_rooms.note(&event.room_id);
+        }
         if room.room_id != room_id {
             room.room_id = room_id;
         }

@@ -5,11 +5,12 @@
 //! content has `m.relates_to` with a `rel_type` gets a row in `event_relations`, removed again
 //! when the event is redacted ([`ranvier_store::relations`]).
 //!
-//! [`bundled_aggregations`] computes the aggregations of a whole page of events with a fixed
+//! [`Rooms::bundled_aggregations`] computes the aggregations of a whole page of events with a fixed
 //! number of queries: one that counts the children of every event of the page by `rel_type`
 //! (which is all a page without relations costs), then one per kind present (the candidate
 //! edits, the threads' latest events, the references), and one more for the edits of the
-//! threads' latest events. Every read path that hands events to clients attaches them.
+//! threads' latest events; a room known to hold no relation at all costs no query. Every
+//! read path that hands events to clients attaches them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,11 +47,30 @@ pub const MAX_LIMIT: usize = 1000;
 /// it has (with a token to continue).
 const MAX_SCAN: usize = 1000;
 
-/// The aggregations of `events` as `user_id` sees them: the latest valid edit (`m.replace`),
-/// the thread summary (`m.thread`) and the references (`m.reference`). Events without
-/// children, and state events (the spec gives them no aggregations), have no entry.
-pub async fn bundled_aggregations(store: &Store, user_id: &str, events: &[StoredEvent]) -> Result<Aggregations> {
-    aggregate(store, user_id, events, true).await
+/// Which rooms hold any relation at all, so that pages of rooms without any (most rooms, and
+/// every page a benchmark's sync returns) cost no query. A room's entry is read from the
+/// database once and set by the persist path whenever it stores a relation; it never goes
+/// back to `false` (a room whose relations were all redacted only costs a query per page).
+#[derive(Default)]
+pub(crate) struct RelationRooms {
+    rooms: parking_lot::Mutex<HashMap<String, bool>>,
+}
+
+impl RelationRooms {
+    /// A relation was stored in `room_id`.
+    pub(crate) fn note(&self, room_id: &str) {
+        self.rooms.lock().insert(room_id.to_owned(), true);
+    }
+
+    /// Whether `room_id` may hold relations.
+    async fn has_relations(&self, store: &Store, room_id: &str) -> Result<bool> {
+        if let Some(known) = self.rooms.lock().get(room_id) {
+            return Ok(*known);
+        }
+        let found = store.room_has_relations(room_id).await?;
+        // A relation stored meanwhile has set `true`, which the database read may predate.
+        Ok(*self.rooms.lock().entry(room_id.to_owned()).or_insert(found))
+    }
 }
 
 async fn aggregate(store: &Store, user_id: &str, events: &[StoredEvent], threads: bool) -> Result<Aggregations> {
@@ -236,17 +256,6 @@ fn thread_root_of(event: &StoredEvent) -> Option<String> {
     relates_to(event).filter(|(rel_type, _)| rel_type == THREAD).map(|(_, root)| root)
 }
 
-/// Stored events in the client format with their bundled aggregations.
-pub async fn format_with_aggregations(store: &Store, user_id: &str, events: &[StoredEvent]) -> Result<Vec<Value>> {
-    let aggregations = bundled_aggregations(store, user_id, events).await?;
-    Ok(events
-        .iter()
-        .map(|event| {
-            client_event(event, FormatOptions { relations: aggregations.get(&event.event_id), ..Default::default() })
-        })
-        .collect())
-}
-
 /// A `/relations` request.
 #[derive(Clone, Debug)]
 pub struct RelationsRequest {
@@ -280,6 +289,40 @@ fn parse_token(token: &str) -> Result<StreamToken> {
 }
 
 impl Rooms {
+    /// The aggregations of `events` as `user_id` sees them: the latest valid edit
+    /// (`m.replace`), the thread summary (`m.thread`) and the references (`m.reference`).
+    /// Events without children, and state events (the spec gives them no aggregations), have
+    /// no entry.
+    pub async fn bundled_aggregations(&self, user_id: &str, events: &[StoredEvent]) -> Result<Aggregations> {
+        let mut rooms: Vec<&str> = events.iter().map(|event| event.room_id.as_str()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let mut with_relations = HashSet::new();
+        for room_id in rooms {
+            if self.inner.relation_rooms.has_relations(self.store(), room_id).await? {
+                with_relations.insert(room_id);
+            }
+        }
+        if with_relations.is_empty() {
+            return Ok(Aggregations::new());
+        }
+        let events: Vec<StoredEvent> =
+            events.iter().filter(|event| with_relations.contains(event.room_id.as_str())).cloned().collect();
+        aggregate(self.store(), user_id, &events, true).await
+    }
+
+    /// Stored events in the client format with their bundled aggregations.
+    pub async fn format_with_aggregations(&self, user_id: &str, events: &[StoredEvent]) -> Result<Vec<Value>> {
+        let aggregations = self.bundled_aggregations(user_id, events).await?;
+        Ok(events
+            .iter()
+            .map(|event| {
+                let options = FormatOptions { relations: aggregations.get(&event.event_id), ..Default::default() };
+                client_event(event, options)
+            })
+            .collect())
+    }
+
     /// Refuse (`400 M_UNKNOWN`, as Synapse does) a new event whose `m.relates_to` points at an
     /// event of another room, or that starts a thread from an event which itself relates to
     /// another (the spec's rule for `m.thread`). A parent the server does not know passes.
@@ -308,7 +351,7 @@ impl Rooms {
     /// aggregations.
     pub async fn client_room_event(&self, room_id: &RoomId, user_id: &UserId, event_id: &EventId) -> Result<Value> {
         let event = self.room_event(room_id, user_id, event_id).await?;
-        let mut formatted = format_with_aggregations(self.store(), user_id.as_str(), &[event]).await?;
+        let mut formatted = self.format_with_aggregations(user_id.as_str(), &[event]).await?;
         formatted.pop().ok_or_else(|| Error::not_found("Event not found."))
     }
 
@@ -396,7 +439,7 @@ impl Rooms {
             token.to_string()
         };
         Ok(RelationsPage {
-            chunk: format_with_aggregations(store, user_id.as_str(), &events).await?,
+            chunk: self.format_with_aggregations(user_id.as_str(), &events).await?,
             next_batch: more.then(|| token(next)),
             prev_batch: request.from,
             recursion_depth: request.recurse.then_some(RECURSION_DEPTH),
@@ -461,7 +504,7 @@ impl Rooms {
         let mut token = now;
         token.set(StreamKind::Events, next);
         Ok(ThreadsPage {
-            chunk: format_with_aggregations(store, user_id.as_str(), &roots).await?,
+            chunk: self.format_with_aggregations(user_id.as_str(), &roots).await?,
             next_batch: more.then(|| token.to_string()),
         })
     }

@@ -57,6 +57,16 @@ pub struct ThreadRow {
 }
 
 impl Store {
+    /// Whether any event of `room_id` relates to another.
+    pub async fn room_has_relations(&self, room_id: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM event_relations WHERE room_id = $1 LIMIT 1")
+            .bind(room_id)
+            .fetch_optional(self.pool())
+            .await
+            .context("room has relations")?;
+        Ok(found.is_some())
+    }
+
     /// For each of `parent_ids` (events of `room_id`) and each of `rel_types`, the count of
     /// children, the newest child's position, and whether `user_id` sent one. Parents without
     /// children of a type have no entry for it.

@@ -19,7 +19,7 @@ pub struct Formatter<'a> {
     /// Transaction ids of the requesting device's own events, by event id.
     pub transaction_ids: HashMap<String, String>,
     /// Bundled aggregations (`unsigned["m.relations"]`) by event id, computed for the whole
-    /// page at once with [`ranvier_rooms::relations::bundled_aggregations`].
+    /// page at once with [`ranvier_rooms::Rooms::bundled_aggregations`].
     pub relations: HashMap<String, Value>,
 }
 

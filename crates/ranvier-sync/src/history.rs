@@ -8,10 +8,7 @@
 use std::collections::HashSet;
 
 use ranvier_core::{Error, Result};
-use ranvier_rooms::{
-    relations::bundled_aggregations,
-    visibility::{HistoryVisibility, filter_visible},
-};
+use ranvier_rooms::visibility::{HistoryVisibility, filter_visible};
 use ranvier_store::{
     StreamKind, StreamToken,
     events::{Direction, StoredEvent},
@@ -286,7 +283,7 @@ impl SyncService {
         } else {
             self.store().transaction_ids(user_id, device_id, &own).await?
         };
-        let relations = bundled_aggregations(self.store(), user_id, events).await?;
+        let relations = self.rooms().bundled_aggregations(user_id, events).await?;
         Ok(Formatter { transaction_ids, relations, ..Default::default() })
     }
 }

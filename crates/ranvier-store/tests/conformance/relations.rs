@@ -54,6 +54,8 @@ async fn relations_index_and_reads(backend: Backend) {
         store.persist_event(event).await.unwrap_or_else(|e| panic!("persist {}: {e}", event.event_id));
     }
 
+    assert!(store.room_has_relations(ROOM).await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(!store.room_has_relations("!quiet:test").await.unwrap_or_else(|e| panic!("{e}")));
     let parents = vec!["$p".to_owned(), "$p2".to_owned()];
     let mut summaries = store
         .relation_summaries(ROOM, &parents, &["m.replace", "m.thread", "m.reference"], bob)

@@ -347,16 +347,23 @@ async fn relations_paginate_filter_and_recurse(backend: Backend) {
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "from before her join: {body}");
     let later = server.send_text(alice, &room, "later").await;
     let seen = server.send_event(bob, &room, "m.room.message", &relation("m.reference", &later, "seen")).await;
+    let seen_reply = server.send_event(bob, &room, "m.room.message", &thread_reply(&later, "seen")).await;
     server.leave(&carol, &room).await;
     server.send_event(bob, &room, "m.room.message", &relation("m.reference", &later, "unseen")).await;
+    let unseen_reply = server.send_event(bob, &room, "m.room.message", &thread_reply(&later, "unseen")).await;
     let page = relations_ok(&server, &carol, &room, &later, "").await;
-    assert_eq!(ids(&page), [seen.as_str()], "{page}");
+    assert_eq!(ids(&page), [seen_reply.as_str(), seen.as_str()], "{page}");
+    // Her thread summary stops at the last reply she could see; bob's does not.
+    let event = get_event(&server, &carol, &room, &later).await;
+    assert_eq!(bundle(&event)["m.thread"]["latest_event"]["event_id"], seen_reply.as_str(), "{event}");
+    let event = get_event(&server, bob, &room, &later).await;
+    assert_eq!(bundle(&event)["m.thread"]["latest_event"]["event_id"], unseen_reply.as_str(), "{event}");
 }
 
 /// `/threads` lists thread roots by latest activity, pages, and filters to the threads the
-/// user took part in.
+/// user took part in; all of it survives a restart.
 async fn threads_list_by_activity(backend: Backend) {
-    let server = start(backend).await;
+    let mut server = start(backend).await;
     let (users, room) = room_with(&server, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&users[0], &users[1], &users[2]);
     let t1 = server.send_text(alice, &room, "thread one").await;
@@ -394,6 +401,13 @@ async fn threads_list_by_activity(backend: Backend) {
     let dave = server.register("dave").await;
     let (status, body) = threads(&server, &dave, &room, "").await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+
+    // After a restart the relations are read back from the database.
+    server.restart().await;
+    let all = threads_ok(&server, alice, &room, "").await;
+    assert_eq!(ids(&all), [t1.as_str(), t2.as_str()], "{all}");
+    let event = get_event(&server, carol, &room, &t1).await;
+    assert_eq!(bundle(&event)["m.thread"]["count"], 2, "{event}");
 }
 
 async fn sdk_sync(client: &matrix_sdk::Client, server: &TestServer) {
