@@ -398,6 +398,8 @@ async fn threads_list_by_activity(backend: Backend) {
 
     let (status, body) = threads(&server, alice, &room, "?from=nonsense").await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+    let (status, body) = threads(&server, alice, &room, "?include=mine").await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
     let dave = server.register("dave").await;
     let (status, body) = threads(&server, &dave, &room, "").await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
