@@ -8,7 +8,7 @@
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
 //!   [`dehydrated`] (dehydrated devices, MSC3814), [`space`] (the space hierarchy),
-//!   [`notices`] (server notices, admin only).
+//!   [`notices`] (server notices, admin only), [`relations`] (`/relations`, `/threads`).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -35,6 +35,7 @@ pub mod presence;
 pub mod profile;
 pub mod ratelimit;
 pub mod receipt;
+pub mod relations;
 pub mod room;
 pub mod room_event;
 pub mod space;
@@ -154,6 +155,7 @@ pub fn router(state: AppState) -> Router {
     let router = presence::routes(router);
     let router = profile::routes(router);
     let router = receipt::routes(router);
+    let router = relations::routes(router);
     let router = tag::routes(router);
     let router = typing::routes(router);
     let router = user_directory::routes(router);

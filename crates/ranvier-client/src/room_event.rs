@@ -134,7 +134,6 @@ async fn get_event(
     State(state): State<AppState>,
     req: Authed<get_room_event::v3::Request>,
 ) -> ApiResult<get_room_event::v3::Response> {
-    let event = state.rooms.room_event(&req.body.room_id, req.user_id(), &req.body.event_id).await?;
-    let value = client_event(&event, FormatOptions::default());
+    let value = state.rooms.client_room_event(&req.body.room_id, req.user_id(), &req.body.event_id).await?;
     Ok(get_room_event::v3::Response::new(Raw::from_json(raw_json(&value)?)).into())
 }

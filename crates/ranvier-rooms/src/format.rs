@@ -11,6 +11,9 @@ pub struct FormatOptions<'a> {
     pub omit_room_id: bool,
     /// The client transaction id, when the event goes to the device that sent it.
     pub transaction_id: Option<&'a str>,
+    /// The event's bundled aggregations, put in `unsigned["m.relations"]` (see
+    /// [`crate::relations`]).
+    pub relations: Option<&'a Value>,
 }
 
 /// The client format of a stored event: the PDU's client-visible keys plus `event_id` and
@@ -47,6 +50,9 @@ pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
     unsigned.insert("age".into(), json!((now_ms() - event.origin_server_ts).max(0)));
     if let Some(txn) = options.transaction_id {
         unsigned.insert("transaction_id".into(), Value::String(txn.to_owned()));
+    }
+    if let Some(relations) = options.relations {
+        unsigned.insert("m.relations".into(), relations.clone());
     }
     // The write path stores the whole redaction event in `unsigned.redacted_because`; older
     // rows may only know its id.

@@ -10,6 +10,8 @@
 //! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
 //!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
 //! - [`read`]: state, members and event reads with their access checks.
+//! - [`relations`]: bundled aggregations (edits, threads, references), `/relations` and
+//!   `/threads`.
 //! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
 //!
 //! # Architecture invariants
@@ -25,6 +27,7 @@ pub mod membership;
 pub mod pdu;
 pub mod persist;
 pub mod read;
+pub mod relations;
 pub mod room_state;
 pub mod send;
 pub mod upgrade;
@@ -66,6 +69,8 @@ struct RoomsInner {
     /// The user that sends server notices, when they are enabled: an invite to a room it is
     /// joined to cannot be rejected.
     server_notices_user: std::sync::OnceLock<ruma::OwnedUserId>,
+    /// Which rooms hold any event relation (see [`relations::RelationRooms`]).
+    relation_rooms: relations::RelationRooms,
 }
 
 /// The held write lock of a room whose cache is loaded.
@@ -81,6 +86,7 @@ impl Rooms {
                 signing_key,
                 locks: Default::default(),
                 server_notices_user,
+                relation_rooms: Default::default(),
             }),
         }
     }

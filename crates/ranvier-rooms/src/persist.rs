@@ -14,7 +14,9 @@ use std::sync::Arc;
 use ranvier_core::{Error, Result};
 use ranvier_store::{
     StreamKind,
-    persist::{CurrentStateChange, MembershipChange, NewRoom, NewStateGroup, PersistEvent, Redaction, TxnKey},
+    persist::{
+        CurrentStateChange, MembershipChange, NewRelation, NewRoom, NewStateGroup, PersistEvent, Redaction, TxnKey,
+    },
 };
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, canonical_json::to_canonical_value};
 use serde_json::Value;
@@ -139,6 +141,10 @@ impl Rooms {
             }
         }
 
+        if accepted {
+            event.relation = relation_of(&object);
+        }
+
         let mut redacted_pdu = None;
         if let Some(target) = options.redact_target.filter(|_| accepted) {
             let (text, redacted) = redact_stored(&target, room, &object, &pdu)?;
@@ -151,6 +157,11 @@ impl Rooms {
 
         if !accepted {
             return Ok(position);
+        }
+        if event.relation.is_some() {
+            // Before the event's position becomes visible: a reader that sees the event sees
+            // that its room has relations.
+            self.inner.relation_rooms.note(&event.room_id);
         }
         if room.room_id != room_id {
             room.room_id = room_id;
@@ -189,6 +200,24 @@ impl Rooms {
         });
         to_canonical_value(unsigned).map_err(|e| Error::internal(format!("unsigned: {e}")))
     }
+}
+
+/// The `m.relates_to` of an event's cleartext content, when it names a `rel_type` and a valid
+/// parent event id (replies without `rel_type` are not relations the server indexes).
+fn relation_of(object: &CanonicalJsonObject) -> Option<NewRelation> {
+    let Some(CanonicalJsonValue::Object(content)) = object.get("content") else {
+        return None;
+    };
+    let Some(CanonicalJsonValue::Object(relates_to)) = content.get("m.relates_to") else {
+        return None;
+    };
+    let (Some(CanonicalJsonValue::String(rel_type)), Some(CanonicalJsonValue::String(parent))) =
+        (relates_to.get("rel_type"), relates_to.get("event_id"))
+    else {
+        return None;
+    };
+    ruma::EventId::parse(parent).ok()?;
+    Some(NewRelation { relates_to_id: parent.clone(), rel_type: rel_type.clone() })
 }
 
 /// The redacted form of `target`, with `unsigned.redacted_because` set to the redaction in the

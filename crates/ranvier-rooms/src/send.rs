@@ -39,6 +39,9 @@ impl Rooms {
         if let Some(existing) = self.unchanged_state(&room, sender, &template).await? {
             return Ok(existing);
         }
+        if template.state_key.is_none() {
+            self.check_relation(room_id, &template.content).await?;
+        }
         let built = self.build_event(&room, sender, &template)?;
         authorize(&room, &built)?;
         // Only once the sender may send it: whether the aliases it names point here.

@@ -369,6 +369,6 @@ impl Store {
 }
 
 /// [`EVENT_COLUMNS`] qualified with a table alias, for joins.
-fn prefixed_columns(alias: &str) -> String {
+pub(crate) fn prefixed_columns(alias: &str) -> String {
     EVENT_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }

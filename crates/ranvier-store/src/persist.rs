@@ -63,6 +63,13 @@ pub struct Redaction {
     pub redacted_pdu: String,
 }
 
+/// The event's `m.relates_to` (`rel_type` and parent), for an accepted timeline event.
+#[derive(Clone, Debug)]
+pub struct NewRelation {
+    pub relates_to_id: String,
+    pub rel_type: String,
+}
+
 /// Everything written for one event.
 #[derive(Clone, Debug, Default)]
 pub struct PersistEvent {
@@ -96,6 +103,7 @@ pub struct PersistEvent {
     pub new_room: Option<NewRoom>,
     pub txn: Option<TxnKey>,
     pub redaction: Option<Redaction>,
+    pub relation: Option<NewRelation>,
 }
 
 impl Store {
@@ -281,11 +289,34 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
         );
     }
 
+    if let Some(relation) = &event.relation {
+        batch.push(
+            "record relation",
+            "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, sender, event_type, stream_ordering) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            vec![
+                Arg::Text(&event.event_id),
+                Arg::Text(&relation.relates_to_id),
+                Arg::Text(&relation.rel_type),
+                Arg::Text(&event.room_id),
+                Arg::Text(&event.sender),
+                Arg::Text(&event.event_type),
+                Arg::Int(event.stream_ordering),
+            ],
+        );
+    }
+
     if let Some(redaction) = &event.redaction {
         batch.push(
             "redact event",
             "UPDATE events SET pdu = $1, redacted_by = $2 WHERE event_id = $3",
             vec![Arg::Text(&redaction.redacted_pdu), Arg::Text(&event.event_id), Arg::Text(&redaction.target_event_id)],
+        );
+        // Redaction strips `m.relates_to`: the redacted event relates to nothing any more.
+        batch.push(
+            "remove redacted relation",
+            "DELETE FROM event_relations WHERE event_id = $1",
+            vec![Arg::Text(&redaction.target_event_id)],
         );
     }
     batch.run(conn, backend).await

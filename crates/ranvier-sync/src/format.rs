@@ -18,6 +18,9 @@ pub struct Formatter<'a> {
     pub federation: bool,
     /// Transaction ids of the requesting device's own events, by event id.
     pub transaction_ids: HashMap<String, String>,
+    /// Bundled aggregations (`unsigned["m.relations"]`) by event id, computed for the whole
+    /// page at once with [`ranvier_rooms::Rooms::bundled_aggregations`].
+    pub relations: HashMap<String, Value>,
 }
 
 impl Formatter<'_> {
@@ -29,7 +32,8 @@ impl Formatter<'_> {
             Value::Object(pdu)
         } else {
             let transaction_id = self.transaction_ids.get(&event.event_id).map(String::as_str);
-            client_event(event, FormatOptions { omit_room_id, transaction_id })
+            let relations = self.relations.get(&event.event_id);
+            client_event(event, FormatOptions { omit_room_id, transaction_id, relations })
         };
         apply_event_fields(value, self.event_fields)
     }

@@ -280,7 +280,8 @@ impl SyncService {
         Ok(events)
     }
 
-    /// A formatter that adds transaction ids to the requesting device's own events.
+    /// A formatter that adds transaction ids to the requesting device's own events and the
+    /// bundled aggregations of `events`.
     async fn formatter_for(
         &self,
         user_id: &str,
@@ -293,7 +294,8 @@ impl SyncService {
         } else {
             self.store().transaction_ids(user_id, device_id, &own).await?
         };
-        Ok(Formatter { transaction_ids, ..Default::default() })
+        let relations = self.rooms().bundled_aggregations(user_id, events).await?;
+        Ok(Formatter { transaction_ids, relations, ..Default::default() })
     }
 }
 

@@ -379,11 +379,14 @@ impl SyncService {
         } else {
             store.transaction_ids(user_id, &request.device_id, &own).await?
         };
-        let formatter = Formatter {
-            event_fields: filter.event_fields.as_deref(),
-            federation: wants_federation_format(filter),
-            transaction_ids,
+        let federation = wants_federation_format(filter);
+        let relations = if federation {
+            HashMap::new()
+        } else {
+            self.rooms().bundled_aggregations(user_id, &timeline_events).await?
         };
+        let formatter =
+            Formatter { event_fields: filter.event_fields.as_deref(), federation, transaction_ids, relations };
         let timeline = Timeline {
             events: formatter.events(&timeline_events, true),
             limited,

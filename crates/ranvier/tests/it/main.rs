@@ -16,6 +16,8 @@
 //! - [`media_preview`]: URL previews of pages the test serves on loopback, and their SSRF
 //!   defences.
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
+//! - [`relations`]: bundled aggregations (edits, threads, references) on every read path,
+//!   `/relations` and `/threads`, over raw HTTP and through `matrix-sdk`.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
 //! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
@@ -31,6 +33,7 @@ mod harness;
 mod media;
 mod media_preview;
 mod registration;
+mod relations;
 mod scenario;
 mod sdk;
 mod social;
