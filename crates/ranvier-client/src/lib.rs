@@ -7,7 +7,8 @@
 //!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
-//!   [`dehydrated`] (dehydrated devices, MSC3814).
+//!   [`dehydrated`] (dehydrated devices, MSC3814), [`push`] (push rules, pushers,
+//!   notifications).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -31,6 +32,7 @@ pub mod membership;
 pub mod message;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod ratelimit;
 pub mod receipt;
 pub mod room;
@@ -60,6 +62,7 @@ pub struct Services {
     pub e2ee: ranvier_e2ee::E2ee,
     pub social: ranvier_social::Social,
     pub media: ranvier_media::Media,
+    pub push: ranvier_push::Push,
     pub auth: auth::Auth,
     pub ratelimit: ratelimit::RateLimiter,
 }
@@ -80,10 +83,25 @@ impl Services {
         let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
         let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
         let social = ranvier_social::Social::new(store.clone(), rooms.clone(), config.presence.clone());
-        let sync = SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone());
+        let push = ranvier_push::Push::new(store.clone(), rooms.clone(), server_name.clone(), config.push.clone());
+        push.attach();
+        let sync =
+            SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone()).with_push(push.clone());
         let media = ranvier_media::Media::new(store.clone(), server_name.clone(), &config)?;
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
-        Ok(Self { config, server_name, store, rooms, sync, e2ee, social, media, auth: Default::default(), ratelimit })
+        Ok(Self {
+            config,
+            server_name,
+            store,
+            rooms,
+            sync,
+            e2ee,
+            social,
+            media,
+            push,
+            auth: Default::default(),
+            ratelimit,
+        })
     }
 }
 
@@ -131,6 +149,7 @@ pub fn router(state: AppState) -> Router {
     let router = directory::routes(router);
     let router = presence::routes(router);
     let router = profile::routes(router);
+    let router = push::routes(router);
     let router = receipt::routes(router);
     let router = tag::routes(router);
     let router = typing::routes(router);

@@ -6,7 +6,8 @@
 //! - [`pdu`]: the parsed PDU and its `ruma::state_res::Event` implementation.
 //! - [`room_state`]: the per-room cache kept inside the room's write lock.
 //! - [`build`]: turning an [`EventTemplate`] into a signed PDU, and the auth check.
-//! - [`persist`]: the single write path (state groups, current state, memberships).
+//! - [`persist`]: the single write path (state groups, current state, memberships);
+//!   [`hooks`]: what other services attach to it (push rules' outcomes, in the same transaction).
 //! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
 //!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
 //! - [`read`]: state, members and event reads with their access checks.
@@ -20,6 +21,7 @@ pub mod build;
 pub mod canonical_alias;
 pub mod create;
 pub mod format;
+pub mod hooks;
 pub mod keys;
 pub mod membership;
 pub mod pdu;
@@ -63,6 +65,8 @@ struct RoomsInner {
     signing_key: Ed25519KeyPair,
     /// One write lock per room, created on first use.
     locks: parking_lot::Mutex<HashMap<OwnedRoomId, RoomLock>>,
+    /// Called by the persist path for every accepted timeline event, once wired.
+    event_hook: std::sync::OnceLock<Arc<dyn hooks::EventHook>>,
 }
 
 /// The held write lock of a room whose cache is loaded.
@@ -70,7 +74,15 @@ pub(crate) type LockedRoom = OwnedMappedMutexGuard<Option<RoomState>, RoomState>
 
 impl Rooms {
     pub fn new(store: Store, server_name: OwnedServerName, signing_key: Ed25519KeyPair) -> Self {
-        Self { inner: Arc::new(RoomsInner { store, server_name, signing_key, locks: Default::default() }) }
+        Self {
+            inner: Arc::new(RoomsInner {
+                store,
+                server_name,
+                signing_key,
+                locks: Default::default(),
+                event_hook: Default::default(),
+            }),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -83,6 +95,16 @@ impl Rooms {
 
     pub fn signing_key(&self) -> &Ed25519KeyPair {
         &self.inner.signing_key
+    }
+
+    /// Attach the hook the persist path calls for every accepted timeline event (once; later
+    /// calls are ignored).
+    pub fn set_event_hook(&self, hook: Arc<dyn hooks::EventHook>) {
+        let _ = self.inner.event_hook.set(hook);
+    }
+
+    pub(crate) fn event_hook(&self) -> Option<&Arc<dyn hooks::EventHook>> {
+        self.inner.event_hook.get()
     }
 
     fn lock_entry(&self, room_id: &RoomId) -> RoomLock {

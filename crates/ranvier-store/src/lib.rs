@@ -8,7 +8,7 @@
 //! - [`streams`]: stream position allocation and the notifier that wakes `/sync`.
 //! - One module per group of tables: [`accounts`] (users, devices, access tokens, filters,
 //!   UIA sessions, registration tokens), [`events`] (events, the DAG, state groups, current
-//!   state, memberships), [`account_data`].
+//!   state, memberships), [`account_data`], [`push`] (push outcomes, unread counts, pushers).
 //!
 //! # Conventions
 //! - SQL uses `$1, $2` placeholders, which both backends accept through sqlx `Any`.
@@ -26,6 +26,7 @@ pub mod filters;
 pub mod media;
 pub mod migrate;
 pub mod persist;
+pub mod push;
 pub mod registration_tokens;
 pub mod social;
 pub mod streams;

@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_social"),
     migration!(4, "0004_media"),
     migration!(5, "0005_dehydrated"),
+    migration!(7, "0007_push"),
 ];
 
 /// Apply every migration newer than the database's version.
