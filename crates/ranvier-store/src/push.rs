@@ -106,13 +106,16 @@ fn pusher_row(t: PusherTuple) -> PusherRow {
     }
 }
 
-/// The condition that an action row `a` is not read: after the user's unthreaded receipt and
-/// after their receipt in the row's thread.
+/// The condition that an action row `a` is not read: after the user's latest receipt that is
+/// unthreaded or of the row's thread, or, without such a receipt, after the user's current
+/// membership event (so that what came before a join, such as the invite, does not count),
+/// as Synapse does.
 fn unread_condition() -> String {
     format!(
         "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
          WHERE r.user_id = a.user_id AND r.room_id = a.room_id AND r.thread_id IN ('', a.thread_id) \
-         AND r.receipt_type IN ({READ_TYPES})), 0)"
+         AND r.receipt_type IN ({READ_TYPES})), (SELECT m.stream_ordering FROM room_memberships m \
+         WHERE m.room_id = a.room_id AND m.user_id = a.user_id), 0)"
     )
 }
 

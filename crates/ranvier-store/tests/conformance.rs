@@ -14,6 +14,9 @@ use ranvier_store::{
 };
 use ranvier_test::{Backend, TestDatabase, backend_tests};
 
+#[path = "conformance/push.rs"]
+mod push;
+
 /// A store on a fresh database, and the database (kept alive for as long as the test runs).
 async fn fresh(backend: Backend) -> (Store, TestDatabase) {
     let db = TestDatabase::create(backend).await;

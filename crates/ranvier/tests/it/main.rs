@@ -12,6 +12,8 @@
 //!   verification, cross-signing, key backup and recovery) and its `/sync` plumbing over raw
 //!   HTTP (to-device delivery, key counts, device lists).
 //! - [`media`]: uploads, downloads, thumbnails, size limits and virus scanning with clamd.
+//! - [`push`]: push rules, unread counts, `/notifications`, and pushers delivering to a push
+//!   gateway on loopback (raw HTTP and `matrix-sdk`).
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
@@ -24,6 +26,7 @@ mod e2ee;
 mod errors;
 mod harness;
 mod media;
+mod push;
 mod registration;
 mod scenario;
 mod sdk;
