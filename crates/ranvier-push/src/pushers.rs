@@ -101,6 +101,19 @@ impl Push {
     }
 }
 
+impl Push {
+    /// A deactivated account has no pushers, and its push rules (account data, deleted with
+    /// the account) are forgotten.
+    pub async fn user_deactivated(&self, user_id: &UserId) -> Result<()> {
+        for pusher in self.store().pushers_of(user_id.as_str()).await? {
+            self.store().delete_pusher(user_id.as_str(), &pusher.app_id, &pusher.pushkey).await?;
+        }
+        self.pushers_changed(user_id);
+        self.forget_rules(user_id);
+        Ok(())
+    }
+}
+
 /// A push gateway URL must be `http(s)` with the path `/_matrix/push/v1/notify`.
 fn check_url(url: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url).map_err(|_| Error::invalid_param("`data.url` is not a valid URL"))?;

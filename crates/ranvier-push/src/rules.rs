@@ -68,6 +68,11 @@ impl Push {
         Ok(())
     }
 
+    /// Drop a user's cached rules (their account data was deleted).
+    pub fn forget_rules(&self, user_id: &UserId) {
+        self.inner.rules.rulesets.lock().remove(user_id);
+    }
+
     /// `GET /pushrules/global/{kind}/{ruleId}`.
     pub async fn rule(&self, user_id: &UserId, kind: RuleKind, rule_id: &str) -> Result<PushRule> {
         let ruleset = self.ruleset(user_id).await?;

@@ -189,6 +189,8 @@ impl Push {
                 }
                 continue;
             }
+            let mut failing_since = pusher.failing_since;
+            let mut delivered = pusher.last_stream_ordering;
             for row in rows {
                 match self.deliver(&pusher, &row).await {
                     Delivery::Done { rejected } => {
@@ -201,17 +203,20 @@ impl Push {
                             break;
                         }
                         self.record_progress(&pusher, row.stream_ordering, None).await;
+                        delivered = row.stream_ordering;
+                        failing_since = None;
                     }
                     Delivery::Failed(reason) => {
-                        let failing_since = pusher.failing_since.unwrap_or_else(now_ms);
-                        let given_up = now_ms() - failing_since >= config.give_up_after_ms as i64;
-                        if given_up {
+                        let since = *failing_since.get_or_insert_with(now_ms);
+                        if now_ms() - since >= config.give_up_after_ms as i64 {
                             tracing::warn!(%user_id, app_id = %key.0, %reason, event_id = %row.event_id, "dropping a notification the push gateway did not take");
                             self.record_progress(&pusher, row.stream_ordering, None).await;
+                            delivered = row.stream_ordering;
+                            failing_since = None;
                             continue;
                         }
                         tracing::info!(%user_id, app_id = %key.0, %reason, ?backoff, "push gateway delivery failed; trying again later");
-                        self.record_progress(&pusher, pusher.last_stream_ordering, Some(failing_since)).await;
+                        self.record_progress(&pusher, delivered, Some(since)).await;
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             () = handle.changed.notified() => {}

@@ -315,6 +315,27 @@ async fn failing_gateway_is_retried(backend: Backend) {
     assert_eq!(gateway.state.attempts.load(Ordering::SeqCst), 3, "nothing sent twice");
 }
 
+/// A notification the gateway keeps refusing is dropped after `give_up_after_ms`, and the
+/// pusher goes on with the next one.
+async fn undeliverable_notification_is_dropped(backend: Backend) {
+    let server = builder(backend)
+        .env("RANVIER_PUSH__RETRY_INITIAL_MS", "100")
+        .env("RANVIER_PUSH__GIVE_UP_AFTER_MS", "250")
+        .start()
+        .await;
+    let gateway = Gateway::start().await;
+    let (alice, bob, room) = direct_chat(&server).await;
+    set_pusher(&server, &bob, &gateway.url, "bob-key", json!({})).await;
+    gateway.state.fail_next.store(3, Ordering::SeqCst);
+
+    server.send_text(&alice, &room, "lost").await;
+    let kept = server.send_text(&alice, &room, "kept").await;
+    let notification = gateway.next(&server).await;
+    assert_eq!(notification["event_id"], kept.as_str(), "the refused one was dropped: {notification}");
+    assert_eq!(gateway.state.attempts.load(Ordering::SeqCst), 4, "three refusals, then the next one");
+    gateway.expect_nothing().await;
+}
+
 /// Logging out removes the pushers that the session's access token set.
 async fn logout_removes_pushers(backend: Backend) {
     let server = start(backend).await;
@@ -679,6 +700,7 @@ backend_tests!(
     mention_highlights,
     rejected_pushkey_removes_the_pusher,
     failing_gateway_is_retried,
+    undeliverable_notification_is_dropped,
     logout_removes_pushers,
     pusher_validation_and_updates,
     push_rules_crud,
