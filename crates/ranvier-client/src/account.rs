@@ -339,6 +339,7 @@ pub async fn deactivate_account(services: &Services, user_id: &UserId) -> Result
     services.store.deactivate_user(user_id.as_str()).await?;
     services.auth.forget(user_id, None);
     services.e2ee.user_deactivated(user_id).await?;
+    services.push.user_deactivated(user_id).await?;
     tracing::info!(user = %user_id, "deactivated account");
     let memberships = services.store.rooms_for_user(user_id.as_str()).await?;
     Ok(memberships

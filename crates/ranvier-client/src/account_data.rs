@@ -65,7 +65,11 @@ async fn get_global(
 ) -> ApiResult<get_global_account_data::v3::Response> {
     check_owner(req.user_id(), &req.body.user_id)?;
     let data_type = req.body.event_type.to_string();
-    let content = state.store.get_account_data(req.user_id().as_str(), GLOBAL, &data_type).await?;
+    let mut content = state.store.get_account_data(req.user_id().as_str(), GLOBAL, &data_type).await?;
+    if content.is_none() && data_type == ranvier_push::rules::PUSH_RULES {
+        // A user who never changed their push rules has the server defaults.
+        content = Some(state.push.rules_content(req.user_id()).await?.to_string());
+    }
     Ok(get_global_account_data::v3::Response::new(stored(content)?).into())
 }
 

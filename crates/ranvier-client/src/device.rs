@@ -128,10 +128,11 @@ async fn delete_with_uia(
 }
 
 /// Everything that must follow the deletion of devices (by deletion, logout or a password
-/// change): their cached tokens go, and their end-to-end keys and to-device inboxes go with a
+/// change): their cached tokens and the pushers they set go, and their end-to-end keys and to-device inboxes go with a
 /// device-list change for everyone who shares a room with the user.
 pub async fn devices_removed(services: &Services, user_id: &UserId, device_ids: &[String]) -> Result<()> {
     services.auth.forget_devices(user_id, device_ids);
+    services.push.devices_removed(user_id, device_ids).await?;
     for device_id in device_ids {
         services.e2ee.device_removed(user_id, device_id.as_str().into()).await?;
     }

@@ -8,7 +8,8 @@
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
 //!   [`dehydrated`] (dehydrated devices, MSC3814), [`space`] (the space hierarchy),
-//!   [`notices`] (server notices, admin only), [`relations`] (`/relations`, `/threads`).
+//!   [`notices`] (server notices, admin only), [`relations`] (`/relations`, `/threads`),
+//!   [`push`] (push rules, pushers, notifications).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -33,6 +34,7 @@ pub mod message;
 pub mod notices;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod ratelimit;
 pub mod receipt;
 pub mod relations;
@@ -66,6 +68,7 @@ pub struct Services {
     pub media: ranvier_media::Media,
     /// Server notices; `None` when they are disabled.
     pub notices: Option<Arc<ranvier_social::notices::ServerNotices>>,
+    pub push: ranvier_push::Push,
     pub auth: auth::Auth,
     pub ratelimit: ratelimit::RateLimiter,
 }
@@ -86,7 +89,10 @@ impl Services {
         let rooms = Rooms::new(store.clone(), server_name.clone(), signing_key);
         let e2ee = ranvier_e2ee::E2ee::new(store.clone(), server_name.clone());
         let social = ranvier_social::Social::new(store.clone(), rooms.clone(), config.presence.clone());
-        let sync = SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone());
+        let push = ranvier_push::Push::new(store.clone(), rooms.clone(), server_name.clone(), config.push.clone());
+        push.attach();
+        let sync =
+            SyncService::wired(store.clone(), rooms.clone(), e2ee.clone(), social.clone()).with_push(push.clone());
         let media = ranvier_media::Media::new(store.clone(), server_name.clone(), &config)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             media.start_background_tasks();
@@ -104,6 +110,7 @@ impl Services {
             social,
             media,
             notices,
+            push,
             auth: Default::default(),
             ratelimit,
         })
@@ -154,6 +161,7 @@ pub fn router(state: AppState) -> Router {
     let router = directory::routes(router);
     let router = presence::routes(router);
     let router = profile::routes(router);
+    let router = push::routes(router);
     let router = receipt::routes(router);
     let router = relations::routes(router);
     let router = tag::routes(router);

@@ -35,6 +35,7 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub presence: PresenceConfig,
     pub media: MediaConfig,
+    pub push: PushConfig,
     pub server_notices: ServerNoticesConfig,
 }
 
@@ -236,6 +237,23 @@ pub struct PresenceConfig {
     pub offline_timeout_ms: u64,
 }
 
+/// Push notifications sent to push gateways by HTTP pushers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Send the event's content to push gateways (the `event_id_only` format never does).
+    pub include_content: bool,
+    /// The first wait before a failed delivery is tried again, in milliseconds; each further
+    /// failure doubles it.
+    pub retry_initial_ms: u64,
+    /// The longest wait between two tries of a delivery, in milliseconds.
+    pub retry_max_ms: u64,
+    /// A notification that could not be delivered for this long is dropped, in milliseconds.
+    pub give_up_after_ms: u64,
+    /// How long one request to a push gateway may take, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
 /// One bucket: `per_second` sustained, up to `burst` at once.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +279,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             media: MediaConfig::default(),
             server_notices: ServerNoticesConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -273,6 +292,18 @@ impl Default for ServerNoticesConfig {
             system_user_display_name: Some("Server Notices".into()),
             system_user_avatar_url: None,
             room_name: "Server Notices".into(),
+        }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            include_content: true,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 60 * 60 * 1000,
+            give_up_after_ms: 24 * 60 * 60 * 1000,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -599,6 +630,15 @@ system_user_localpart = "notices"
 system_user_display_name = "Server Notices"
 # system_user_avatar_url = "mxc://example.org/abcdef"
 room_name = "Server Notices"
+[push]
+# Send message content to push gateways (pushers with format "event_id_only" never get it).
+include_content = true
+# A failed delivery to a push gateway is tried again after retry_initial_ms, then after twice
+# as long each time, at most retry_max_ms apart; after give_up_after_ms it is dropped.
+retry_initial_ms = 1000
+retry_max_ms = 3600000
+give_up_after_ms = 86400000
+request_timeout_ms = 10000
 "#;
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - [`pdu`]: the parsed PDU and its `ruma::state_res::Event` implementation.
 //! - [`room_state`]: the per-room cache kept inside the room's write lock.
 //! - [`build`]: turning an [`EventTemplate`] into a signed PDU, and the auth check.
-//! - [`persist`]: the single write path (state groups, current state, memberships).
+//! - [`persist`]: the single write path (state groups, current state, memberships);
+//!   [`hooks`]: what other services attach to it (push rules' outcomes, in the same transaction).
 //! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
 //!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
 //! - [`read`]: state, members and event reads with their access checks.
@@ -22,6 +23,7 @@ pub mod build;
 pub mod canonical_alias;
 pub mod create;
 pub mod format;
+pub mod hooks;
 pub mod keys;
 pub mod membership;
 pub mod pdu;
@@ -71,6 +73,8 @@ struct RoomsInner {
     server_notices_user: std::sync::OnceLock<ruma::OwnedUserId>,
     /// Which rooms hold any event relation (see [`relations::RelationRooms`]).
     relation_rooms: relations::RelationRooms,
+    /// Called by the persist path for every accepted timeline event, once wired.
+    event_hook: std::sync::OnceLock<Arc<dyn hooks::EventHook>>,
 }
 
 /// The held write lock of a room whose cache is loaded.
@@ -87,6 +91,7 @@ impl Rooms {
                 locks: Default::default(),
                 server_notices_user,
                 relation_rooms: Default::default(),
+                event_hook: Default::default(),
             }),
         }
     }
@@ -111,6 +116,16 @@ impl Rooms {
     /// The user that sends server notices, if they are enabled.
     pub fn server_notices_user(&self) -> Option<&ruma::UserId> {
         self.inner.server_notices_user.get().map(|user| &**user)
+    }
+
+    /// Attach the hook the persist path calls for every accepted timeline event (once; later
+    /// calls are ignored).
+    pub fn set_event_hook(&self, hook: Arc<dyn hooks::EventHook>) {
+        let _ = self.inner.event_hook.set(hook);
+    }
+
+    pub(crate) fn event_hook(&self) -> Option<&Arc<dyn hooks::EventHook>> {
+        self.inner.event_hook.get()
     }
 
     fn lock_entry(&self, room_id: &RoomId) -> RoomLock {

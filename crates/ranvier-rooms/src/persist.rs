@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::{
     Rooms,
     build::BuiltEvent,
+    hooks::NewTimelineEvent,
     pdu::{Pdu, parse_object},
     room_state::{MAX_STATE_CHAIN, RoomState},
 };
@@ -153,6 +154,11 @@ impl Rooms {
         }
 
         event.pdu = serde_json::to_string(&object).map_err(|e| Error::internal(format!("serialise PDU: {e}")))?;
+        let hook = self.event_hook().filter(|_| accepted);
+        if let Some(hook) = hook {
+            let new_event = NewTimelineEvent { room, pdu: &pdu, object: &object, stream_ordering: position };
+            event.push_actions = hook.push_actions(new_event).await;
+        }
         store.persist_event(&event).await?;
 
         if !accepted {
@@ -171,6 +177,9 @@ impl Rooms {
             room.apply_redaction(redacted);
         }
         drop(guard);
+        if let Some(hook) = hook {
+            hook.committed(&event.room_id, position, &event.push_actions);
+        }
         Ok(position)
     }
 

@@ -21,8 +21,6 @@
 //! - In the `/sync` handler, before the long-poll:
 //!   `let _presence = social.set_presence_from_sync(user, set_presence.as_ref()).await?;` and
 //!   keep the guard until the response is built.
-//! - For each joined room in the response, `unread_notification_count(user, room)` gives
-//!   `unread_notifications.notification_count` (`highlight_count` is 0 until push rules).
 
 use std::collections::{HashMap, HashSet};
 

@@ -7,7 +7,7 @@
 //!   timeouts) stop when the last clone is dropped.
 //! - [`profile`]: profile fields, and their propagation into member events.
 //! - [`typing`]: who is typing where, in memory, with timeouts.
-//! - [`receipts`]: receipts, read markers and unread counts.
+//! - [`receipts`]: receipts and read markers (unread counts are `ranvier-push`'s).
 //! - [`presence`]: the presence state machine (pure) and the in-memory tracker.
 //! - [`ephemeral`]: what `/sync` reports of all the above, in one call.
 //! - [`tags`]: room tags, kept in the `m.tag` room account data.

@@ -1,5 +1,5 @@
-//! Receipts (`m.read`, `m.read.private`, threaded or not), the fully-read marker, and unread
-//! counts.
+//! Receipts (`m.read`, `m.read.private`, threaded or not) and the fully-read marker. Unread
+//! counts, which receipts reset, are `ranvier-push`'s.
 //!
 //! A receipt is stored with the position of its event, and never moves back: a receipt for an
 //! older event than the one already acknowledged is accepted and ignored, as Synapse does.
@@ -21,19 +21,6 @@ pub const READ: &str = "m.read";
 pub const READ_PRIVATE: &str = "m.read.private";
 /// The fully-read marker (room account data, not a receipt).
 pub const FULLY_READ: &str = "m.fully_read";
-
-/// The event types counted as unread notifications (a simple stand-in for push rules).
-pub const COUNTED_TYPES: [&str; 6] = [
-    "m.room.message",
-    "m.room.encrypted",
-    "m.sticker",
-    "m.poll.start",
-    "org.matrix.msc3381.poll.start",
-    "m.call.invite",
-];
-
-/// Counting stops here; clients show "99+" long before.
-pub const MAX_UNREAD: i64 = 1_000;
 
 /// Which thread a receipt is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,25 +144,6 @@ impl Social {
             self.put_receipt(room_id, user_id, READ_PRIVATE, event_id, Thread::Unthreaded).await?;
         }
         Ok(())
-    }
-
-    /// How many messages others sent in a room after what `user_id` has read: after the latest
-    /// of their read receipts (public or private), their own latest event and their join.
-    /// Counts at most [`MAX_UNREAD`]. A simple count until push rules decide what notifies.
-    pub async fn unread_notification_count(&self, user_id: &UserId, room_id: &RoomId) -> Result<u64> {
-        let store = self.store();
-        let Some(membership) = store.membership(room_id.as_str(), user_id.as_str()).await? else {
-            return Ok(0);
-        };
-        if membership.membership != "join" {
-            return Ok(0);
-        }
-        let read = store.read_up_to(room_id.as_str(), user_id.as_str(), &[READ, READ_PRIVATE]).await?.unwrap_or(0);
-        let base = read.max(membership.stream_ordering);
-        let own = store.latest_own_event_after(room_id.as_str(), user_id.as_str(), base).await?.unwrap_or(0);
-        let count =
-            store.count_unread(room_id.as_str(), user_id.as_str(), base.max(own), &COUNTED_TYPES, MAX_UNREAD).await?;
-        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// One `m.receipt` event per room among `room_ids` with receipts changed in

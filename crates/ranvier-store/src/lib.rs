@@ -8,7 +8,8 @@
 //! - [`streams`]: stream position allocation and the notifier that wakes `/sync`.
 //! - One module per group of tables: [`accounts`] (users, devices, access tokens, filters,
 //!   UIA sessions, registration tokens), [`events`] (events, the DAG, state groups, current
-//!   state, memberships), [`relations`] (`m.relates_to` children), [`account_data`].
+//!   state, memberships), [`relations`] (`m.relates_to` children), [`account_data`],
+//!   [`push`] (push outcomes, unread counts, pushers).
 //!
 //! # Conventions
 //! - SQL uses `$1, $2` placeholders, which both backends accept through sqlx `Any`.
@@ -26,6 +27,7 @@ pub mod filters;
 pub mod media;
 pub mod migrate;
 pub mod persist;
+pub mod push;
 pub mod registration_tokens;
 pub mod relations;
 pub mod social;

@@ -36,6 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_media"),
     migration!(5, "0005_dehydrated"),
     migration!(6, "0006_relations"),
+    migration!(7, "0007_push"),
     migration!(10, "0010_media_more"),
 ];
 

@@ -104,6 +104,8 @@ pub struct PersistEvent {
     pub txn: Option<TxnKey>,
     pub redaction: Option<Redaction>,
     pub relation: Option<NewRelation>,
+    /// What the push rules decided for local users (see [`crate::push`]).
+    pub push_actions: Vec<crate::push::NewPushAction>,
 }
 
 impl Store {
@@ -318,9 +320,54 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             "DELETE FROM event_relations WHERE event_id = $1",
             vec![Arg::Text(&redaction.target_event_id)],
         );
+        // A redacted event no longer notifies anyone.
+        batch.push(
+            "forget push actions of redacted event",
+            "DELETE FROM event_push_actions WHERE event_id = $1",
+            vec![Arg::Text(&redaction.target_event_id)],
+        );
+    }
+
+    for chunk in event.push_actions.chunks(PUSH_ACTIONS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, $1, $2, $3, ${}, ${}, ${}, ${}, $4)",
+                    5 * i + 5,
+                    5 * i + 6,
+                    5 * i + 7,
+                    5 * i + 8,
+                    5 * i + 9
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, \
+             highlight, actions, ts) VALUES {} ON CONFLICT DO NOTHING",
+            rows.join(", ")
+        );
+        let mut args = vec![
+            Arg::Text(&event.room_id),
+            Arg::Text(&event.event_id),
+            Arg::Int(event.stream_ordering),
+            Arg::Int(event.origin_server_ts),
+        ];
+        for action in chunk {
+            args.extend([
+                Arg::Text(&action.user_id),
+                Arg::Text(&action.thread_id),
+                Arg::Int(i64::from(action.notify)),
+                Arg::Int(i64::from(action.highlight)),
+                Arg::Text(&action.actions),
+            ]);
+        }
+        batch.push("insert push actions", sql, args);
     }
     batch.run(conn, backend).await
 }
+
+/// Push actions per multi-row insert (5 parameters a row).
+const PUSH_ACTIONS_PER_INSERT: usize = 200;
 
 /// State group entries per multi-row insert: 3 parameters a row keeps a statement far below
 /// both backends' parameter limits.

@@ -18,6 +18,8 @@ use ranvier_test::{Backend, TestDatabase, backend_tests};
 mod media;
 #[path = "conformance/relations.rs"]
 mod relations;
+#[path = "conformance/push.rs"]
+mod push;
 
 /// A store on a fresh database, and the database (kept alive for as long as the test runs).
 async fn fresh(backend: Backend) -> (Store, TestDatabase) {

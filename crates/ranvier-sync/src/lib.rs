@@ -55,8 +55,10 @@ struct Inner {
     recent: changes::RecentEvents,
     /// End-to-end encryption data (to-device, device lists, key counts), when wired.
     e2ee: Option<ranvier_e2ee::E2ee>,
-    /// Typing, receipts, presence and unread counts, when wired.
+    /// Typing, receipts and presence, when wired.
     social: Option<ranvier_social::Social>,
+    /// Unread notification counts and the default push rules, when wired.
+    push: Option<ranvier_push::Push>,
 }
 
 impl SyncService {
@@ -82,6 +84,7 @@ impl SyncService {
             inner: Arc::new(Inner {
                 e2ee,
                 social,
+                push: None,
                 rooms,
                 // About a million state entries (on the order of 100 MB) at most.
                 state_cache: cache::StateCache::new(1_000_000),
@@ -90,6 +93,16 @@ impl SyncService {
                 store,
             }),
         }
+    }
+
+    /// Also report unread notification counts (and the push rules of users who never changed
+    /// them). Call right after construction, before the service is cloned.
+    pub fn with_push(mut self, push: ranvier_push::Push) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.push = Some(push),
+            None => tracing::error!("SyncService::with_push called on a shared service; push is not wired"),
+        }
+        self
     }
 
     pub fn store(&self) -> &Store {

@@ -76,9 +76,13 @@ pub struct JoinedRoom {
     pub state: Events,
     pub account_data: Events,
     pub ephemeral: Events,
-    /// Unread counts; set whenever the social layer is wired.
+    /// Unread counts (of the main timeline alone when counted per thread); set whenever push
+    /// is wired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unread_notifications: Option<UnreadNotifications>,
+    /// Unread counts per thread root, when the filter asks for `unread_thread_notifications`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_thread_notifications: Option<BTreeMap<String, UnreadNotifications>>,
 }
 
 /// `unread_notifications` of a joined room.

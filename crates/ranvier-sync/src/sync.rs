@@ -250,6 +250,9 @@ impl SyncService {
         if let Some(social) = &self.inner.social {
             self.add_social(social, request, &joined_ids, since, now, &mut response).await?;
         }
+        if let Some(push) = &self.inner.push {
+            self.add_push(push, request, since, now, &mut response).await?;
+        }
         if let Some(e2ee) = &self.inner.e2ee {
             let data = e2ee.sync_data(user_id, &request.device_id, since.as_ref(), &now).await?;
             response.to_device.events = data.to_device_events;
@@ -527,9 +530,9 @@ impl SyncService {
 }
 
 impl SyncService {
-    /// Typing and receipts (per joined room, through the `room.ephemeral` filter), presence
-    /// (through the `presence` filter) and unread counts of the rooms in the response. A room
-    /// with ephemeral news but no new events is reported too.
+    /// Typing and receipts (per joined room, through the `room.ephemeral` filter) and presence
+    /// (through the `presence` filter). A room with ephemeral news but no new events is
+    /// reported too.
     async fn add_social(
         &self,
         social: &ranvier_social::Social,
@@ -564,10 +567,45 @@ impl SyncService {
                 event_allowed(&filter.presence, event_type, event["sender"].as_str())
             })
             .collect();
+        Ok(())
+    }
+
+    /// Unread notification counts of every joined room in the response, counted up to the
+    /// events it reports (per thread when the timeline filter asks for
+    /// `unread_thread_notifications`), and on an initial sync the push rules of a user who
+    /// never changed them (clients read them from the `m.push_rules` account data).
+    async fn add_push(
+        &self,
+        push: &ranvier_push::Push,
+        request: &SyncRequest,
+        since: Option<StreamToken>,
+        now: StreamToken,
+        response: &mut SyncResponse,
+    ) -> Result<()> {
+        let user_id = ruma::UserId::parse(request.user_id.as_str())
+            .map_err(|e| ranvier_core::Error::internal(format!("syncing user id {}: {e}", request.user_id)))?;
+        let per_thread = request.filter.room.timeline.unread_thread_notifications;
+        let up_to = now.get(StreamKind::Events);
         for (room_id, room) in response.rooms.join.iter_mut() {
             let Ok(room_id) = ruma::RoomId::parse(room_id.as_str()) else { continue };
-            let notification_count = social.unread_notification_count(&user_id, &room_id).await?;
-            room.unread_notifications = Some(UnreadNotifications { notification_count, highlight_count: 0 });
+            let counts = push.room_counts(&user_id, &room_id, up_to, per_thread).await?;
+            let unread = |counts: ranvier_push::counts::Counts| UnreadNotifications {
+                notification_count: counts.notifications,
+                highlight_count: counts.highlights,
+            };
+            room.unread_notifications = Some(unread(counts.room));
+            if per_thread && !counts.threads.is_empty() {
+                room.unread_thread_notifications =
+                    Some(counts.threads.into_iter().map(|(root, counts)| (root, unread(counts))).collect());
+            }
+        }
+        let rules = ranvier_push::rules::PUSH_RULES;
+        if since.is_none()
+            && event_allowed(&request.filter.account_data, rules, None)
+            && !response.account_data.events.iter().any(|event| event["type"] == rules)
+        {
+            let content = push.rules_content(&user_id).await?;
+            response.account_data.events.push(json!({ "type": rules, "content": content }));
         }
         Ok(())
     }

@@ -43,6 +43,8 @@ pub async fn serve(config: Config) -> Result<()> {
     let signing_key = ranvier_rooms::keys::load_or_generate(&config.signing_key_path())?;
     let listen = config.listen.clone();
     let services = Services::new(config, store, signing_key)?;
+    // Pushers deliver what they had not delivered before the last stop.
+    services.push.start().await?;
     let state = AppState(Arc::new(services));
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
     // A panic in a handler is a bug; the client still gets a Matrix error, not a dropped

@@ -15,6 +15,8 @@
 //!   scanning with clamd, retention by last access, and media in an S3 bucket (moto).
 //! - [`media_preview`]: URL previews of pages the test serves on loopback, and their SSRF
 //!   defences.
+//! - [`push`]: push rules, unread counts, `/notifications`, and pushers delivering to a push
+//!   gateway on loopback (raw HTTP and `matrix-sdk`).
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`relations`]: bundled aggregations (edits, threads, references) on every read path,
 //!   `/relations` and `/threads`, over raw HTTP and through `matrix-sdk`.
@@ -32,6 +34,7 @@ mod errors;
 mod harness;
 mod media;
 mod media_preview;
+mod push;
 mod registration;
 mod relations;
 mod scenario;
