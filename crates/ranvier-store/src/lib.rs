@@ -8,7 +8,9 @@
 //! - [`streams`]: stream position allocation and the notifier that wakes `/sync`.
 //! - One module per group of tables: [`accounts`] (users, devices, access tokens, filters,
 //!   UIA sessions, registration tokens), [`events`] (events, the DAG, state groups, current
-//!   state, memberships), [`account_data`].
+//!   state, memberships), [`account_data`], [`reports`] (content reports).
+//! - [`search`]: the full-text index of event text, the one module whose SQL differs between
+//!   the backends (SQLite FTS5, PostgreSQL `tsvector`).
 //!
 //! # Conventions
 //! - SQL uses `$1, $2` placeholders, which both backends accept through sqlx `Any`.
@@ -27,6 +29,8 @@ pub mod media;
 pub mod migrate;
 pub mod persist;
 pub mod registration_tokens;
+pub mod reports;
+pub mod search;
 pub mod social;
 pub mod streams;
 pub mod sync;

@@ -96,6 +96,9 @@ pub struct PersistEvent {
     pub new_room: Option<NewRoom>,
     pub txn: Option<TxnKey>,
     pub redaction: Option<Redaction>,
+    /// The event's searchable text, for accepted events of the searched types (see
+    /// [`crate::search`]): one row in the full-text index.
+    pub search_text: Option<String>,
 }
 
 impl Store {
@@ -122,6 +125,7 @@ impl Store {
 
 /// [`Store::persist_event`] inside a caller's transaction on a `backend` database.
 pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &PersistEvent) -> Result<()> {
+    let search_text = event.search_text.as_deref().map(crate::search::index_text);
     let mut batch = Batch::default();
     if let Some(room) = &event.new_room {
         batch.push(
@@ -286,6 +290,19 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             "redact event",
             "UPDATE events SET pdu = $1, redacted_by = $2 WHERE event_id = $3",
             vec![Arg::Text(&redaction.redacted_pdu), Arg::Text(&event.event_id), Arg::Text(&redaction.target_event_id)],
+        );
+        batch.push(
+            "remove redacted event from the search index",
+            crate::search::unindex_statement(backend),
+            vec![Arg::Text(&redaction.target_event_id)],
+        );
+    }
+
+    if let Some(text) = &search_text {
+        batch.push(
+            "index event text",
+            crate::search::index_statement(backend),
+            vec![Arg::Int(event.stream_ordering), Arg::Text(text)],
         );
     }
     batch.run(conn, backend).await

@@ -66,7 +66,9 @@ async fn migrations_are_idempotent(backend: Backend) {
     assert!(!first.is_empty(), "migrations were recorded");
     assert_eq!(first[0], (1, "0001_init".to_owned()));
     let numbers: Vec<i64> = first.iter().map(|(version, _)| *version).collect();
-    assert_eq!(numbers, (1..=first.len() as i64).collect::<Vec<_>>(), "versions are numbered without gaps");
+    // Increasing, but not necessarily contiguous: numbers are reserved ahead of time, so a
+    // higher one may be recorded before a lower one lands (see `migrate.rs`).
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "versions are recorded in order: {numbers:?}");
     assert!(store.create_user("@keep:test", None, false).await.unwrap_or_else(|e| panic!("{e}")));
     drop(store);
 
