@@ -9,7 +9,8 @@
 //! - [`persist`]: the single write path (state groups, current state, memberships).
 //! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
 //!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
-//! - [`read`]: state, members and event reads with their access checks.
+//! - [`read`]: state, members, mutual rooms and event reads with their access checks.
+//! - [`report`]: reports of events, rooms and users for the administrators.
 //! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
 //!
 //! # Architecture invariants
@@ -25,6 +26,7 @@ pub mod membership;
 pub mod pdu;
 pub mod persist;
 pub mod read;
+pub mod report;
 pub mod room_state;
 pub mod send;
 pub mod upgrade;
