@@ -7,7 +7,8 @@
 //!   whoami, password, deactivation), [`device`], [`admin`] (shared-secret registration),
 //!   [`account_data`], [`room`] (createRoom), [`membership`], [`room_event`] (send, state,
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
-//!   [`dehydrated`] (dehydrated devices, MSC3814).
+//!   [`dehydrated`] (dehydrated devices, MSC3814), [`search`] (`/search`, mutual rooms),
+//!   [`report`] (reporting content, and the admin listings of reports).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -33,8 +34,10 @@ pub mod presence;
 pub mod profile;
 pub mod ratelimit;
 pub mod receipt;
+pub mod report;
 pub mod room;
 pub mod room_event;
+pub mod search;
 pub mod sync;
 pub mod tag;
 pub mod to_device;
@@ -135,6 +138,8 @@ pub fn router(state: AppState) -> Router {
     let router = tag::routes(router);
     let router = typing::routes(router);
     let router = user_directory::routes(router);
+    let router = search::routes(router);
+    let router = report::routes(router);
     router
         .fallback(ranvier_http::fallback)
         .method_not_allowed_fallback(ranvier_http::route::method_not_allowed)
