@@ -15,6 +15,8 @@
 //! - [`registration`]: closed registration, shared-secret accounts, registration tokens.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
+//! - [`search`]: server-side search, content reports with their admin listings, and mutual
+//!   rooms, over raw HTTP and with `matrix-sdk`.
 //! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
 //! - [`social_sdk`]: the social layer driven by `matrix-sdk` clients (profiles, typing,
 //!   receipts, presence, tags, aliases and directories, knocking, restricted joins, upgrades).
@@ -27,6 +29,7 @@ mod media;
 mod registration;
 mod scenario;
 mod sdk;
+mod search;
 mod social;
 mod social_sdk;
 
