@@ -12,6 +12,31 @@ CREATE TABLE event_search (
 );
 CREATE INDEX event_search_vector ON event_search USING GIN (vector);
 
+-- Index what is already there. (The write path also adds the plain-text `m.topic` of topics
+-- and splits words at every non-alphanumeric character; here ASCII punctuation is enough for
+-- the old rows, since the English parser splits at the rest.)
+INSERT INTO event_search (stream_ordering, vector)
+SELECT stream_ordering,
+       to_tsvector('english', translate(text, '!"#$%&''()*+,-./:;<=>?@[\]^_`{|}~', repeat(' ', 32)))
+FROM (
+    SELECT stream_ordering,
+           CASE event_type
+               WHEN 'm.room.message' THEN CAST(pdu AS JSON) -> 'content' ->> 'body'
+               WHEN 'm.room.name' THEN CAST(pdu AS JSON) -> 'content' ->> 'name'
+               ELSE CAST(pdu AS JSON) -> 'content' ->> 'topic'
+           END AS text,
+           CASE event_type
+               WHEN 'm.room.message' THEN json_typeof(CAST(pdu AS JSON) -> 'content' -> 'body')
+               WHEN 'm.room.name' THEN json_typeof(CAST(pdu AS JSON) -> 'content' -> 'name')
+               ELSE json_typeof(CAST(pdu AS JSON) -> 'content' -> 'topic')
+           END AS kind
+    FROM events
+    WHERE outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0 AND redacted_by IS NULL
+      AND ((event_type = 'm.room.message' AND state_key IS NULL)
+        OR (event_type IN ('m.room.name', 'm.room.topic') AND state_key IS NOT NULL))
+) AS searchable
+WHERE kind = 'string';
+
 -- Reports of events, rooms and users, for the server's administrators.
 CREATE TABLE reports (
     id BIGINT PRIMARY KEY,

@@ -14,6 +14,22 @@ CREATE VIRTUAL TABLE event_search USING fts5(
     tokenize = 'porter unicode61'
 );
 
+-- Index what is already there. (The write path also adds the plain-text `m.topic` of topics
+-- and splits words at every non-alphanumeric character first; for the tokenizer that is the
+-- same split.)
+INSERT INTO event_search (rowid, value)
+SELECT stream_ordering,
+       CASE event_type
+           WHEN 'm.room.message' THEN json_extract(pdu, '$.content.body')
+           WHEN 'm.room.name' THEN json_extract(pdu, '$.content.name')
+           ELSE json_extract(pdu, '$.content.topic')
+       END
+FROM events
+WHERE outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0 AND redacted_by IS NULL
+  AND ((event_type = 'm.room.message' AND state_key IS NULL AND json_type(pdu, '$.content.body') = 'text')
+    OR (event_type = 'm.room.name' AND state_key IS NOT NULL AND json_type(pdu, '$.content.name') = 'text')
+    OR (event_type = 'm.room.topic' AND state_key IS NOT NULL AND json_type(pdu, '$.content.topic') = 'text'));
+
 -- Reports of events, rooms and users, for the server's administrators.
 CREATE TABLE reports (
     id BIGINT PRIMARY KEY,

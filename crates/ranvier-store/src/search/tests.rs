@@ -237,6 +237,38 @@ async fn redaction_leaves_the_index(backend: Backend) {
     assert_eq!(ids(&store, "secret", &scope, NEWEST).await, [keep]);
 }
 
+/// Migration 0008 indexes the events written before it: messages, names and topics that are in
+/// the timeline and not redacted.
+async fn the_migration_indexes_existing_events(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let store = open(&db).await;
+    let room = Room { store: &store, room_id: "!a:test" };
+    let none = None;
+    let message =
+        room.event(1, "@a:test", "m.room.message", None, serde_json::json!({"body": "old harbour news"}), none).await;
+    let name = room.event(2, "@a:test", "m.room.name", Some(""), serde_json::json!({"name": "Harbour"}), none).await;
+    let topic = room
+        .event(3, "@a:test", "m.room.topic", Some(""), serde_json::json!({"topic": "All about the harbour"}), none)
+        .await;
+    let redacted = room.event(4, "@a:test", "m.room.message", None, serde_json::json!({"body": "harbour"}), none).await;
+    room.redact(5, &redacted).await;
+    room.event(6, "@a:test", "m.room.message", None, serde_json::json!({"body": ["harbour"]}), none).await;
+    room.event(7, "@a:test", "m.room.message", Some("x"), serde_json::json!({"body": "harbour"}), none).await;
+    room.event(8, "@a:test", "m.room.member", Some("@a:test"), serde_json::json!({"body": "harbour"}), none).await;
+    let rooms = [whole("!a:test")];
+    let scope = SearchScope { rooms: &rooms, event_types: ALL_TYPES, up_to: i64::MAX };
+    assert!(ids(&store, "harbour", &scope, NEWEST).await.is_empty(), "written without search text");
+
+    // Back to the schema before 0008, then open again: the migration runs over these events.
+    for statement in ["DROP TABLE event_search", "DROP TABLE reports", "DELETE FROM schema_version WHERE version = 8"] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    drop(store);
+    let store = open(&db).await;
+    assert_eq!(ids(&store, "harbour", &scope, NEWEST).await, [topic, name, message.clone()]);
+    assert_eq!(ids(&store, "harbours news", &scope, NEWEST).await, [message]);
+}
+
 /// Reports are numbered in arrival order and listed per kind, newest first by default.
 async fn reports_are_numbered_and_listed(backend: Backend) {
     let db = TestDatabase::create(backend).await;
@@ -358,6 +390,7 @@ backend_tests!(
     ordering_and_pages,
     scope_limits_results,
     redaction_leaves_the_index,
+    the_migration_indexes_existing_events,
     reports_are_numbered_and_listed,
     mutual_rooms_page_by_room_id,
 );
