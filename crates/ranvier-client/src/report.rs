@@ -41,6 +41,7 @@ async fn report_event(
     request: AuthedJson<report_content::v3::Request>,
 ) -> ApiResult<report_content::v3::Response> {
     let AuthedJson { req, json } = request;
+    // Reports share the bucket of sending messages: a flood of either is the same kind of abuse.
     state.ratelimit.check(RateLimitKind::Messages, req.user_id().as_str())?;
     // `score` left the spec in v1.18 and ruma no longer reads it; it is still checked and kept
     // as Synapse does, for older clients.

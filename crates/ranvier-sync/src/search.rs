@@ -10,6 +10,10 @@
 //! (continuing after a number of candidates, over the events that existed when the first page
 //! was asked for, so that new messages do not shift later pages).
 //!
+//! `count` is the number of index matches in the searched rooms (up to where the user left
+//! each) before the filter's senders and types and history visibility apply: an estimate, as
+//! the spec allows, that never counts what was said after the user left a room.
+//!
 //! The body is built as JSON in the shape Synapse gives (`results`, `count` and `highlights`
 //! always present, `context` on every result), which is what clients read.
 
