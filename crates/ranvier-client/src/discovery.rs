@@ -22,8 +22,13 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
 
 async fn versions(_req: Ruma<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
     let mut response = get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    // Clients look for this before they dehydrate a device.
-    response.unstable_features = BTreeMap::from([("org.matrix.msc3814".to_owned(), true)]);
+    // Clients look for these before they dehydrate a device, or ask for mutual rooms (at the
+    // unstable path, or at the v1.19 path while the versions above stop short of it).
+    response.unstable_features = BTreeMap::from([
+        ("org.matrix.msc3814".to_owned(), true),
+        ("uk.half-shot.msc2666.query_mutual_rooms".to_owned(), true),
+        ("uk.half-shot.msc2666.query_mutual_rooms.stable".to_owned(), true),
+    ]);
     Ok(response.into())
 }
 

@@ -9,7 +9,9 @@
 //!   redact, get event), [`message`] (`/messages`, `/context`), [`filter`], [`sync`],
 //!   [`dehydrated`] (dehydrated devices, MSC3814), [`space`] (the space hierarchy),
 //!   [`notices`] (server notices, admin only), [`relations`] (`/relations`, `/threads`),
-//!   [`push`] (push rules, pushers, notifications).
+//!   [`push`] (push rules, pushers, notifications),
+//!   [`search`] (`/search`, mutual rooms),
+//!   [`report`] (reporting content, and the admin listings of reports).
 //!   [`auth`] resolves access tokens, hashes passwords and runs UIA; [`ratelimit`] holds the
 //!   token buckets (`state.ratelimit.check(kind, key)`).
 //!
@@ -38,8 +40,10 @@ pub mod push;
 pub mod ratelimit;
 pub mod receipt;
 pub mod relations;
+pub mod report;
 pub mod room;
 pub mod room_event;
+pub mod search;
 pub mod space;
 pub mod sync;
 pub mod tag;
@@ -169,6 +173,8 @@ pub fn router(state: AppState) -> Router {
     let router = user_directory::routes(router);
     let router = space::routes(router);
     let router = notices::routes(router);
+    let router = search::routes(router);
+    let router = report::routes(router);
     router
         .fallback(ranvier_http::fallback)
         .method_not_allowed_fallback(ranvier_http::route::method_not_allowed)

@@ -10,9 +10,10 @@
 //!   [`hooks`]: what other services attach to it (push rules' outcomes, in the same transaction).
 //! - [`create`], [`membership`], [`send`], [`upgrade`]: the write operations the client API calls;
 //!   [`canonical_alias`]: the alias checks of `m.room.canonical_alias`.
-//! - [`read`]: state, members and event reads with their access checks.
+//! - [`read`]: state, members, mutual rooms and event reads with their access checks.
 //! - [`relations`]: bundled aggregations (edits, threads, references), `/relations` and
 //!   `/threads`.
+//! - [`report`]: reports of events, rooms and users for the administrators.
 //! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
 //!
 //! # Architecture invariants
@@ -30,6 +31,7 @@ pub mod pdu;
 pub mod persist;
 pub mod read;
 pub mod relations;
+pub mod report;
 pub mod room_state;
 pub mod send;
 pub mod upgrade;

@@ -153,6 +153,9 @@ impl Rooms {
             redacted_pdu = Some(redacted);
         }
 
+        if accepted {
+            event.search_text = searchable_text(&event.event_type, event.state_key.is_some(), &object);
+        }
         event.pdu = serde_json::to_string(&object).map_err(|e| Error::internal(format!("serialise PDU: {e}")))?;
         let hook = self.event_hook().filter(|_| accepted);
         if let Some(hook) = hook {
@@ -229,6 +232,55 @@ fn relation_of(object: &CanonicalJsonObject) -> Option<NewRelation> {
     Some(NewRelation { relates_to_id: parent.clone(), rel_type: rel_type.clone() })
 }
 
+/// The text server-side search looks at in an event, if it is of a searched type: the `body` of
+/// an `m.room.message`, the `name` of an `m.room.name`, and for `m.room.topic` the `topic`
+/// together with the plain-text representation in `m.topic` when it says something else.
+fn searchable_text(event_type: &str, is_state: bool, object: &CanonicalJsonObject) -> Option<String> {
+    let Some(CanonicalJsonValue::Object(content)) = object.get("content") else {
+        return None;
+    };
+    let text = |key: &str| match content.get(key) {
+        Some(CanonicalJsonValue::String(text)) if !text.trim().is_empty() => Some(text.as_str()),
+        _ => None,
+    };
+    match (event_type, is_state) {
+        ("m.room.message", false) => text("body").map(str::to_owned),
+        ("m.room.name", true) => text("name").map(str::to_owned),
+        ("m.room.topic", true) => {
+            let plain = match content.get("m.topic") {
+                Some(CanonicalJsonValue::Object(topic)) => match topic.get("m.text") {
+                    Some(CanonicalJsonValue::Array(representations)) => {
+                        representations.iter().find_map(|representation| match representation {
+                            CanonicalJsonValue::Object(representation) => {
+                                let mimetype = match representation.get("mimetype") {
+                                    Some(CanonicalJsonValue::String(mimetype)) => mimetype.as_str(),
+                                    None => "text/plain",
+                                    Some(_) => return None,
+                                };
+                                match representation.get("body") {
+                                    Some(CanonicalJsonValue::String(body)) if mimetype == "text/plain" => {
+                                        Some(body.as_str())
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            match (text("topic"), plain) {
+                (Some(topic), Some(plain)) if plain != topic => Some(format!("{topic}\n{plain}")),
+                (Some(topic), _) => Some(topic.to_owned()),
+                (None, plain) => plain.map(str::to_owned),
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The redacted form of `target`, with `unsigned.redacted_because` set to the redaction in the
 /// client format, and its parsed PDU for the auth cache.
 fn redact_stored(
@@ -286,6 +338,40 @@ mod tests {
             ranvier_store::Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()), 2).await.unwrap();
         let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".to_owned()).unwrap();
         (Rooms::new(store, "test.local".try_into().unwrap(), key), dir)
+    }
+
+    #[test]
+    fn searchable_text_of_each_type() {
+        let object = |content: serde_json::Value| match to_canonical_value(json!({ "content": content })) {
+            Ok(CanonicalJsonValue::Object(object)) => object,
+            other => panic!("{other:?}"),
+        };
+        let text = |event_type: &str, is_state: bool, content: serde_json::Value| {
+            searchable_text(event_type, is_state, &object(content))
+        };
+        assert_eq!(
+            text("m.room.message", false, json!({ "body": "hello", "msgtype": "m.text" })).as_deref(),
+            Some("hello")
+        );
+        assert_eq!(text("m.room.message", true, json!({ "body": "hello" })), None, "a state event of a message type");
+        assert_eq!(text("m.room.message", false, json!({ "body": 5 })), None);
+        assert_eq!(text("m.room.message", false, json!({ "body": "  " })), None);
+        assert_eq!(text("m.room.encrypted", false, json!({ "body": "hello" })), None, "only the spec's keys");
+        assert_eq!(text("m.room.name", true, json!({ "name": "Lobby" })).as_deref(), Some("Lobby"));
+        assert_eq!(text("m.room.name", false, json!({ "name": "Lobby" })), None);
+        assert_eq!(text("m.room.topic", true, json!({ "topic": "Cats" })).as_deref(), Some("Cats"));
+        let topic = json!({
+            "topic": "Cats",
+            "m.topic": { "m.text": [
+                { "mimetype": "text/html", "body": "<b>Cats</b> and dogs" },
+                { "body": "Cats and dogs" },
+            ] },
+        });
+        assert_eq!(text("m.room.topic", true, topic).as_deref(), Some("Cats\nCats and dogs"));
+        let same = json!({ "topic": "Cats", "m.topic": { "m.text": [{ "mimetype": "text/plain", "body": "Cats" }] } });
+        assert_eq!(text("m.room.topic", true, same).as_deref(), Some("Cats"));
+        let only_rich = json!({ "m.topic": { "m.text": [{ "mimetype": "text/plain", "body": "Dogs" }] } });
+        assert_eq!(text("m.room.topic", true, only_rich).as_deref(), Some("Dogs"));
     }
 
     #[tokio::test]

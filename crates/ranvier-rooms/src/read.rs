@@ -26,6 +26,15 @@ pub struct JoinedMember {
     pub avatar_url: Option<String>,
 }
 
+/// A page of mutual rooms.
+#[derive(Clone, Debug, Default)]
+pub struct MutualRooms {
+    pub joined: Vec<OwnedRoomId>,
+    /// How many rooms there are in all pages.
+    pub count: u64,
+    pub next_batch: Option<String>,
+}
+
 /// Filters of `/members`.
 #[derive(Clone, Debug, Default)]
 pub struct MembersQuery {
@@ -184,6 +193,35 @@ impl Rooms {
                 })
             })
             .collect())
+    }
+
+    /// One page of the rooms `user_id` and `other` are both joined to (MSC2666, `mutual_rooms`):
+    /// at most `limit` rooms after the `from` token of the previous page, with how many there
+    /// are in all. The token of the next page is the last room id of this one.
+    pub async fn mutual_rooms(
+        &self,
+        user_id: &UserId,
+        other: &UserId,
+        from: Option<&str>,
+        limit: usize,
+    ) -> Result<MutualRooms> {
+        if user_id == other {
+            return Err(Error::invalid_param("The user_id may not be your own"));
+        }
+        if let Some(from) = from
+            && RoomId::parse(from).is_err()
+        {
+            return Err(Error::invalid_param("Invalid or expired `from` token"));
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One room more than asked tells whether another page follows.
+        let (mut rooms, count) =
+            self.store().mutual_joined_rooms(user_id.as_str(), other.as_str(), from, limit.saturating_add(1)).await?;
+        let more = rooms.len() as i64 > limit;
+        rooms.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let joined: Vec<OwnedRoomId> = rooms.iter().filter_map(|room| RoomId::parse(room).ok()).collect();
+        let next_batch = if more { rooms.last().cloned() } else { None };
+        Ok(MutualRooms { joined, count: u64::try_from(count).unwrap_or_default(), next_batch })
     }
 
     /// The rooms a user is joined to (`/joined_rooms`).

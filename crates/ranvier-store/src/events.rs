@@ -368,6 +368,38 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The rooms both users are joined to (MSC2666), in room id order after `after`, at most
+    /// `limit` of them; and how many there are in all.
+    pub async fn mutual_joined_rooms(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<String>, i64)> {
+        const FROM: &str = "FROM room_memberships a JOIN room_memberships b ON b.room_id = a.room_id \
+             AND b.user_id = $2 AND b.membership = 'join' WHERE a.user_id = $1 AND a.membership = 'join'";
+        let rooms: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT a.room_id {FROM} AND a.room_id > $3 ORDER BY a.room_id LIMIT $4"
+        )))
+        .bind(user_id)
+        .bind(other_user_id)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .context("mutual rooms")?;
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {FROM}")))
+            .bind(user_id)
+            .bind(other_user_id)
+            .fetch_one(self.pool())
+            .await
+            .context("count mutual rooms")?;
+        Ok((rooms, count))
+    }
+}
+
 /// [`EVENT_COLUMNS`] qualified with a table alias, for joins.
 pub(crate) fn prefixed_columns(alias: &str) -> String {
     EVENT_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")

@@ -9,7 +9,10 @@
 //! - One module per group of tables: [`accounts`] (users, devices, access tokens, filters,
 //!   UIA sessions, registration tokens), [`events`] (events, the DAG, state groups, current
 //!   state, memberships), [`relations`] (`m.relates_to` children), [`account_data`],
-//!   [`push`] (push outcomes, unread counts, pushers).
+//!   [`push`] (push outcomes, unread counts, pushers),
+//!   [`reports`] (content reports).
+//! - [`search`]: the full-text index of event text, the one module whose SQL differs between
+//!   the backends (SQLite FTS5, PostgreSQL `tsvector`).
 //!
 //! # Conventions
 //! - SQL uses `$1, $2` placeholders, which both backends accept through sqlx `Any`.
@@ -30,6 +33,8 @@ pub mod persist;
 pub mod push;
 pub mod registration_tokens;
 pub mod relations;
+pub mod reports;
+pub mod search;
 pub mod social;
 pub mod streams;
 pub mod sync;

@@ -106,6 +106,9 @@ pub struct PersistEvent {
     pub relation: Option<NewRelation>,
     /// What the push rules decided for local users (see [`crate::push`]).
     pub push_actions: Vec<crate::push::NewPushAction>,
+    /// The event's searchable text, for accepted events of the searched types (see
+    /// [`crate::search`]): one row in the full-text index.
+    pub search_text: Option<String>,
 }
 
 impl Store {
@@ -132,6 +135,7 @@ impl Store {
 
 /// [`Store::persist_event`] inside a caller's transaction on a `backend` database.
 pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &PersistEvent) -> Result<()> {
+    let search_text = event.search_text.as_deref().map(crate::search::index_text);
     let mut batch = Batch::default();
     if let Some(room) = &event.new_room {
         batch.push(
@@ -326,6 +330,11 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             "DELETE FROM event_push_actions WHERE event_id = $1",
             vec![Arg::Text(&redaction.target_event_id)],
         );
+        batch.push(
+            "remove redacted event from the search index",
+            crate::search::unindex_statement(backend),
+            vec![Arg::Text(&redaction.target_event_id)],
+        );
     }
 
     for chunk in event.push_actions.chunks(PUSH_ACTIONS_PER_INSERT) {
@@ -362,6 +371,13 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             ]);
         }
         batch.push("insert push actions", sql, args);
+    }
+    if let Some(text) = &search_text {
+        batch.push(
+            "index event text",
+            crate::search::index_statement(backend),
+            vec![Arg::Int(event.stream_ordering), Arg::Text(text)],
+        );
     }
     batch.run(conn, backend).await
 }

@@ -16,10 +16,10 @@ use ranvier_test::{Backend, TestDatabase, backend_tests};
 
 #[path = "conformance/media.rs"]
 mod media;
-#[path = "conformance/relations.rs"]
-mod relations;
 #[path = "conformance/push.rs"]
 mod push;
+#[path = "conformance/relations.rs"]
+mod relations;
 
 /// A store on a fresh database, and the database (kept alive for as long as the test runs).
 async fn fresh(backend: Backend) -> (Store, TestDatabase) {

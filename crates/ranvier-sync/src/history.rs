@@ -282,7 +282,7 @@ impl SyncService {
 
     /// A formatter that adds transaction ids to the requesting device's own events and the
     /// bundled aggregations of `events`.
-    async fn formatter_for(
+    pub(crate) async fn formatter_for(
         &self,
         user_id: &str,
         device_id: &str,

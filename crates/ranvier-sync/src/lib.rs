@@ -7,6 +7,7 @@
 //!   long-poll around one sync pass ([`sync`]).
 //! - [`sync`]: which rooms to report and what to say about each.
 //! - [`history`]: `/messages`, `/context` and `/timestamp_to_event`.
+//! - [`search`]: server-side search (`/search`) over the store's full-text index.
 //! - [`timeline`]: the one paginating walk over a room's events, with filters and history
 //!   visibility, behind all of the above.
 //! - [`filter`]: applying filter definitions (pure); [`format`]: events on their way out;
@@ -23,6 +24,7 @@ pub mod fixtures;
 pub mod format;
 pub mod history;
 pub mod response;
+pub mod search;
 pub mod sync;
 pub mod timeline;
 

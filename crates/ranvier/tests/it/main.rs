@@ -22,6 +22,8 @@
 //!   `/relations` and `/threads`, over raw HTTP and through `matrix-sdk`.
 //! - [`scenario`]: a whole session over raw HTTP, from registration to pagination.
 //! - [`sdk`]: the main flows driven by `matrix-sdk`.
+//! - [`search`]: server-side search, content reports with their admin listings, and mutual
+//!   rooms, over raw HTTP and with `matrix-sdk`.
 //! - [`social`]: typing, receipts, unread counts and presence as `/sync` delivers them.
 //! - [`social_sdk`]: the social layer driven by `matrix-sdk` clients (profiles, typing,
 //!   receipts, presence, tags, aliases and directories, knocking, restricted joins, upgrades).
@@ -39,6 +41,7 @@ mod registration;
 mod relations;
 mod scenario;
 mod sdk;
+mod search;
 mod social;
 mod social_sdk;
 mod spaces;
