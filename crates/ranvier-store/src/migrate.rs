@@ -2,8 +2,10 @@
 //!
 //! `schema_version` holds one row per applied migration. Each migration runs in its own
 //! transaction together with the row that records it, so a crash leaves either all of a
-//! migration or none of it. Add a migration by appending to [`MIGRATIONS`] with the next
-//! number and writing both files; never edit a migration that has shipped.
+//! migration or none of it. Every migration not yet recorded is applied, in order of number,
+//! so numbers reserved ahead of time may land out of order. Add a migration by appending to
+//! [`MIGRATIONS`] with its number and writing both files; never edit a migration that has
+//! shipped.
 
 use ranvier_core::{Result, error::Context};
 use sqlx::{AnyPool, AssertSqlSafe};
@@ -41,7 +43,12 @@ const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_media_more"),
 ];
 
-/// Apply every migration newer than the database's version.
+/// Apply every migration the database has not recorded yet, in order of number.
+///
+/// Numbers are reserved ahead of time for areas of work, so a higher number may land (and be
+/// applied somewhere) before a lower one; the lower one is still applied when it arrives.
+/// A recorded version this binary does not know means the database belongs to a newer
+/// Ranvier, and startup is refused.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)",
@@ -49,20 +56,17 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     .execute(pool)
     .await
     .context("create schema_version")?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-        .fetch_one(pool)
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+        .fetch_all(pool)
         .await
-        .context("read schema version")?;
-    let current = current.unwrap_or(0);
-    if let Some(latest) = MIGRATIONS.last()
-        && current > latest.version
-    {
+        .context("read schema versions")?;
+    if let Some(unknown) = applied.iter().find(|version| !MIGRATIONS.iter().any(|m| m.version == **version)) {
         return Err(ranvier_core::Error::internal(format!(
-            "database schema version {current} is newer than this binary knows ({}); refusing to start",
-            latest.version
+            "database schema version {unknown} is unknown to this binary (it knows up to {}); refusing to start",
+            MIGRATIONS.last().map_or(0, |m| m.version)
         )));
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(version = migration.version, name = migration.name, "applying migration");
         let sql = match backend {
             Backend::Sqlite => migration.sqlite,
@@ -120,10 +124,8 @@ mod tests {
         }
     }
 
-    /// Numbers are handed out to areas of work ahead of time, so one may land before a lower
-    /// one: versions must increase but need not be contiguous until the lower ones land (all
-    /// of them before any release, since the runner only applies versions above the
-    /// database's).
+    /// Numbers are handed out to areas of work ahead of time, so there may be gaps; the list
+    /// must still be in increasing order, since the runner applies it in that order.
     #[test]
     fn versions_are_numbered_in_order() {
         let mut previous = 0;
