@@ -27,6 +27,8 @@ pub struct RelationSummary {
     pub count: i64,
     /// The stream position of the newest child.
     pub latest_position: i64,
+    /// The stream position of the oldest child.
+    pub first_position: i64,
     /// Whether the given user sent any of them.
     pub by_user: bool,
 }
@@ -86,7 +88,7 @@ impl Store {
             let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3 + rel_types.len())).collect();
             let sql = format!(
                 "SELECT relates_to_id, rel_type, COUNT(*), MAX(stream_ordering), \
-                 SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END) FROM event_relations \
+                 SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END), MIN(stream_ordering) FROM event_relations \
                  WHERE room_id = $1 AND rel_type IN ({}) AND relates_to_id IN ({}) GROUP BY relates_to_id, rel_type",
                 types.join(", "),
                 ids.join(", ")
@@ -106,6 +108,7 @@ impl Store {
                     count: row.try_get(2).map_err(get)?,
                     latest_position: row.try_get(3).map_err(get)?,
                     by_user: row.try_get::<i64, _>(4).map_err(get)? > 0,
+                    first_position: row.try_get(5).map_err(get)?,
                 });
             }
         }

@@ -62,20 +62,22 @@ async fn relations_index_and_reads(backend: Backend) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     summaries.sort_by(|a, b| (&a.parent_id, &a.rel_type).cmp(&(&b.parent_id, &b.rel_type)));
-    let summary = |parent: &str, rel_type: &str, count: i64, latest_position: i64, by_user: bool| RelationSummary {
-        parent_id: parent.to_owned(),
-        rel_type: rel_type.to_owned(),
-        count,
-        latest_position,
-        by_user,
-    };
+    let summary =
+        |parent: &str, rel_type: &str, count: i64, (first_position, latest_position), by_user| RelationSummary {
+            parent_id: parent.to_owned(),
+            rel_type: rel_type.to_owned(),
+            count,
+            latest_position,
+            first_position,
+            by_user,
+        };
     assert_eq!(
         summaries,
         [
-            summary("$p", "m.reference", 1, 5, false),
-            summary("$p", "m.replace", 1, 2, false),
-            summary("$p", "m.thread", 2, 4, true),
-            summary("$p2", "m.thread", 1, 9, false),
+            summary("$p", "m.reference", 1, (5, 5), false),
+            summary("$p", "m.replace", 1, (2, 2), false),
+            summary("$p", "m.thread", 2, (3, 4), true),
+            summary("$p2", "m.thread", 1, (9, 9), false),
         ],
         "a child in another room does not count"
     );
@@ -184,6 +186,7 @@ async fn migration_backfills_relations(backend: Backend) {
             rel_type: "m.thread".to_owned(),
             count: 1,
             latest_position: 2,
+            first_position: 2,
             by_user: true
         }]
     );
