@@ -532,7 +532,7 @@ async fn ignored_users_vanish_from_relations(backend: Backend) {
     let (status, body) = relations(&server, alice, &room, &bobs_root, "").await;
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "/relations: {body}");
     let listed = threads_ok(&server, alice, &room, "").await;
-    assert_eq!(ids(&listed), [root.clone()], "bob's thread is not listed: {listed}");
+    assert_eq!(ids(&listed), std::slice::from_ref(&root), "bob's thread is not listed: {listed}");
 
     // Carol ignores nobody.
     let event = get_event(&server, carol, &room, &root).await;

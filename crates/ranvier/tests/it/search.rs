@@ -655,7 +655,7 @@ async fn ignored_senders_are_not_found(backend: Backend) {
         "event_context": { "before_limit": 3, "after_limit": 3 },
     });
     let found = search(&server, &alice, criteria).await;
-    assert_eq!(result_ids(&found), [from_alice.clone()], "{found}");
+    assert_eq!(result_ids(&found), std::slice::from_ref(&from_alice), "{found}");
     let context = &found["results"][0]["context"];
     let after_ids: Vec<&str> =
         context["events_after"].as_array().into_iter().flatten().filter_map(|e| e["event_id"].as_str()).collect();
