@@ -169,9 +169,10 @@ async fn aggregate_room(
 
     // Threads: the latest reply the user may see (itself with its own aggregations), the
     // count of the replies the user may see, and whether the user took part. A reader joined
-    // since before a thread's first reply sees every reply, so the summary is exact for them;
-    // for the other threads (and for a reader who ignores anyone) the replies of all of them
-    // are read at once and filtered by history visibility and the ignore list.
+    // since before a thread's first reply sees every reply, so the summary is exact for them
+    // (less the replies of users they ignore, counted in one query); for the other threads,
+    // and those whose newest reply is from an ignored user, the replies of all of them are
+    // read at once and filtered by history visibility and the ignore list.
     let thread_summaries = of_type(THREAD);
     if !thread_summaries.is_empty() {
         let joined_at = store
@@ -179,21 +180,36 @@ async fn aggregate_room(
             .await?
             .filter(|row| row.membership == "join")
             .map(|row| row.stream_ordering);
-        let (whole, partial): (Vec<&RelationSummary>, Vec<&RelationSummary>) = thread_summaries
-            .iter()
-            .partition(|summary| ignored.is_empty() && joined_at.is_some_and(|at| summary.first_position > at));
+        let (whole, mut partial): (Vec<&RelationSummary>, Vec<&RelationSummary>) =
+            thread_summaries.iter().partition(|summary| joined_at.is_some_and(|at| summary.first_position > at));
         // The root's id → (visible replies, latest visible reply).
         let mut visible_threads: HashMap<String, (i64, StoredEvent)> = HashMap::new();
         if !whole.is_empty() {
-            let counts: HashMap<&str, i64> =
-                whole.iter().map(|summary| (summary.parent_id.as_str(), summary.count)).collect();
+            // Ignored users' replies are counted in one query and taken off.
+            let ignored_counts = if ignored.is_empty() {
+                HashMap::new()
+            } else {
+                let roots: Vec<String> = whole.iter().map(|summary| summary.parent_id.clone()).collect();
+                let senders: Vec<String> = ignored.iter().cloned().collect();
+                store.relation_counts_by_senders(room_id, &roots, THREAD, &senders).await?
+            };
+            let counts: HashMap<&str, i64> = whole
+                .iter()
+                .map(|summary| {
+                    let ignored = ignored_counts.get(&summary.parent_id).copied().unwrap_or(0);
+                    (summary.parent_id.as_str(), summary.count - ignored)
+                })
+                .collect();
             let positions: Vec<i64> = whole.iter().map(|summary| summary.latest_position).collect();
             for event in store.events_at_positions(&positions).await? {
                 let Some(root) = thread_root_of(&event) else { continue };
-                if let Some(count) = counts.get(root.as_str()) {
+                let Some(count) = counts.get(root.as_str()) else { continue };
+                if !hidden(ignored, &event.sender, event.state_key.is_some()) {
                     visible_threads.insert(root, (*count, event));
                 }
             }
+            // A thread whose newest reply is an ignored user's looks further back, below.
+            partial.extend(whole.iter().filter(|summary| !visible_threads.contains_key(&summary.parent_id)));
         }
         if !partial.is_empty() {
             let roots: Vec<String> = partial.iter().map(|summary| summary.parent_id.clone()).collect();

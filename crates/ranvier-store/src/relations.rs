@@ -146,6 +146,44 @@ impl Store {
         Ok(out)
     }
 
+    /// How many children with `rel_type` each of `parent_ids` in `room_id` has from any of
+    /// `senders` (parents without any are left out).
+    pub async fn relation_counts_by_senders(
+        &self,
+        room_id: &str,
+        parent_ids: &[String],
+        rel_type: &str,
+        senders: &[String],
+    ) -> Result<HashMap<String, i64>> {
+        let mut out: HashMap<String, i64> = HashMap::new();
+        if senders.is_empty() {
+            return Ok(out);
+        }
+        for senders in senders.chunks(IDS_PER_QUERY) {
+            for chunk in parent_ids.chunks(IDS_PER_QUERY) {
+                let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+                let from: Vec<String> = (0..senders.len()).map(|i| format!("${}", i + 3 + chunk.len())).collect();
+                let sql = format!(
+                    "SELECT relates_to_id, COUNT(*) FROM event_relations WHERE room_id = $1 AND rel_type = $2 \
+                     AND relates_to_id IN ({}) AND sender IN ({}) GROUP BY relates_to_id",
+                    ids.join(", "),
+                    from.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(room_id).bind(rel_type);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                for sender in senders {
+                    query = query.bind(sender);
+                }
+                for (parent, count) in query.fetch_all(self.pool()).await.context("relation counts by senders")? {
+                    *out.entry(parent).or_default() += count;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The ids of the children of `parent_ids` in `room_id` with `rel_type`, by parent, oldest
     /// first.
     pub async fn relating_event_ids(

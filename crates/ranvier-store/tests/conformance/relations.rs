@@ -1,7 +1,7 @@
 //! Conformance of `event_relations`: rows written with their event and removed by a
 //! redaction, and every read the relations service makes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ranvier_store::{
     events::Direction,
@@ -84,6 +84,19 @@ async fn relations_index_and_reads(backend: Backend) {
     let only_threads =
         store.relation_summaries(ROOM, &parents, &["m.thread"], bob).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(only_threads.len(), 2);
+
+    let by_senders = |senders: &[&str]| {
+        let senders: Vec<String> = senders.iter().map(|s| (*s).to_owned()).collect();
+        let store = &store;
+        let parents = &parents;
+        async move { store.relation_counts_by_senders(ROOM, parents, "m.thread", &senders).await }
+    };
+    let counts = by_senders(&[bob, carol]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts, HashMap::from([("$p".to_owned(), 2)]), "bob's and carol's replies to $p");
+    let counts = by_senders(&[alice]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts, HashMap::from([("$p2".to_owned(), 1)]));
+    assert!(by_senders(&[]).await.unwrap_or_else(|e| panic!("{e}")).is_empty());
+    assert!(by_senders(&[dave]).await.unwrap_or_else(|e| panic!("{e}")).is_empty(), "dave replied nowhere");
 
     let edits = store.relating_events(ROOM, &["$p".to_owned()], "m.replace").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(edits.len(), 1);

@@ -508,6 +508,10 @@ async fn ignored_users_vanish_from_relations(backend: Backend) {
     let bob_ref = server.send_event(bob, &room, "m.room.message", &relation("m.reference", &root, "b")).await;
     let bobs_root = server.send_text(bob, &room, "bob's root").await;
     server.send_event(carol, &room, "m.room.message", &thread_reply(&bobs_root, "carol in bob's")).await;
+    // A thread whose newest reply is not bob's: his earlier one is taken off the count.
+    let second_root = server.send_text(alice, &room, "second root").await;
+    server.send_event(bob, &room, "m.room.message", &thread_reply(&second_root, "bob first")).await;
+    let carol_last = server.send_event(carol, &room, "m.room.message", &thread_reply(&second_root, "carol")).await;
     ignore(&server, alice, &[bob]).await;
 
     let event = get_event(&server, alice, &room, &root).await;
@@ -522,6 +526,14 @@ async fn ignored_users_vanish_from_relations(backend: Backend) {
     let synced = find(&sync["rooms"]["join"][&room]["timeline"]["events"], &root);
     assert_eq!(bundle(synced)["m.thread"]["latest_event"]["event_id"], from_carol.as_str(), "{synced}");
 
+    let event = get_event(&server, alice, &room, &second_root).await;
+    let thread = &bundle(&event)["m.thread"];
+    assert_eq!(
+        (thread["count"].as_u64(), &thread["latest_event"]["event_id"]),
+        (Some(1), &json!(carol_last)),
+        "{event}"
+    );
+
     let listed = relations_ok(&server, alice, &room, &root, "?limit=50").await;
     assert_eq!(ids(&listed), [carol_ref.clone(), from_carol.clone()], "{listed}");
     for hidden in [&from_bob, &bobs_root] {
@@ -532,7 +544,7 @@ async fn ignored_users_vanish_from_relations(backend: Backend) {
     let (status, body) = relations(&server, alice, &room, &bobs_root, "").await;
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "/relations: {body}");
     let listed = threads_ok(&server, alice, &room, "").await;
-    assert_eq!(ids(&listed), std::slice::from_ref(&root), "bob's thread is not listed: {listed}");
+    assert_eq!(ids(&listed), [second_root.clone(), root.clone()], "bob's thread is not listed: {listed}");
 
     // Carol ignores nobody.
     let event = get_event(&server, carol, &room, &root).await;
@@ -541,7 +553,9 @@ async fn ignored_users_vanish_from_relations(backend: Backend) {
     assert_eq!(bundle(&event)["m.reference"]["chunk"].as_array().map(Vec::len), Some(2), "{event}");
     assert!(bundle(&event)["m.reference"].to_string().contains(&bob_ref), "{event}");
     let listed = threads_ok(&server, carol, &room, "").await;
-    assert_eq!(ids(&listed), [bobs_root.clone(), root.clone()], "{listed}");
+    assert_eq!(ids(&listed), [second_root.clone(), bobs_root.clone(), root.clone()], "{listed}");
+    let event = get_event(&server, carol, &room, &second_root).await;
+    assert_eq!(bundle(&event)["m.thread"]["count"], 2, "{event}");
 
     // Un-ignoring brings bob back.
     ignore(&server, alice, &[]).await;
