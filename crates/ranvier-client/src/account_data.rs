@@ -88,6 +88,9 @@ async fn set_global(State(state): State<AppState>, req: Authed<set_global_accoun
             ranvier_social::ignore::check_ignored_user_list(req.user_id(), &value)?;
         }
         state.store.set_account_data(req.user_id().as_str(), GLOBAL, &data_type, content).await?;
+        if data_type == ranvier_social::ignore::IGNORED_USER_LIST {
+            state.push.ignore_list_changed(req.user_id());
+        }
         Ok(set_global_account_data::v3::Response::new().into())
     }
     .await;

@@ -23,8 +23,13 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
 async fn versions(_req: Ruma<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
     let mut response = get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     // Clients look for these before they dehydrate a device, or ask for mutual rooms (at the
-    // unstable path, or at the v1.19 path while the versions above stop short of it).
+    // unstable path, or at the v1.19 path while the versions above stop short of it), and
+    // before they use threads: `/threads` (MSC3440, stable), threaded read receipts (MSC3771)
+    // and per-thread notification counts in `/sync` (MSC3773), as Synapse advertises them.
     response.unstable_features = BTreeMap::from([
+        ("org.matrix.msc3440.stable".to_owned(), true),
+        ("org.matrix.msc3771".to_owned(), true),
+        ("org.matrix.msc3773".to_owned(), true),
         ("org.matrix.msc3814".to_owned(), true),
         ("uk.half-shot.msc2666.query_mutual_rooms".to_owned(), true),
         ("uk.half-shot.msc2666.query_mutual_rooms.stable".to_owned(), true),

@@ -83,10 +83,15 @@ impl Push {
         let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
         let events: HashMap<String, _> =
             self.store().get_events(&ids).await?.into_iter().map(|event| (event.event_id.clone(), event)).collect();
+        // Notifications stored before the sender was ignored are left out too.
+        let ignored = self.ignored_by(user_id).await?;
         let mut read_positions: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         let mut notifications = Vec::with_capacity(rows.len());
         for row in &rows {
             let Some(event) = events.get(&row.event_id) else { continue };
+            if ranvier_rooms::ignore::hidden(&ignored, &event.sender, event.state_key.is_some()) {
+                continue;
+            }
             let Ok(room_id) = RoomId::parse(row.room_id.as_str()) else { continue };
             if !read_positions.contains_key(&row.room_id) {
                 let positions = self.store().read_positions(user_id.as_str(), &row.room_id).await?;

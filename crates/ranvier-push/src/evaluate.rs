@@ -1,11 +1,12 @@
 //! Running the push rules on each accepted timeline event, for every local joined member of
-//! the room except the sender, and for a local user the event invites.
+//! the room except the sender and those who ignore the sender, and for a local user the event
+//! invites.
 //!
 //! This runs on the persist path under the room's write lock, so it reads only what is in
 //! memory: the room's members and power levels from the write path's own cache
 //! ([`RoomState`]), and the users' rulesets from the rule cache. The event is flattened
-//! once and every user's rules run over it. The only database reads are a ruleset missing
-//! from the cache and, for an event that relates to another (a reaction, an edit), that
+//! once and every user's rules run over it. The only database reads are a ruleset or an
+//! ignore list missing from the cache and, for an event that relates to another (a reaction, an edit), that
 //! event, to learn its thread.
 
 use ranvier_core::Result;
@@ -120,6 +121,9 @@ impl Push {
 
         let mut out = Vec::new();
         for (user_id, display_name) in users {
+            if self.ignored_by(&user_id).await?.contains(sender) {
+                continue;
+            }
             let ruleset = self.ruleset(&user_id).await?;
             let mut context = PushConditionRoomCtx::new(room_id.clone(), member_count, user_id.clone(), display_name);
             if let Some(power_levels) = &power_levels {

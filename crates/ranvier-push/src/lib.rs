@@ -7,7 +7,8 @@
 //!   them, and cached in memory for evaluation; the `/pushrules` operations.
 //! - [`evaluate`]: the [`ranvier_rooms::hooks::EventHook`] that runs the rules for every local
 //!   joined member (and an invited local user) on each accepted timeline event; the outcome is
-//!   written in the event's own transaction.
+//!   written in the event's own transaction. Recipients who ignore the sender get none.
+//! - [`ignored`]: the recipients' ignore lists, cached for evaluation.
 //! - [`counts`]: unread notification and highlight counts per room and per thread (as read
 //!   receipts leave them), and `GET /notifications`.
 //! - [`pushers`]: `GET /pushers` and `POST /pushers/set`.
@@ -20,6 +21,7 @@
 
 pub mod counts;
 pub mod evaluate;
+pub mod ignored;
 pub mod pushers;
 pub mod rules;
 pub mod sender;
@@ -43,6 +45,7 @@ struct Inner {
     server_name: OwnedServerName,
     config: PushConfig,
     rules: rules::RuleCache,
+    ignored: ignored::IgnoreCache,
     senders: sender::Senders,
 }
 
@@ -52,7 +55,15 @@ impl Push {
     pub fn new(store: Store, rooms: Rooms, server_name: OwnedServerName, config: PushConfig) -> Self {
         let senders = sender::Senders::new(&config);
         Self {
-            inner: Arc::new(Inner { store, rooms, server_name, config, rules: rules::RuleCache::default(), senders }),
+            inner: Arc::new(Inner {
+                store,
+                rooms,
+                server_name,
+                config,
+                rules: rules::RuleCache::default(),
+                ignored: ignored::IgnoreCache::default(),
+                senders,
+            }),
         }
     }
 

@@ -110,6 +110,7 @@ impl Push {
         }
         self.pushers_changed(user_id);
         self.forget_rules(user_id);
+        self.ignore_list_changed(user_id);
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub mod canonical_alias;
 pub mod create;
 pub mod format;
 pub mod hooks;
+pub mod ignore;
 pub mod keys;
 pub mod membership;
 pub mod pdu;

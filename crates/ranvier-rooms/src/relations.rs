@@ -11,6 +11,12 @@
 //! edits, the threads' latest events, the references), and one more for the edits of the
 //! threads' latest events; a room known to hold no relation at all costs no query. Every
 //! read path that hands events to clients attaches them.
+//!
+//! What users the reader ignores send is left out everywhere here, as from timelines: their
+//! edits, thread replies (from `latest_event` and `count`) and references are not
+//! aggregated, `/relations` and `/threads` do not list them, and their events are not found
+//! by `/event` or as the parent of `/relations`. Thread counts, like `latest_event`, count
+//! only the replies the reader may see.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,6 +32,7 @@ use serde_json::{Value, json};
 use crate::{
     Rooms,
     format::{FormatOptions, client_event},
+    ignore::{hidden, ignored_users},
     send::not_in_room,
     visibility::{HistoryVisibility, filter_visible},
 };
@@ -73,7 +80,13 @@ impl RelationRooms {
     }
 }
 
-async fn aggregate(store: &Store, user_id: &str, events: &[StoredEvent], threads: bool) -> Result<Aggregations> {
+async fn aggregate(
+    store: &Store,
+    user_id: &str,
+    ignored: &HashSet<String>,
+    events: &[StoredEvent],
+    threads: bool,
+) -> Result<Aggregations> {
     let mut out = Aggregations::new();
     let mut rooms: Vec<&str> = events.iter().map(|event| event.room_id.as_str()).collect();
     rooms.sort_unstable();
@@ -86,7 +99,7 @@ async fn aggregate(store: &Store, user_id: &str, events: &[StoredEvent], threads
         if parents.is_empty() {
             continue;
         }
-        aggregate_room(store, user_id, room_id, &parents, threads, &mut out).await?;
+        aggregate_room(store, user_id, ignored, room_id, &parents, threads, &mut out).await?;
     }
     Ok(out)
 }
@@ -94,6 +107,7 @@ async fn aggregate(store: &Store, user_id: &str, events: &[StoredEvent], threads
 async fn aggregate_room(
     store: &Store,
     user_id: &str,
+    ignored: &HashSet<String>,
     room_id: &str,
     parents: &[&StoredEvent],
     threads: bool,
@@ -126,7 +140,10 @@ async fn aggregate_room(
             .relating_events(room_id, &editable, REPLACE)
             .await?
             .into_iter()
-            .filter(|(parent_id, edit)| by_id.get(parent_id.as_str()).is_some_and(|parent| valid_edit(parent, edit)))
+            .filter(|(parent_id, edit)| {
+                !hidden(ignored, &edit.sender, false)
+                    && by_id.get(parent_id.as_str()).is_some_and(|parent| valid_edit(parent, edit))
+            })
             .collect();
         let parent_of: HashMap<String, String> =
             candidates.iter().map(|(parent, edit)| (edit.event_id.clone(), parent.clone())).collect();
@@ -151,28 +168,72 @@ async fn aggregate_room(
     }
 
     // Threads: the latest reply the user may see (itself with its own aggregations), the
-    // count of replies, and whether the user took part.
+    // count of the replies the user may see, and whether the user took part. A reader joined
+    // since before a thread's first reply sees every reply, so the summary is exact for them
+    // (less the replies of users they ignore, counted in one query); for the other threads,
+    // and those whose newest reply is from an ignored user, the replies of all of them are
+    // read at once and filtered by history visibility and the ignore list.
     let thread_summaries = of_type(THREAD);
     if !thread_summaries.is_empty() {
-        let positions: Vec<i64> = thread_summaries.iter().map(|summary| summary.latest_position).collect();
-        let latest = store.events_at_positions(&positions).await?;
-        let mut latest = filter_visible(store, user_id, room_id, latest).await?;
-        let seen: HashSet<i64> = latest.iter().map(|event| event.stream_ordering).collect();
-        for summary in thread_summaries.iter().filter(|summary| !seen.contains(&summary.latest_position)) {
-            // The newest reply is hidden from this user (they left before it): look further back.
-            if let Some(event) =
-                latest_visible_child(store, user_id, room_id, &summary.parent_id, THREAD, summary.latest_position)
-                    .await?
-            {
-                latest.push(event);
+        let joined_at = store
+            .membership_in(room_id, user_id)
+            .await?
+            .filter(|row| row.membership == "join")
+            .map(|row| row.stream_ordering);
+        let (whole, mut partial): (Vec<&RelationSummary>, Vec<&RelationSummary>) =
+            thread_summaries.iter().partition(|summary| joined_at.is_some_and(|at| summary.first_position > at));
+        // The root's id → (visible replies, latest visible reply).
+        let mut visible_threads: HashMap<String, (i64, StoredEvent)> = HashMap::new();
+        if !whole.is_empty() {
+            // Ignored users' replies are counted in one query and taken off.
+            let ignored_counts = if ignored.is_empty() {
+                HashMap::new()
+            } else {
+                let roots: Vec<String> = whole.iter().map(|summary| summary.parent_id.clone()).collect();
+                let senders: Vec<String> = ignored.iter().cloned().collect();
+                store.relation_counts_by_senders(room_id, &roots, THREAD, &senders).await?
+            };
+            let counts: HashMap<&str, i64> = whole
+                .iter()
+                .map(|summary| {
+                    let ignored = ignored_counts.get(&summary.parent_id).copied().unwrap_or(0);
+                    (summary.parent_id.as_str(), summary.count - ignored)
+                })
+                .collect();
+            let positions: Vec<i64> = whole.iter().map(|summary| summary.latest_position).collect();
+            for event in store.events_at_positions(&positions).await? {
+                let Some(root) = thread_root_of(&event) else { continue };
+                let Some(count) = counts.get(root.as_str()) else { continue };
+                if !hidden(ignored, &event.sender, event.state_key.is_some()) {
+                    visible_threads.insert(root, (*count, event));
+                }
+            }
+            // A thread whose newest reply is an ignored user's looks further back, below.
+            partial.extend(whole.iter().filter(|summary| !visible_threads.contains_key(&summary.parent_id)));
+        }
+        if !partial.is_empty() {
+            let roots: Vec<String> = partial.iter().map(|summary| summary.parent_id.clone()).collect();
+            let mut root_of: HashMap<String, String> = HashMap::new();
+            let mut replies = Vec::new();
+            for (root, reply) in store.relating_events(room_id, &roots, THREAD).await? {
+                if !hidden(ignored, &reply.sender, reply.state_key.is_some()) {
+                    root_of.insert(reply.event_id.clone(), root);
+                    replies.push(reply);
+                }
+            }
+            // Oldest first, so the last one seen is the latest.
+            for reply in filter_visible(store, user_id, room_id, replies).await? {
+                let Some(root) = root_of.remove(&reply.event_id) else { continue };
+                let entry = visible_threads.entry(root).or_insert((0, reply.clone()));
+                entry.0 += 1;
+                entry.1 = reply;
             }
         }
-        let nested = Box::pin(aggregate(store, user_id, &latest, false)).await?;
-        let latest_by_parent: HashMap<String, &StoredEvent> =
-            latest.iter().filter_map(|event| Some((thread_root_of(event)?, event))).collect();
+        let latest: Vec<StoredEvent> = visible_threads.values().map(|(_, event)| event.clone()).collect();
+        let nested = Box::pin(aggregate(store, user_id, ignored, &latest, false)).await?;
         for summary in thread_summaries {
-            let (Some(parent), Some(event)) =
-                (by_id.get(summary.parent_id.as_str()), latest_by_parent.get(&summary.parent_id))
+            let (Some(parent), Some((count, event))) =
+                (by_id.get(summary.parent_id.as_str()), visible_threads.get(&summary.parent_id))
             else {
                 continue;
             };
@@ -181,7 +242,7 @@ async fn aggregate_room(
                 THREAD.into(),
                 json!({
                     "latest_event": client_event(event, options),
-                    "count": summary.count,
+                    "count": count,
                     "current_user_participated": parent.sender == user_id || summary.by_user,
                 }),
             );
@@ -191,7 +252,18 @@ async fn aggregate_room(
     // References: the ids of the children.
     let referenced: Vec<String> = of_type(REFERENCE).iter().map(|summary| summary.parent_id.clone()).collect();
     if !referenced.is_empty() {
-        for (parent, children) in store.relating_event_ids(room_id, &referenced, REFERENCE).await? {
+        let children_of: HashMap<String, Vec<String>> = if ignored.is_empty() {
+            store.relating_event_ids(room_id, &referenced, REFERENCE).await?
+        } else {
+            let mut children_of: HashMap<String, Vec<String>> = HashMap::new();
+            for (parent, child) in store.relating_events(room_id, &referenced, REFERENCE).await? {
+                if !hidden(ignored, &child.sender, child.state_key.is_some()) {
+                    children_of.entry(parent).or_default().push(child.event_id);
+                }
+            }
+            children_of
+        };
+        for (parent, children) in children_of {
             let chunk: Vec<Value> = children.into_iter().map(|id| json!({ "event_id": id })).collect();
             relations.entry(parent).or_default().insert(REFERENCE.into(), json!({ "chunk": chunk }));
         }
@@ -199,30 +271,6 @@ async fn aggregate_room(
 
     out.extend(relations.into_iter().map(|(id, map)| (id, Value::Object(map))));
     Ok(())
-}
-
-/// The newest child of `parent_id` with `rel_type` before `before` that `user_id` may see.
-async fn latest_visible_child(
-    store: &Store,
-    user_id: &str,
-    room_id: &str,
-    parent_id: &str,
-    rel_type: &str,
-    before: i64,
-) -> Result<Option<StoredEvent>> {
-    let query = RelationsQuery {
-        room_id,
-        parent_id,
-        rel_type: Some(rel_type),
-        event_type: None,
-        depth: 1,
-        after: 0,
-        up_to: before - 1,
-        direction: Direction::Backward,
-        limit: 50,
-    };
-    let candidates = store.relations_page(&query).await?;
-    Ok(filter_visible(store, user_id, room_id, candidates).await?.into_iter().next())
 }
 
 /// The spec's rules for a replacement of `original`: same sender and type, neither a state
@@ -293,7 +341,12 @@ impl Rooms {
     /// (`m.replace`), the thread summary (`m.thread`) and the references (`m.reference`).
     /// Events without children, and state events (the spec gives them no aggregations), have
     /// no entry.
-    pub async fn bundled_aggregations(&self, user_id: &str, events: &[StoredEvent]) -> Result<Aggregations> {
+    pub async fn bundled_aggregations(
+        &self,
+        user_id: &str,
+        ignored: &HashSet<String>,
+        events: &[StoredEvent],
+    ) -> Result<Aggregations> {
         let mut rooms: Vec<&str> = events.iter().map(|event| event.room_id.as_str()).collect();
         rooms.sort_unstable();
         rooms.dedup();
@@ -308,12 +361,17 @@ impl Rooms {
         }
         let events: Vec<StoredEvent> =
             events.iter().filter(|event| with_relations.contains(event.room_id.as_str())).cloned().collect();
-        aggregate(self.store(), user_id, &events, true).await
+        aggregate(self.store(), user_id, ignored, &events, true).await
     }
 
     /// Stored events in the client format with their bundled aggregations.
-    pub async fn format_with_aggregations(&self, user_id: &str, events: &[StoredEvent]) -> Result<Vec<Value>> {
-        let aggregations = self.bundled_aggregations(user_id, events).await?;
+    pub async fn format_with_aggregations(
+        &self,
+        user_id: &str,
+        ignored: &HashSet<String>,
+        events: &[StoredEvent],
+    ) -> Result<Vec<Value>> {
+        let aggregations = self.bundled_aggregations(user_id, ignored, events).await?;
         Ok(events
             .iter()
             .map(|event| {
@@ -348,10 +406,12 @@ impl Rooms {
     }
 
     /// `GET /rooms/{roomId}/event/{eventId}`: the event in the client format with its bundled
-    /// aggregations.
+    /// aggregations. An event (other than a state event) from a user the reader ignores is
+    /// not found, as Synapse does.
     pub async fn client_room_event(&self, room_id: &RoomId, user_id: &UserId, event_id: &EventId) -> Result<Value> {
-        let event = self.room_event(room_id, user_id, event_id).await?;
-        let mut formatted = self.format_with_aggregations(user_id.as_str(), &[event]).await?;
+        let ignored = ignored_users(self.store(), user_id.as_str()).await?;
+        let event = self.unignored_room_event(room_id, user_id, event_id, &ignored).await?;
+        let mut formatted = self.format_with_aggregations(user_id.as_str(), &ignored, &[event]).await?;
         formatted.pop().ok_or_else(|| Error::not_found("Event not found."))
     }
 
@@ -366,7 +426,8 @@ impl Rooms {
         request: RelationsRequest,
     ) -> Result<RelationsPage> {
         let store = self.store();
-        let parent = self.room_event(room_id, user_id, event_id).await?;
+        let ignored = ignored_users(store, user_id.as_str()).await?;
+        let parent = self.unignored_room_event(room_id, user_id, event_id, &ignored).await?;
         if parent.outlier || parent.soft_failed {
             return Err(Error::not_found("Event not found."));
         }
@@ -401,7 +462,12 @@ impl Rooms {
             };
             let batch = store.relations_page(&query).await?;
             let exhausted = batch.len() < batch_size;
-            let visible = filter_visible(store, user_id.as_str(), room_id.as_str(), batch.clone()).await?;
+            let candidates: Vec<StoredEvent> = batch
+                .iter()
+                .filter(|event| !hidden(&ignored, &event.sender, event.state_key.is_some()))
+                .cloned()
+                .collect();
+            let visible = filter_visible(store, user_id.as_str(), room_id.as_str(), candidates).await?;
             let mut visible = visible.into_iter().peekable();
             for event in &batch {
                 scanned += 1;
@@ -439,7 +505,7 @@ impl Rooms {
             token.to_string()
         };
         Ok(RelationsPage {
-            chunk: self.format_with_aggregations(user_id.as_str(), &events).await?,
+            chunk: self.format_with_aggregations(user_id.as_str(), &ignored, &events).await?,
             next_batch: more.then(|| token(next)),
             prev_batch: request.from,
             recursion_depth: request.recurse.then_some(RECURSION_DEPTH),
@@ -460,6 +526,7 @@ impl Rooms {
     ) -> Result<ThreadsPage> {
         let store = self.store();
         let readable_until = self.readable_until(room_id, user_id).await?;
+        let ignored = ignored_users(store, user_id.as_str()).await?;
         let now = store.streams().current_token();
         let mut at_most = match from {
             Some(from) => parse_token(from)?.get(StreamKind::Events),
@@ -477,7 +544,8 @@ impl Rooms {
             let rows = store.thread_roots(room_id.as_str(), up_to, at_most, participant, batch_size as i64).await?;
             let exhausted = rows.len() < batch_size;
             let ids: Vec<String> = rows.iter().map(|row| row.root_id.clone()).collect();
-            let events = store.get_events(&ids).await?;
+            let mut events = store.get_events(&ids).await?;
+            events.retain(|event| !hidden(&ignored, &event.sender, event.state_key.is_some()));
             let visible = filter_visible(store, user_id.as_str(), room_id.as_str(), events).await?;
             let mut visible: HashMap<String, StoredEvent> =
                 visible.into_iter().map(|event| (event.event_id.clone(), event)).collect();
@@ -504,9 +572,25 @@ impl Rooms {
         let mut token = now;
         token.set(StreamKind::Events, next);
         Ok(ThreadsPage {
-            chunk: self.format_with_aggregations(user_id.as_str(), &roots).await?,
+            chunk: self.format_with_aggregations(user_id.as_str(), &ignored, &roots).await?,
             next_batch: more.then(|| token.to_string()),
         })
+    }
+
+    /// [`Rooms::room_event`], and not found either when its sender is ignored (state events
+    /// excepted).
+    async fn unignored_room_event(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
+        ignored: &HashSet<String>,
+    ) -> Result<StoredEvent> {
+        let event = self.room_event(room_id, user_id, event_id).await?;
+        if hidden(ignored, &event.sender, event.state_key.is_some()) {
+            return Err(Error::not_found("Event not found."));
+        }
+        Ok(event)
     }
 
     /// Whether `user_id` may read a room at all (`403` otherwise), and up to which position: a

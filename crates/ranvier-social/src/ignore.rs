@@ -3,17 +3,14 @@
 //! What an ignored user sends is left out of what the ignoring user reads (sync timelines,
 //! `/messages`, `/context`), except state events, and their invites are not delivered. The
 //! list is read once per read (one account data row); nothing is cached, so a change takes
-//! effect on the next sync. The content is checked when it is written, here.
-
-use std::collections::HashSet;
+//! effect on the next sync (push evaluation caches it, see `ranvier_push`). Reading the list
+//! lives in `ranvier_rooms::ignore`, re-exported here. The content is checked when it is written, here.
 
 use ranvier_core::{Error, Result};
-use ranvier_store::Store;
 use ruma::UserId;
 use serde_json::Value;
 
-/// The account data type holding the list.
-pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
+pub use ranvier_rooms::ignore::{IGNORED_USER_LIST, hidden, ignored_users, parse_ignored_users};
 
 /// Check content about to be stored as `owner`'s `m.ignored_user_list`: `ignored_users` must
 /// be an object (`M_BAD_JSON`) whose keys are user ids (`M_INVALID_PARAM`), and a user cannot
@@ -36,30 +33,10 @@ pub fn check_ignored_user_list(owner: &UserId, content: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The users in stored `m.ignored_user_list` content (empty if absent or malformed).
-pub fn parse_ignored_users(content: Option<&str>) -> HashSet<String> {
-    content
-        .and_then(|content| serde_json::from_str::<Value>(content).ok())
-        .and_then(|content| {
-            content.get("ignored_users").and_then(Value::as_object).map(|users| users.keys().cloned().collect())
-        })
-        .unwrap_or_default()
-}
-
-/// The users `user_id` ignores.
-pub async fn ignored_users(store: &Store, user_id: &str) -> Result<HashSet<String>> {
-    let content = store.get_account_data(user_id, "", IGNORED_USER_LIST).await?;
-    Ok(parse_ignored_users(content.as_deref()))
-}
-
-/// Whether an event from `sender` is hidden from a user who ignores `ignored`: every event but
-/// state events.
-pub fn hidden(ignored: &HashSet<String>, sender: &str, is_state: bool) -> bool {
-    !is_state && !ignored.is_empty() && ignored.contains(sender)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use serde_json::json;
 
     use super::*;

@@ -27,6 +27,8 @@ pub struct RelationSummary {
     pub count: i64,
     /// The stream position of the newest child.
     pub latest_position: i64,
+    /// The stream position of the oldest child.
+    pub first_position: i64,
     /// Whether the given user sent any of them.
     pub by_user: bool,
 }
@@ -86,7 +88,7 @@ impl Store {
             let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3 + rel_types.len())).collect();
             let sql = format!(
                 "SELECT relates_to_id, rel_type, COUNT(*), MAX(stream_ordering), \
-                 SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END) FROM event_relations \
+                 SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END), MIN(stream_ordering) FROM event_relations \
                  WHERE room_id = $1 AND rel_type IN ({}) AND relates_to_id IN ({}) GROUP BY relates_to_id, rel_type",
                 types.join(", "),
                 ids.join(", ")
@@ -106,6 +108,7 @@ impl Store {
                     count: row.try_get(2).map_err(get)?,
                     latest_position: row.try_get(3).map_err(get)?,
                     by_user: row.try_get::<i64, _>(4).map_err(get)? > 0,
+                    first_position: row.try_get(5).map_err(get)?,
                 });
             }
         }
@@ -138,6 +141,44 @@ impl Store {
                     .try_get(14)
                     .map_err(|e| ranvier_core::Error::internal(format!("decode relation parent: {e}")))?;
                 out.push((parent, event_from_row(&row)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many children with `rel_type` each of `parent_ids` in `room_id` has from any of
+    /// `senders` (parents without any are left out).
+    pub async fn relation_counts_by_senders(
+        &self,
+        room_id: &str,
+        parent_ids: &[String],
+        rel_type: &str,
+        senders: &[String],
+    ) -> Result<HashMap<String, i64>> {
+        let mut out: HashMap<String, i64> = HashMap::new();
+        if senders.is_empty() {
+            return Ok(out);
+        }
+        for senders in senders.chunks(IDS_PER_QUERY) {
+            for chunk in parent_ids.chunks(IDS_PER_QUERY) {
+                let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+                let from: Vec<String> = (0..senders.len()).map(|i| format!("${}", i + 3 + chunk.len())).collect();
+                let sql = format!(
+                    "SELECT relates_to_id, COUNT(*) FROM event_relations WHERE room_id = $1 AND rel_type = $2 \
+                     AND relates_to_id IN ({}) AND sender IN ({}) GROUP BY relates_to_id",
+                    ids.join(", "),
+                    from.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(room_id).bind(rel_type);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                for sender in senders {
+                    query = query.bind(sender);
+                }
+                for (parent, count) in query.fetch_all(self.pool()).await.context("relation counts by senders")? {
+                    *out.entry(parent).or_default() += count;
+                }
             }
         }
         Ok(out)

@@ -142,7 +142,7 @@ impl SyncService {
             }
             _ => Vec::new(),
         };
-        let formatter = self.formatter_for(&user_id, &device_id, &page.events).await?;
+        let formatter = self.formatter_for(&user_id, &device_id, &ignored, &page.events).await?;
         response.chunk = formatter.events(&page.events, false);
         response.state = formatter.events(&state, false);
         Ok(response)
@@ -230,7 +230,7 @@ impl SyncService {
 
         let all: Vec<StoredEvent> =
             before.events.iter().chain(after.events.iter()).chain(std::iter::once(&event)).cloned().collect();
-        let formatter = self.formatter_for(user_id, device_id, &all).await?;
+        let formatter = self.formatter_for(user_id, device_id, &ignored, &all).await?;
         let token = |position: i64| {
             let mut token = now;
             token.set(StreamKind::Events, position);
@@ -286,6 +286,7 @@ impl SyncService {
         &self,
         user_id: &str,
         device_id: &str,
+        ignored: &HashSet<String>,
         events: &[StoredEvent],
     ) -> Result<Formatter<'static>> {
         let own: Vec<String> = events.iter().filter(|e| e.sender == user_id).map(|e| e.event_id.clone()).collect();
@@ -294,7 +295,7 @@ impl SyncService {
         } else {
             self.store().transaction_ids(user_id, device_id, &own).await?
         };
-        let relations = self.rooms().bundled_aggregations(user_id, events).await?;
+        let relations = self.rooms().bundled_aggregations(user_id, ignored, events).await?;
         Ok(Formatter { transaction_ids, relations, ..Default::default() })
     }
 }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ranvier_core::{Error, Result, error::ErrorKind};
-use ranvier_rooms::visibility::filter_visible;
+use ranvier_rooms::{ignore::hidden, visibility::filter_visible};
 use ranvier_store::{
     StreamKind,
     events::{Direction, StoredEvent},
@@ -223,6 +223,7 @@ impl SyncService {
         let filter = &criteria.filter;
         let limit = limit_of(filter.limit, DEFAULT_LIMIT, MAX_LIMIT);
         let query = SearchQuery::parse(&criteria.search_term);
+        let ignored = ranvier_rooms::ignore::ignored_users(self.store(), &user_id).await?;
 
         // The rooms: every (not forgotten) membership, up to the leave for rooms left.
         let only_room = match &batch {
@@ -271,7 +272,10 @@ impl SyncService {
                 let hits = self.store().search_events(&query, &scope, cursor, chunk as i64).await?;
                 let full = hits.len() == chunk;
                 let visible = self.visible_hits(&user_id, &hits, |event| {
-                    room_event_allowed(filter, &event.room_id, &event.event_type, &event.sender, || content_of(event))
+                    !hidden(&ignored, &event.sender, event.state_key.is_some())
+                        && room_event_allowed(filter, &event.room_id, &event.event_type, &event.sender, || {
+                            content_of(event)
+                        })
                 });
                 let visible = visible.await?;
                 for hit in hits {
@@ -307,7 +311,8 @@ impl SyncService {
             let mut contexts = Vec::with_capacity(results.len());
             for hit in &results {
                 let readable_until = room_limits.get(hit.event.room_id.as_str()).copied().flatten();
-                contexts.push(self.search_context(&user_id, &hit.event, &criteria, readable_until, now).await?);
+                contexts
+                    .push(self.search_context(&user_id, &ignored, &hit.event, &criteria, readable_until, now).await?);
             }
             Some(contexts)
         } else {
@@ -317,7 +322,7 @@ impl SyncService {
         for context in contexts.iter().flatten() {
             shown.extend(context.before.iter().chain(context.after.iter()).cloned());
         }
-        let formatter = self.formatter_for(&user_id, &device_id, &shown).await?;
+        let formatter = self.formatter_for(&user_id, &device_id, &ignored, &shown).await?;
 
         let mut body = Map::new();
         let mut result_list = Vec::with_capacity(results.len());
@@ -409,6 +414,7 @@ impl SyncService {
     async fn search_context(
         &self,
         user_id: &str,
+        ignored: &HashSet<String>,
         event: &StoredEvent,
         criteria: &Criteria,
         readable_until: Option<i64>,
@@ -424,7 +430,7 @@ impl SyncService {
             up_to: event.stream_ordering - 1,
             direction: Direction::Backward,
             limit: limit_of(Some(options.before_limit), 5, MAX_CONTEXT),
-            keep: |_: &StoredEvent| true,
+            keep: |e: &StoredEvent| !hidden(ignored, &e.sender, e.state_key.is_some()),
         }
         .run()
         .await?;
@@ -436,7 +442,7 @@ impl SyncService {
             up_to: readable_until.map_or(newest, |until| until.min(newest)),
             direction: Direction::Forward,
             limit: limit_of(Some(options.after_limit), 5, MAX_CONTEXT),
-            keep: |_: &StoredEvent| true,
+            keep: |e: &StoredEvent| !hidden(ignored, &e.sender, e.state_key.is_some()),
         }
         .run()
         .await?;

@@ -386,7 +386,7 @@ impl SyncService {
         let relations = if federation {
             HashMap::new()
         } else {
-            self.rooms().bundled_aggregations(user_id, &timeline_events).await?
+            self.rooms().bundled_aggregations(user_id, ignored, &timeline_events).await?
         };
         let formatter =
             Formatter { event_fields: filter.event_fields.as_deref(), federation, transaction_ids, relations };

@@ -1,7 +1,7 @@
 //! Conformance of `event_relations`: rows written with their event and removed by a
 //! redaction, and every read the relations service makes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ranvier_store::{
     events::Direction,
@@ -62,26 +62,41 @@ async fn relations_index_and_reads(backend: Backend) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     summaries.sort_by(|a, b| (&a.parent_id, &a.rel_type).cmp(&(&b.parent_id, &b.rel_type)));
-    let summary = |parent: &str, rel_type: &str, count: i64, latest_position: i64, by_user: bool| RelationSummary {
-        parent_id: parent.to_owned(),
-        rel_type: rel_type.to_owned(),
-        count,
-        latest_position,
-        by_user,
-    };
+    let summary =
+        |parent: &str, rel_type: &str, count: i64, (first_position, latest_position), by_user| RelationSummary {
+            parent_id: parent.to_owned(),
+            rel_type: rel_type.to_owned(),
+            count,
+            latest_position,
+            first_position,
+            by_user,
+        };
     assert_eq!(
         summaries,
         [
-            summary("$p", "m.reference", 1, 5, false),
-            summary("$p", "m.replace", 1, 2, false),
-            summary("$p", "m.thread", 2, 4, true),
-            summary("$p2", "m.thread", 1, 9, false),
+            summary("$p", "m.reference", 1, (5, 5), false),
+            summary("$p", "m.replace", 1, (2, 2), false),
+            summary("$p", "m.thread", 2, (3, 4), true),
+            summary("$p2", "m.thread", 1, (9, 9), false),
         ],
         "a child in another room does not count"
     );
     let only_threads =
         store.relation_summaries(ROOM, &parents, &["m.thread"], bob).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(only_threads.len(), 2);
+
+    let by_senders = |senders: &[&str]| {
+        let senders: Vec<String> = senders.iter().map(|s| (*s).to_owned()).collect();
+        let store = &store;
+        let parents = &parents;
+        async move { store.relation_counts_by_senders(ROOM, parents, "m.thread", &senders).await }
+    };
+    let counts = by_senders(&[bob, carol]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts, HashMap::from([("$p".to_owned(), 2)]), "bob's and carol's replies to $p");
+    let counts = by_senders(&[alice]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts, HashMap::from([("$p2".to_owned(), 1)]));
+    assert!(by_senders(&[]).await.unwrap_or_else(|e| panic!("{e}")).is_empty());
+    assert!(by_senders(&[dave]).await.unwrap_or_else(|e| panic!("{e}")).is_empty(), "dave replied nowhere");
 
     let edits = store.relating_events(ROOM, &["$p".to_owned()], "m.replace").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(edits.len(), 1);
@@ -184,6 +199,7 @@ async fn migration_backfills_relations(backend: Backend) {
             rel_type: "m.thread".to_owned(),
             count: 1,
             latest_position: 2,
+            first_position: 2,
             by_user: true
         }]
     );

@@ -636,6 +636,53 @@ async fn notifications_list(backend: Backend) {
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
 }
 
+/// An event from a user the recipient ignores gives them no push action: nothing reaches
+/// their gateway, their counts leave it out, and `/notifications` lists none of the ignored
+/// user's events (not even those from before).
+async fn ignored_sender_notifies_nobody(backend: Backend) {
+    let server = start(backend).await;
+    let gateway = Gateway::start().await;
+    let (alice, bob, carol, room) = group_chat(&server).await;
+    set_pusher(&server, &bob, &gateway.url, "bob-key", json!({})).await;
+    let token = Some(bob.access_token.as_str());
+    let before = server.send_text(&carol, &room, "before").await;
+    assert_eq!(gateway.next(&server).await["event_id"], before.as_str());
+
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", encode(&bob.user_id));
+    let list = json!({ "ignored_users": { carol.user_id.clone(): {} } });
+    server.expect_ok(Method::PUT, &path, Some(&list), token).await;
+    let since = next_batch(&server.sync(&bob, None, None).await);
+    server.send_event(&carol, &room, "m.room.message", &mention(&bob, "bob, hear me")).await;
+    let from_alice = server.send_text(&alice, &room, "from alice").await;
+    // Delivery is in order: the ignored mention was never queued.
+    assert_eq!(gateway.next(&server).await["event_id"], from_alice.as_str());
+    gateway.expect_nothing().await;
+
+    let sync = server.sync(&bob, Some(&since), None).await;
+    assert_eq!(
+        joined(&sync, &room)["unread_notifications"],
+        json!({ "notification_count": 2, "highlight_count": 0 }),
+        "before and alice's message: {sync}"
+    );
+    let list = server.expect_ok(Method::GET, "/_matrix/client/v3/notifications", None, token).await;
+    let ids: Vec<&str> = list["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["event"]["event_id"].as_str())
+        .collect();
+    assert_eq!(ids, [from_alice.as_str()], "{list}");
+
+    // Alice ignores nobody: carol's mention of bob counts for her.
+    let sync = server.sync(&alice, None, None).await;
+    assert_eq!(joined(&sync, &room)["unread_notifications"]["notification_count"], 2, "{sync}");
+
+    // Un-ignored, carol notifies again.
+    server.expect_ok(Method::PUT, &path, Some(&json!({ "ignored_users": {} })), token).await;
+    let again = server.send_text(&carol, &room, "again").await;
+    assert_eq!(gateway.next(&server).await["event_id"], again.as_str());
+}
+
 /// One `matrix-sdk` sync pass.
 async fn sdk_sync(client: &matrix_sdk::Client, server: &TestServer) {
     let pass = client.sync_once(SyncSettings::default().timeout(Duration::ZERO));
@@ -707,4 +754,5 @@ backend_tests!(
     counts_in_sync,
     notifications_list,
     sdk_notification_settings,
+    ignored_sender_notifies_nobody,
 );

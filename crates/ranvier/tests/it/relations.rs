@@ -486,10 +486,130 @@ async fn sdk_sees_relations(backend: Backend) {
     assert_eq!(relations["m.thread"]["current_user_participated"], false, "bob took no part: {event}");
 }
 
+async fn ignore(server: &TestServer, user: &User, ignored: &[&User]) {
+    let list: serde_json::Map<String, Value> = ignored.iter().map(|u| (u.user_id.clone(), json!({}))).collect();
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", encode(&user.user_id));
+    server.expect_ok(Method::PUT, &path, Some(&json!({ "ignored_users": list })), Some(&user.access_token)).await;
+}
+
+/// What an ignored user sends is left out of relations for the user who ignores them: thread
+/// summaries count and show only the others' replies, references leave theirs out,
+/// `/relations` and `/threads` do not list them, and their events are not found by `/event`
+/// nor as a `/relations` parent. Another reader sees everything.
+async fn ignored_users_vanish_from_relations(backend: Backend) {
+    let server = start(backend).await;
+    let (users, room) = room_with(&server, &["alice", "bob", "carol"]).await;
+    let (alice, bob, carol) = (&users[0], &users[1], &users[2]);
+    let root = server.send_text(alice, &room, "root").await;
+    let from_carol = server.send_event(carol, &room, "m.room.message", &thread_reply(&root, "carol")).await;
+    tick().await;
+    let from_bob = server.send_event(bob, &room, "m.room.message", &thread_reply(&root, "bob")).await;
+    let carol_ref = server.send_event(carol, &room, "m.room.message", &relation("m.reference", &root, "c")).await;
+    let bob_ref = server.send_event(bob, &room, "m.room.message", &relation("m.reference", &root, "b")).await;
+    let bobs_root = server.send_text(bob, &room, "bob's root").await;
+    server.send_event(carol, &room, "m.room.message", &thread_reply(&bobs_root, "carol in bob's")).await;
+    // A thread whose newest reply is not bob's: his earlier one is taken off the count.
+    let second_root = server.send_text(alice, &room, "second root").await;
+    server.send_event(bob, &room, "m.room.message", &thread_reply(&second_root, "bob first")).await;
+    let carol_last = server.send_event(carol, &room, "m.room.message", &thread_reply(&second_root, "carol")).await;
+    ignore(&server, alice, &[bob]).await;
+
+    let event = get_event(&server, alice, &room, &root).await;
+    let thread = &bundle(&event)["m.thread"];
+    assert_eq!(thread["count"], 1, "bob's reply is not counted: {event}");
+    assert_eq!(thread["latest_event"]["event_id"], from_carol.as_str(), "{event}");
+    assert_eq!(bundle(&event)["m.reference"], json!({ "chunk": [{ "event_id": carol_ref }] }), "{event}");
+    let messages = server.messages(alice, &room, &MessagesQuery::backward(None, 50)).await;
+    assert_eq!(bundle(find(&messages["chunk"], &root))["m.thread"]["count"], 1, "{messages}");
+    let filter = json!({"room": {"timeline": {"limit": 50}}});
+    let sync = server.sync(alice, None, Some(&filter)).await;
+    let synced = find(&sync["rooms"]["join"][&room]["timeline"]["events"], &root);
+    assert_eq!(bundle(synced)["m.thread"]["latest_event"]["event_id"], from_carol.as_str(), "{synced}");
+
+    let event = get_event(&server, alice, &room, &second_root).await;
+    let thread = &bundle(&event)["m.thread"];
+    assert_eq!(
+        (thread["count"].as_u64(), &thread["latest_event"]["event_id"]),
+        (Some(1), &json!(carol_last)),
+        "{event}"
+    );
+
+    let listed = relations_ok(&server, alice, &room, &root, "?limit=50").await;
+    assert_eq!(ids(&listed), [carol_ref.clone(), from_carol.clone()], "{listed}");
+    for hidden in [&from_bob, &bobs_root] {
+        let path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&room), encode(hidden));
+        let (status, body) = server.request(Method::GET, &path, None, Some(&alice.access_token)).await;
+        assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "/event: {body}");
+    }
+    let (status, body) = relations(&server, alice, &room, &bobs_root, "").await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "/relations: {body}");
+    let listed = threads_ok(&server, alice, &room, "").await;
+    assert_eq!(ids(&listed), [second_root.clone(), root.clone()], "bob's thread is not listed: {listed}");
+
+    // Carol ignores nobody.
+    let event = get_event(&server, carol, &room, &root).await;
+    let thread = &bundle(&event)["m.thread"];
+    assert_eq!((thread["count"].as_u64(), &thread["latest_event"]["event_id"]), (Some(2), &json!(from_bob)), "{event}");
+    assert_eq!(bundle(&event)["m.reference"]["chunk"].as_array().map(Vec::len), Some(2), "{event}");
+    assert!(bundle(&event)["m.reference"].to_string().contains(&bob_ref), "{event}");
+    let listed = threads_ok(&server, carol, &room, "").await;
+    assert_eq!(ids(&listed), [second_root.clone(), bobs_root.clone(), root.clone()], "{listed}");
+    let event = get_event(&server, carol, &room, &second_root).await;
+    assert_eq!(bundle(&event)["m.thread"]["count"], 2, "{event}");
+
+    // Un-ignoring brings bob back.
+    ignore(&server, alice, &[]).await;
+    let event = get_event(&server, alice, &room, &root).await;
+    assert_eq!(bundle(&event)["m.thread"]["count"], 2, "{event}");
+}
+
+/// A thread's `count` counts only the replies the reader may see, like its `latest_event`:
+/// a user who joined a `joined`-history room after some replies counts only the later ones,
+/// on every read path, while a member from the start counts them all. `/versions`
+/// advertises threads.
+async fn thread_count_follows_history_visibility(backend: Backend) {
+    let server = start(backend).await;
+    let (users, room) = room_with(&server, &["alice", "bob"]).await;
+    let (alice, bob) = (&users[0], &users[1]);
+    let carol = server.register("carol").await;
+    let root = server.send_text(alice, &room, "root").await;
+    server.set_state(alice, &room, "m.room.history_visibility", "", &json!({"history_visibility": "joined"})).await;
+    server.send_event(bob, &room, "m.room.message", &thread_reply(&root, "one")).await;
+    server.send_event(bob, &room, "m.room.message", &thread_reply(&root, "two")).await;
+    server.invite(alice, &room, &carol.user_id).await;
+    server.join(&carol, &room).await;
+    let three = server.send_event(bob, &room, "m.room.message", &thread_reply(&root, "three")).await;
+
+    // Clients learn that threads, threaded receipts and thread counts are there.
+    let versions = server.expect_ok(Method::GET, "/_matrix/client/versions", None, None).await;
+    for feature in ["org.matrix.msc3440.stable", "org.matrix.msc3771", "org.matrix.msc3773"] {
+        assert_eq!(versions["unstable_features"][feature], true, "{feature}: {versions}");
+    }
+
+    let thread = |event: &Value| bundle(event)["m.thread"].clone();
+    let seen = thread(&get_event(&server, &carol, &room, &root).await);
+    assert_eq!((seen["count"].as_u64(), &seen["latest_event"]["event_id"]), (Some(1), &json!(three)), "{seen}");
+    let messages = server.messages(&carol, &room, &MessagesQuery::backward(None, 50)).await;
+    assert_eq!(thread(find(&messages["chunk"], &root))["count"], 1, "{messages}");
+    let listed = threads_ok(&server, &carol, &room, "").await;
+    assert_eq!(thread(find(&listed["chunk"], &root))["count"], 1, "{listed}");
+    let filter = json!({"room": {"timeline": {"limit": 50}}});
+    let sync = server.sync(&carol, None, Some(&filter)).await;
+    let synced = find(&sync["rooms"]["join"][&room]["timeline"]["events"], &root);
+    assert_eq!(thread(synced)["count"], 1, "{synced}");
+
+    for user in [alice, bob] {
+        let seen = thread(&get_event(&server, user, &room, &root).await);
+        assert_eq!((seen["count"].as_u64(), &seen["latest_event"]["event_id"]), (Some(3), &json!(three)), "{seen}");
+    }
+}
+
 backend_tests!(
     edits_bundle_the_latest_valid_edit,
     threads_bundle_count_latest_and_participation,
     relations_paginate_filter_and_recurse,
     threads_list_by_activity,
     sdk_sees_relations,
+    ignored_users_vanish_from_relations,
+    thread_count_follows_history_visibility,
 );

@@ -626,7 +626,45 @@ async fn sdk_messages_are_searchable_and_reportable(backend: Backend) {
     assert_eq!(rooms["room_reports"][0]["reason"], "the whole room", "{rooms}");
 }
 
+/// Messages from a user the searcher ignores are neither results nor context; their state
+/// events still are (a room name they set is found).
+async fn ignored_senders_are_not_found(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = room_with(&server, &alice, "public_chat", "shared").await;
+    server.join(&bob, &room).await;
+    let from_alice = server.send_text(&alice, &room, "pineapple from alice").await;
+    server.send_text(&bob, &room, "pineapple from bob").await;
+    let after = server.send_text(&alice, &room, "after").await;
+    let power = json!({ "users": { bob.user_id.clone(): 50 }, "state_default": 50 });
+    server.set_state(&alice, &room, "m.room.power_levels", "", &power).await;
+    let name = server.set_state(&bob, &room, "m.room.name", "", &json!({ "name": "Pineapple room" })).await;
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", encode(&alice.user_id));
+    let list = json!({ "ignored_users": { bob.user_id.clone(): {} } });
+    server.expect_ok(Method::PUT, &path, Some(&list), Some(&alice.access_token)).await;
+
+    let found = search(&server, &alice, json!({ "search_term": "pineapple", "order_by": "recent" })).await;
+    let ids = result_ids(&found);
+    assert!(ids.contains(&from_alice), "{found}");
+    assert_eq!(ids.len(), 2, "alice's message and bob's room name, not bob's message: {found}");
+    assert!(ids.contains(&name), "{found}");
+    let criteria = json!({
+        "search_term": "pineapple",
+        "keys": ["content.body"],
+        "event_context": { "before_limit": 3, "after_limit": 3 },
+    });
+    let found = search(&server, &alice, criteria).await;
+    assert_eq!(result_ids(&found), std::slice::from_ref(&from_alice), "{found}");
+    let context = &found["results"][0]["context"];
+    let after_ids: Vec<&str> =
+        context["events_after"].as_array().into_iter().flatten().filter_map(|e| e["event_id"].as_str()).collect();
+    assert_eq!(after_ids.first().copied(), Some(after.as_str()), "bob's message is skipped: {context}");
+    assert!(!context.to_string().contains("pineapple from bob"), "{context}");
+}
+
 backend_tests!(
+    ignored_senders_are_not_found,
     rank_and_recent_orders,
     context_groups_and_state,
     pagination_with_next_batch,
