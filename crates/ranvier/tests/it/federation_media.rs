@@ -1,0 +1,241 @@
+//! Remote media over federation between two real servers on loopback: each serves the
+//! federation API on a TLS listener with a certificate from a test CA (generated with
+//! `openssl`), trusted through `federation.extra_root_certificates`. Covers fetching and
+//! caching remote media, thumbnails of remote media, scanning of fetched media with clamd,
+//! the server key endpoint, and refusal of requests with missing or bad X-Matrix signatures.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use ranvier_test::{Backend, Method, TestServer, backend_tests};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::{
+    builder,
+    media::{clamd_address, eicar, png, send, upload, upload_raw},
+};
+
+/// A test CA and a certificate it issued for `localhost` and `127.0.0.1`.
+struct Certs {
+    _dir: TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn make_certs() -> Certs {
+    let dir = tempfile::Builder::new().prefix("ranvier-certs-").tempdir().expect("certificate directory");
+    let path = dir.path();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Ranvier Test CA"]);
+    openssl(path, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost"]);
+    openssl(path, &csr);
+    std::fs::write(
+        path.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write extensions");
+    openssl(
+        path,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    Certs { ca: path.join("ca.pem"), cert: path.join("cert.pem"), key: path.join("key.pem"), _dir: dir }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A server named `localhost:<federation port>` with federation on.
+async fn federated(backend: Backend, certs: &Certs, extra: &[(&str, &str)]) -> (TestServer, u16) {
+    let port = free_port();
+    let mut server = builder(backend)
+        .server_name(&format!("localhost:{port}"))
+        .env("RANVIER_FEDERATION__ENABLED", "true")
+        .env("RANVIER_FEDERATION__LISTEN", &format!("127.0.0.1:{port}"))
+        .env("RANVIER_FEDERATION__TLS_CERT", &certs.cert.display().to_string())
+        .env("RANVIER_FEDERATION__TLS_KEY", &certs.key.display().to_string())
+        .env("RANVIER_FEDERATION__EXTRA_ROOT_CERTIFICATES", &format!("[\"{}\"]", certs.ca.display()))
+        .env("RANVIER_FEDERATION__REQUEST_TIMEOUT_MS", "10000");
+    for (key, value) in extra {
+        server = server.env(key, value);
+    }
+    (server.start().await, port)
+}
+
+/// An HTTPS client trusting the test CA.
+fn https_client(certs: &Certs) -> reqwest::Client {
+    let pem = std::fs::read(&certs.ca).expect("read CA");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
+        .build()
+        .expect("HTTPS client")
+}
+
+async fn get_json(client: &reqwest::Client, url: &str, authorization: Option<&str>) -> (u16, Value) {
+    let mut request = client.get(url);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// B's user downloads and thumbnails A's media through B; later downloads come from B's cache
+/// even with A stopped; unknown remote media is 404.
+async fn remote_download_and_cache(backend: Backend) {
+    let certs = make_certs();
+    let (mut a, _) = federated(backend, &certs, &[]).await;
+    let (b, _) = federated(backend, &certs, &[]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let image = png(640, 480);
+    let (origin, media_id) = upload(&a, &alice, &image, "image/png", Some("cat.png")).await;
+    assert_eq!(origin, a.server_name());
+
+    let path = format!("/_matrix/client/v1/media/download/{origin}/{media_id}");
+    let reply = send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await;
+    assert_eq!(reply.status, 200, "remote download: {}\nB: {}\nA: {}", reply.json(), b.log_report(), a.log_report());
+    assert_eq!(reply.body, image, "the bytes are the uploaded ones");
+    assert_eq!(reply.header("content-type"), "image/png");
+    assert!(reply.header("content-disposition").contains("cat.png"), "the file name travels with the media");
+
+    let thumb = format!("/_matrix/client/v1/media/thumbnail/{origin}/{media_id}?width=32&height=32&method=scale");
+    let reply = send(&b, Method::GET, &thumb, Some(&bob.access_token), None, &[]).await;
+    assert_eq!(reply.status, 200, "remote thumbnail: {}", reply.json());
+    assert!(reply.header("content-type").starts_with("image/"), "a thumbnail is an image");
+    assert_ne!(reply.body, image, "the thumbnail is not the original");
+
+    let unknown = format!("/_matrix/client/v1/media/download/{origin}/NoSuchMedia");
+    send(&b, Method::GET, &unknown, Some(&bob.access_token), None, &[]).await.assert_error(
+        404,
+        "M_NOT_FOUND",
+        "unknown remote media",
+    );
+    let invalid = format!("/_matrix/client/v1/media/download/{origin}/bad.id");
+    send(&b, Method::GET, &invalid, Some(&bob.access_token), None, &[]).await.assert_error(
+        404,
+        "M_NOT_FOUND",
+        "invalid remote media id",
+    );
+
+    a.stop().await;
+    let reply = send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await;
+    assert_eq!(reply.status, 200, "cached download with the origin stopped: {}", reply.json());
+    assert_eq!(reply.body, image, "the cache serves the same bytes");
+    let other = format!("/_matrix/client/v1/media/download/{origin}/AnotherMedia");
+    send(&b, Method::GET, &other, Some(&bob.access_token), None, &[]).await.assert_error(
+        404,
+        "M_NOT_FOUND",
+        "uncached media of an unreachable server",
+    );
+}
+
+/// A serves its signed keys; federation media requests without a valid X-Matrix signature are
+/// refused with 401 M_UNAUTHORIZED.
+async fn keys_and_request_authentication(backend: Backend) {
+    let certs = make_certs();
+    let (a, a_port) = federated(backend, &certs, &[]).await;
+    let (b, _) = federated(backend, &certs, &[]).await;
+    let alice = a.register("alice").await;
+    let (_, media_id) = upload(&a, &alice, b"hello", "text/plain", None).await;
+    let client = https_client(&certs);
+    let base = format!("https://localhost:{a_port}");
+
+    let (status, keys) = get_json(&client, &format!("{base}/_matrix/key/v2/server"), None).await;
+    assert_eq!(status, 200, "keys: {keys}");
+    assert_eq!(keys["server_name"], a.server_name());
+    assert!(keys["valid_until_ts"].as_i64().unwrap_or(0) > 0);
+    let key_ids: Vec<&String> = keys["verify_keys"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    assert_eq!(key_ids.len(), 1, "one verify key: {keys}");
+    assert!(keys["signatures"][a.server_name()][key_ids[0].as_str()].is_string(), "self-signed: {keys}");
+
+    let url = format!("{base}/_matrix/federation/v1/media/download/{media_id}");
+    let (status, body) = get_json(&client, &url, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "no authorization: {body}");
+    let forged = format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{}\",sig=\"{}\"",
+        b.server_name(),
+        a.server_name(),
+        key_ids[0],
+        "dGhpcyBpcyBub3QgYSBzaWduYXR1cmUgb2YgdGhpcyByZXF1ZXN0IGF0IGFsbCBhdCBhbGwgYXQgYWxsIGF0IGFsbCE"
+    );
+    let (status, body) = get_json(&client, &url, Some(&forged)).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "bad signature: {body}");
+    let wrong_destination =
+        forged.replace(&format!("destination=\"{}\"", a.server_name()), "destination=\"elsewhere\"");
+    let (status, body) = get_json(&client, &url, Some(&wrong_destination)).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "wrong destination: {body}");
+}
+
+/// Media fetched from a server that does not scan is scanned before it is served or kept:
+/// EICAR on A is refused by B's clamd.
+async fn remote_media_is_scanned(backend: Backend) {
+    let Some(address) = clamd_address().await else {
+        return;
+    };
+    let certs = make_certs();
+    let (a, _) = federated(backend, &certs, &[]).await;
+    let (b, _) = federated(
+        backend,
+        &certs,
+        &[("RANVIER_MEDIA__SCANNER", "clamav"), ("RANVIER_MEDIA__CLAMAV__ADDRESS", &address)],
+    )
+    .await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let reply = upload_raw(&a, &alice, &eicar(), Some("text/plain"), Some("eicar.com")).await;
+    assert_eq!(reply.status, 200, "A does not scan: {}", reply.json());
+    let uri = reply.json()["content_uri"].as_str().unwrap_or_default().to_owned();
+    let rest = uri.trim_start_matches("mxc://");
+    let path = format!("/_matrix/client/v1/media/download/{rest}");
+    for attempt in ["first", "second"] {
+        let reply = send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await;
+        reply.assert_error(403, "M_FORBIDDEN", &format!("{attempt} download of remote EICAR"));
+    }
+    let clean = b"a clean file".to_vec();
+    let (origin, media_id) = upload(&a, &alice, &clean, "text/plain", None).await;
+    let reply = send(
+        &b,
+        Method::GET,
+        &format!("/_matrix/client/v1/media/download/{origin}/{media_id}"),
+        Some(&bob.access_token),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!((reply.status, reply.body), (200, clean), "clean remote media passes the scanner");
+}
+
+backend_tests!(remote_download_and_cache, keys_and_request_authentication, remote_media_is_scanned);
