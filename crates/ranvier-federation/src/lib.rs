@@ -354,3 +354,77 @@ pub fn verify_key_response(server: &ServerName, body: &[u8]) -> Result<(PublicKe
     ruma::signatures::verify_json(&map, &object).map_err(|e| format!("key response signature: {e}"))?;
     Ok((keys, valid_until))
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{server_name, signatures::Ed25519KeyPair};
+
+    use super::*;
+
+    fn signed_keys(name: &str, key: &Ed25519KeyPair, valid_until: i64) -> CanonicalJsonObject {
+        let verify_key = CanonicalJsonObject::from([(
+            "key".to_owned(),
+            CanonicalJsonValue::String(Base64::<ruma::serde::base64::Standard, _>::new(key.public_key()).encode()),
+        )]);
+        let mut object = CanonicalJsonObject::from([
+            ("server_name".to_owned(), CanonicalJsonValue::String(name.to_owned())),
+            ("valid_until_ts".to_owned(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(valid_until))),
+            (
+                "verify_keys".to_owned(),
+                CanonicalJsonValue::Object(CanonicalJsonObject::from([(
+                    format!("ed25519:{}", key.version()),
+                    CanonicalJsonValue::Object(verify_key),
+                )])),
+            ),
+        ]);
+        ruma::signatures::sign_json(name, key, &mut object).unwrap();
+        object
+    }
+
+    fn key() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "k1".to_owned()).unwrap()
+    }
+
+    #[test]
+    fn key_responses_are_checked() {
+        let key = key();
+        let body = serde_json::to_vec(&signed_keys("a.example", &key, 1234)).unwrap();
+        let (keys, valid_until) = verify_key_response(server_name!("a.example"), &body).unwrap();
+        assert_eq!(valid_until, 1234);
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["ed25519:k1"]);
+
+        // Another server's keys, and tampered keys, are refused.
+        assert!(verify_key_response(server_name!("b.example"), &body).is_err());
+        let mut tampered = signed_keys("a.example", &key, 1234);
+        tampered.insert("valid_until_ts".into(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(9999)));
+        assert!(verify_key_response(server_name!("a.example"), &serde_json::to_vec(&tampered).unwrap()).is_err());
+        // Signed by a key other than the one it publishes.
+        let mut foreign = signed_keys("a.example", &key, 1234);
+        foreign.remove("signatures");
+        ruma::signatures::sign_json("a.example", &self::key(), &mut foreign).unwrap();
+        assert!(verify_key_response(server_name!("a.example"), &serde_json::to_vec(&foreign).unwrap()).is_err());
+    }
+
+    #[test]
+    fn x_matrix_round_trip() {
+        let key = key();
+        let request = http::Request::builder()
+            .method("GET")
+            .uri("https://b.example/_matrix/federation/v1/media/download/abc")
+            .body(Vec::<u8>::new())
+            .unwrap();
+        let input =
+            XMatrixSigningInput::new(server_name!("a.example").to_owned(), server_name!("b.example").to_owned(), &key);
+        let xmatrix = XMatrix::sign_http_request(&request, input).unwrap();
+        let keys = PublicKeySet::from([("ed25519:k1".to_owned(), Base64::new(key.public_key().to_vec()))]);
+        let map: PublicKeyMap = BTreeMap::from([("a.example".to_owned(), keys)]);
+        assert!(xmatrix.verify_http_request(&request, server_name!("b.example"), &map).is_ok());
+        assert!(xmatrix.verify_http_request(&request, server_name!("c.example"), &map).is_err());
+        let other = http::Request::builder()
+            .method("GET")
+            .uri("https://b.example/_matrix/federation/v1/media/download/xyz")
+            .body(Vec::<u8>::new())
+            .unwrap();
+        assert!(xmatrix.verify_http_request(&other, server_name!("b.example"), &map).is_err());
+    }
+}

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use ranvier_core::{Error, Result};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// How long a client may take to complete the TLS handshake.
@@ -29,15 +32,53 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-/// A listener handing axum TLS connections.
+/// How many completed handshakes may wait for axum to take them.
+const READY_QUEUE: usize = 64;
+
+/// A listener handing axum TLS connections. Handshakes run in their own tasks, so a slow or
+/// silent client holds up nobody else.
 pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accept_task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: rustls::ServerConfig) -> Self {
-        Self { tcp, acceptor: TlsAcceptor::from(Arc::new(config)) }
+    /// Start accepting on `tcp`; must be called inside a Tokio runtime.
+    pub fn new(tcp: TcpListener, config: rustls::ServerConfig) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (sender, ready) = mpsc::channel(READY_QUEUE);
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let (stream, address) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "federation listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, address)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%address, %error, "federation TLS handshake failed"),
+                        Err(_) => tracing::debug!(%address, "federation TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, local, accept_task })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
     }
 }
 
@@ -46,24 +87,14 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, address) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "federation listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, address),
-                Ok(Err(error)) => tracing::debug!(%address, %error, "federation TLS handshake failed"),
-                Err(_) => tracing::debug!(%address, "federation TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept task only ends when the listener is dropped.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }

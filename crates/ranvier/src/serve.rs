@@ -81,7 +81,7 @@ async fn start_federation_listener(state: &AppState) -> Result<()> {
     let tcp = tokio::net::TcpListener::bind(&federation.listen).await.context("bind federation listener")?;
     let local = tcp.local_addr().context("federation listener address")?;
     tracing::info!(address = %local, "listening for federation (TLS)");
-    let listener = ranvier_federation::tls::TlsListener::new(tcp, tls);
+    let listener = ranvier_federation::tls::TlsListener::new(tcp, tls).context("start federation listener")?;
     let app = ranvier_client::federation::router(state.clone());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {

@@ -238,4 +238,30 @@ async fn remote_media_is_scanned(backend: Backend) {
     assert_eq!((reply.status, reply.body), (200, clean), "clean remote media passes the scanner");
 }
 
-backend_tests!(remote_download_and_cache, keys_and_request_authentication, remote_media_is_scanned);
+/// `federation.allowed_servers`: a server not on A's list gets `403 M_FORBIDDEN` from A, and
+/// its users cannot fetch A's media through it.
+async fn allow_list(backend: Backend) {
+    let certs = make_certs();
+    let (a, a_port) = federated(backend, &certs, &[("RANVIER_FEDERATION__ALLOWED_SERVERS", "[\"localhost:1\"]")]).await;
+    let (b, _) = federated(backend, &certs, &[]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let (origin, media_id) = upload(&a, &alice, b"not for everyone", "text/plain", None).await;
+    let path = format!("/_matrix/client/v1/media/download/{origin}/{media_id}");
+    send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await.assert_error(
+        404,
+        "M_NOT_FOUND",
+        "media of a server that does not federate with us",
+    );
+    let authorization = format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"ed25519:a_1\",sig=\"{}\"",
+        b.server_name(),
+        a.server_name(),
+        "dGhpcyBpcyBub3QgYSBzaWduYXR1cmUgb2YgdGhpcyByZXF1ZXN0IGF0IGFsbCBhdCBhbGwgYXQgYWxsIGF0IGFsbCE"
+    );
+    let url = format!("https://localhost:{a_port}/_matrix/federation/v1/media/download/{media_id}");
+    let (status, body) = get_json(&https_client(&certs), &url, Some(&authorization)).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "origin not allowed: {body}");
+}
+
+backend_tests!(remote_download_and_cache, keys_and_request_authentication, remote_media_is_scanned, allow_list);
