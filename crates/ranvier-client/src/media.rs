@@ -433,7 +433,7 @@ fn serve_download(
             let disposition = content_disposition(&served.content_type, name.as_deref());
             respond(served, disposition, cache, request_headers)
         }
-        Err(error) => error_response(error),
+        Err(error) => media_error(error),
     }
 }
 
@@ -444,7 +444,17 @@ fn serve_thumbnail(served: ranvier_core::Result<Served>, cache: &'static str, re
             let disposition = format!("inline; {}", filename_parameter(&format!("thumbnail.{extension}")));
             respond(served, disposition, cache, request_headers)
         }
-        Err(error) => error_response(error),
+        Err(error) => media_error(error),
+    }
+}
+
+/// A download or thumbnail error; remote content over the size limit is `502 M_TOO_LARGE`.
+fn media_error(error: Error) -> Response {
+    match error {
+        Error::Matrix { kind: ErrorKind::TooLarge, message } if message == ranvier_media::REMOTE_TOO_LARGE => {
+            matrix_error(StatusCode::BAD_GATEWAY, ErrorKind::TooLarge, message)
+        }
+        error => error_response(error),
     }
 }
 

@@ -76,6 +76,10 @@ const ACCESS_GRANULARITY_MS: i64 = 60 * 60 * 1000;
 const PREVIEW_KEEP_MS: i64 = 24 * 60 * 60 * 1000;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// The message of the `M_TOO_LARGE` error for remote media larger than the upload limit;
+/// the spec answers it with `502`, not `413`.
+pub const REMOTE_TOO_LARGE: &str = "The remote content is too large to serve";
+
 /// Why an upload was not accepted.
 #[derive(Debug)]
 pub enum UploadError {
@@ -670,7 +674,7 @@ impl Media {
             }
         };
         if body.len() as u64 > self.max_upload_bytes() {
-            return Err(Error::too_large("The remote media is larger than this server accepts"));
+            return Err(Error::too_large(REMOTE_TOO_LARGE));
         }
         let mut staged = self.inner.storage.stage(body.len() as u64).await?;
         staged.write(&body).await?;

@@ -264,4 +264,46 @@ async fn allow_list(backend: Backend) {
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "origin not allowed: {body}");
 }
 
-backend_tests!(remote_download_and_cache, keys_and_request_authentication, remote_media_is_scanned, allow_list);
+/// Remote failures: content over the local size limit is `502 M_TOO_LARGE`; a server that
+/// accepts connections but never answers is `504 M_NOT_YET_UPLOADED` after `timeout_ms`.
+async fn remote_failures(backend: Backend) {
+    let certs = make_certs();
+    let (a, _) = federated(backend, &certs, &[]).await;
+    let (b, _) = federated(backend, &certs, &[("RANVIER_MEDIA__MAX_UPLOAD_BYTES", "1000")]).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let (origin, media_id) = upload(&a, &alice, &vec![b'x'; 5000], "text/plain", None).await;
+    let path = format!("/_matrix/client/v1/media/download/{origin}/{media_id}");
+    send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await.assert_error(
+        502,
+        "M_TOO_LARGE",
+        "remote media over the size limit",
+    );
+
+    // A server that takes connections and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let path = format!("/_matrix/client/v1/media/download/localhost:{port}/Silent?timeout_ms=1000");
+    send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await.assert_error(
+        504,
+        "M_NOT_YET_UPLOADED",
+        "a remote server that does not answer",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the timeout is bounded");
+    hold.abort();
+}
+
+backend_tests!(
+    remote_download_and_cache,
+    keys_and_request_authentication,
+    remote_media_is_scanned,
+    allow_list,
+    remote_failures
+);
