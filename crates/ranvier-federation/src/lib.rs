@@ -58,6 +58,8 @@ pub enum RequestError {
     Remote { status: http::StatusCode, body: String },
     /// The remote's answer could not be understood.
     BadResponse(String),
+    /// The answer is larger than the caller accepts.
+    TooLarge,
 }
 
 impl std::fmt::Display for RequestError {
@@ -68,6 +70,7 @@ impl std::fmt::Display for RequestError {
             Self::TimedOut => f.write_str("timed out"),
             Self::Remote { status, body } => write!(f, "remote answered {status}: {body}"),
             Self::BadResponse(why) => write!(f, "bad response: {why}"),
+            Self::TooLarge => f.write_str("response too large"),
         }
     }
 }
@@ -245,23 +248,21 @@ impl Federation {
     async fn get_small(&self, url: &str) -> Result<Vec<u8>, RequestError> {
         let response = self.inner.http.get(url).send().await.map_err(request_error)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(request_error)?;
+        let body = read_limited(response, SMALL_RESPONSE_LIMIT as u64).await?;
         if !status.is_success() {
             return Err(RequestError::Remote { status, body: String::from_utf8_lossy(&body).into_owned() });
-        }
-        if body.len() > SMALL_RESPONSE_LIMIT {
-            return Err(RequestError::BadResponse("response too large".into()));
         }
         Ok(body.to_vec())
     }
 
     /// Sign `request` with X-Matrix and send it to `destination`; `timeout` bounds the whole
-    /// exchange.
+    /// exchange, `max_body` the size of the answer read (bytes).
     pub async fn send<R>(
         &self,
         destination: &ServerName,
         request: R,
         timeout: Duration,
+        max_body: u64,
     ) -> Result<R::IncomingResponse, RequestError>
     where
         R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = ruma::api::path_builder::SinglePath>,
@@ -287,7 +288,7 @@ impl Federation {
         let response = outgoing.send().await.map_err(request_error)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(request_error)?;
+        let body = read_limited(response, max_body).await?;
         if !status.is_success() {
             return Err(RequestError::Remote { status, body: String::from_utf8_lossy(&body).into_owned() });
         }
@@ -300,18 +301,39 @@ impl Federation {
         R::IncomingResponse::try_from_http_response(http_response).map_err(|e| RequestError::BadResponse(e.to_string()))
     }
 
-    /// A plain GET of `url` (a `Location` given by a media response), bounded by `timeout`.
-    pub async fn get_location(&self, url: &str, timeout: Duration) -> Result<(Option<String>, Bytes), RequestError> {
+    /// A plain GET of `url` (a `Location` given by a media response), bounded by `timeout`
+    /// and `max_body` bytes.
+    pub async fn get_location(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_body: u64,
+    ) -> Result<(Option<String>, Bytes), RequestError> {
         let response = self.inner.http.get(url).timeout(timeout).send().await.map_err(request_error)?;
         let status = response.status();
         let content_type =
             response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.bytes().await.map_err(request_error)?;
+        let body = read_limited(response, max_body).await?;
         if !status.is_success() {
             return Err(RequestError::Remote { status, body: String::from_utf8_lossy(&body).into_owned() });
         }
         Ok((content_type, body))
     }
+}
+
+/// Read a response body, refusing more than `limit` bytes (checked before and while reading).
+async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Bytes, RequestError> {
+    if response.content_length().is_some_and(|length| length > limit) {
+        return Err(RequestError::TooLarge);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(RequestError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn unauthorized(message: impl Into<String>) -> Error {

@@ -649,22 +649,26 @@ impl Media {
         use ruma::api::federation::authenticated_media::{FileOrLocation, get_content};
         let mut request = get_content::v1::Request::new(media_id.to_owned());
         request.timeout_ms = timeout;
-        let fetched = match federation.send(server_name, request, timeout + Duration::from_secs(5)).await {
+        // The multipart envelope adds a little to the content itself.
+        let max_body = self.max_upload_bytes().saturating_add(64 * 1024);
+        let fetched = match federation.send(server_name, request, timeout + Duration::from_secs(5), max_body).await {
             Ok(response) => match response.content {
                 FileOrLocation::File(content) => Ok((
                     content.content_type,
                     content.content_disposition.and_then(|d| d.filename),
                     bytes::Bytes::from(content.file),
                 )),
-                FileOrLocation::Location(url) => {
-                    federation.get_location(&url, timeout).await.map(|(content_type, body)| (content_type, None, body))
-                }
+                FileOrLocation::Location(url) => federation
+                    .get_location(&url, timeout, self.max_upload_bytes())
+                    .await
+                    .map(|(content_type, body)| (content_type, None, body)),
                 _ => Err(RequestError::BadResponse("unknown media response".into())),
             },
             Err(error) => Err(error),
         };
         let (content_type, filename, body) = match fetched {
             Ok(fetched) => fetched,
+            Err(RequestError::TooLarge) => return Err(Error::too_large(REMOTE_TOO_LARGE)),
             Err(RequestError::TimedOut) => {
                 return Err(Error::matrix(ErrorKind::NotYetUploaded, "The remote server did not answer in time"));
             }

@@ -272,7 +272,7 @@ async fn remote_failures(backend: Backend) {
     let (b, _) = federated(backend, &certs, &[("RANVIER_MEDIA__MAX_UPLOAD_BYTES", "1000")]).await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
-    let (origin, media_id) = upload(&a, &alice, &vec![b'x'; 5000], "text/plain", None).await;
+    let (origin, media_id) = upload(&a, &alice, &vec![b'x'; 200_000], "text/plain", None).await;
     let path = format!("/_matrix/client/v1/media/download/{origin}/{media_id}");
     send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await.assert_error(
         502,
