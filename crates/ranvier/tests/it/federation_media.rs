@@ -300,7 +300,105 @@ async fn remote_failures(backend: Backend) {
     hold.abort();
 }
 
+/// Send a ruma federation request to `destination` as `origin` (signed with `key`, or with the
+/// `Authorization` header of `replace_authorization`), returning the raw response.
+async fn signed<R>(
+    client: &reqwest::Client,
+    base: &str,
+    origin: &str,
+    destination: &str,
+    key: &ruma::signatures::Ed25519KeyPair,
+    request: R,
+) -> (http::HeaderMap, u16, Vec<u8>, String)
+where
+    R: ruma::api::OutgoingRequest<
+            Authentication = ruma::api::federation::authentication::ServerSignatures,
+            PathBuilder = ruma::api::path_builder::SinglePath,
+        >,
+{
+    use ruma::api::{OutgoingRequestExt, federation::authentication::XMatrixSigningInput};
+    let input =
+        XMatrixSigningInput::new(origin.try_into().expect("origin"), destination.try_into().expect("destination"), key);
+    let request = request.try_into_http_request::<Vec<u8>>(base, input, ()).expect("signed request");
+    let authorization = request.headers()["authorization"].to_str().expect("header").to_owned();
+    let response = client
+        .get(request.uri().to_string())
+        .header("authorization", &authorization)
+        .send()
+        .await
+        .expect("federation request");
+    let headers = response.headers().clone();
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    (headers, status, body, authorization)
+}
+
+fn http_response(headers: http::HeaderMap, body: &[u8]) -> http::Response<&[u8]> {
+    let mut response = http::Response::builder().status(200);
+    if let Some(map) = response.headers_mut() {
+        *map = headers;
+    }
+    response.body(body).expect("response")
+}
+
+/// Requests signed with B's real key, sent straight to A's federation listener: downloads and
+/// thumbnails come back as `multipart/mixed`; a signature over another request is refused;
+/// unknown media is 404.
+async fn signed_requests_to_the_federation_api(backend: Backend) {
+    use ruma::api::{
+        IncomingResponseExt,
+        federation::authenticated_media::{FileOrLocation, get_content, get_content_thumbnail},
+    };
+    let certs = make_certs();
+    let (a, a_port) = federated(backend, &certs, &[]).await;
+    let (b, _) = federated(backend, &certs, &[]).await;
+    let alice = a.register("alice").await;
+    let image = png(640, 480);
+    let (_, media_id) = upload(&a, &alice, &image, "image/png", Some("big.png")).await;
+    let key = ranvier_rooms::keys::load_or_generate(&b.data_dir().join("signing.key")).expect("B's signing key");
+    let client = https_client(&certs);
+    let base = format!("https://localhost:{a_port}");
+    let (origin, destination) = (b.server_name(), a.server_name());
+
+    let request = get_content::v1::Request::new(media_id.clone());
+    let (headers, status, body, authorization) = signed(&client, &base, origin, destination, &key, request).await;
+    assert_eq!(
+        status,
+        200,
+        "signed download: {}
+{}",
+        String::from_utf8_lossy(&body),
+        a.log_report()
+    );
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(content_type.starts_with("multipart/mixed"), "multipart answer: {content_type}");
+    let response = get_content::v1::Response::try_from_http_response(http_response(headers, &body)).expect("multipart");
+    let FileOrLocation::File(file) = response.content else { panic!("expected the file inline") };
+    assert_eq!(file.file, image, "the bytes of the upload");
+    assert_eq!(file.content_type.as_deref(), Some("image/png"));
+
+    let request = get_content_thumbnail::v1::Request::new(media_id.clone(), 32u32.into(), 32u32.into());
+    let (headers, status, body, _) = signed(&client, &base, origin, destination, &key, request).await;
+    assert_eq!(status, 200, "signed thumbnail: {}", String::from_utf8_lossy(&body));
+    let response =
+        get_content_thumbnail::v1::Response::try_from_http_response(http_response(headers, &body)).expect("multipart");
+    let FileOrLocation::File(file) = response.content else { panic!("expected the thumbnail inline") };
+    let thumbnail = image::load_from_memory(&file.file).expect("the thumbnail is an image");
+    assert!(thumbnail.width() < 640, "a smaller image: {}x{}", thumbnail.width(), thumbnail.height());
+
+    // A valid signature, but for another request.
+    let other = format!("{base}/_matrix/federation/v1/media/download/SomethingElse");
+    let (status, body) = get_json(&client, &other, Some(&authorization)).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "replayed signature: {body}");
+
+    let request = get_content::v1::Request::new("NoSuchMedia".to_owned());
+    let (_, status, body, _) = signed(&client, &base, origin, destination, &key, request).await;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "unknown media: {body}");
+}
+
 backend_tests!(
+    signed_requests_to_the_federation_api,
     remote_download_and_cache,
     keys_and_request_authentication,
     remote_media_is_scanned,
