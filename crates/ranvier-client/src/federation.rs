@@ -34,6 +34,9 @@ const MAX_MEDIA_WAIT: Duration = Duration::from_secs(20);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_matrix/key/v2/server", axum::routing::get(server_keys))
+        // The deprecated form with a key id answers with all keys, as the spec allows.
+        .route("/_matrix/key/v2/server/{key_id}", axum::routing::get(server_keys))
+        .route("/_matrix/federation/v1/version", axum::routing::get(version))
         .route("/_matrix/federation/v1/media/download/{media_id}", axum::routing::get(media_download))
         .route("/_matrix/federation/v1/media/thumbnail/{media_id}", axum::routing::get(media_thumbnail))
         .fallback(ranvier_http::fallback)
@@ -46,6 +49,12 @@ async fn server_keys(State(state): State<AppState>) -> Response {
         Ok(object) => axum::Json(object).into_response(),
         Err(error) => error_response(error),
     }
+}
+
+/// `GET /_matrix/federation/v1/version`
+async fn version() -> Response {
+    axum::Json(serde_json::json!({ "server": { "name": "Ranvier", "version": env!("CARGO_PKG_VERSION") } }))
+        .into_response()
 }
 
 /// Read the request and check its X-Matrix authentication.

@@ -148,6 +148,9 @@ pub struct Served {
     pub content: Content,
 }
 
+/// Held while one remote media is fetched.
+type FetchLock = Arc<Mutex<()>>;
+
 /// The media service. Cheap to clone.
 #[derive(Clone)]
 pub struct Media {
@@ -172,6 +175,8 @@ struct Inner {
     accesses: std::sync::Mutex<HashMap<(String, String), i64>>,
     /// How remote media is fetched; unset when federation is off.
     federation: OnceLock<ranvier_federation::Federation>,
+    /// One fetch at a time per remote media: `(origin, media_id)` → its lock.
+    fetching: std::sync::Mutex<HashMap<(String, String), FetchLock>>,
 }
 
 impl Media {
@@ -227,6 +232,7 @@ impl Media {
                 previewer,
                 accesses: std::sync::Mutex::new(HashMap::new()),
                 federation: OnceLock::new(),
+                fetching: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -634,7 +640,29 @@ impl Media {
         let Some(federation) = self.inner.federation.get() else {
             return Err(unknown_media());
         };
-        self.fetch_remote(federation, server_name, media_id, timeout.clamp(Duration::from_secs(1), MAX_WAIT)).await
+        // Requests for the same remote media wait for one fetch instead of each fetching it.
+        let key = (server_name.as_str().to_owned(), media_id.to_owned());
+        let lock = {
+            let mut fetching = self.inner.fetching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            fetching.entry(key.clone()).or_default().clone()
+        };
+        let guard = lock.lock().await;
+        let result = match self.inner.store.get_media(server_name.as_str(), media_id).await {
+            Ok(Some(row)) if row.has_content() && row.quarantined_ts.is_none() => Ok(row),
+            Err(error) => Err(error),
+            Ok(_) => {
+                let timeout = timeout.clamp(Duration::from_secs(1), MAX_WAIT);
+                self.fetch_remote(federation, server_name, media_id, timeout).await
+            }
+        };
+        drop(guard);
+        let mut fetching = self.inner.fetching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Forget the lock once nobody else holds it (the map and this function hold two).
+        if fetching.get(&key).is_some_and(|held| Arc::strong_count(held) <= 2) {
+            fetching.remove(&key);
+        }
+        drop(fetching);
+        result
     }
 
     /// Fetch remote media over federation, scan it, store it as cached remote media.

@@ -2,7 +2,9 @@
 //! federation API on a TLS listener with a certificate from a test CA (generated with
 //! `openssl`), trusted through `federation.extra_root_certificates`. Covers fetching and
 //! caching remote media, thumbnails of remote media, scanning of fetched media with clamd,
-//! the server key endpoint, and refusal of requests with missing or bad X-Matrix signatures.
+//! size limits and timeouts, the allow-list, the server key endpoint, requests signed with a
+//! server's real key sent straight to the federation media endpoints, and refusal of requests
+//! with missing or bad X-Matrix signatures.
 
 use std::{
     net::TcpListener,
@@ -125,8 +127,14 @@ async fn remote_download_and_cache(backend: Backend) {
     assert_eq!(origin, a.server_name());
 
     let path = format!("/_matrix/client/v1/media/download/{origin}/{media_id}");
-    let reply = send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]).await;
+    // Two clients at once: one fetch over federation serves both.
+    let (reply, twin) = tokio::join!(
+        send(&b, Method::GET, &path, Some(&bob.access_token), None, &[]),
+        send(&b, Method::GET, &path, Some(&bob.access_token), None, &[])
+    );
     assert_eq!(reply.status, 200, "remote download: {}\nB: {}\nA: {}", reply.json(), b.log_report(), a.log_report());
+    assert_eq!((twin.status, &twin.body), (200, &image), "the concurrent download");
+    assert_eq!(b.log().matches("remote media cached").count(), 1, "fetched once: {}", b.log_report());
     assert_eq!(reply.body, image, "the bytes are the uploaded ones");
     assert_eq!(reply.header("content-type"), "image/png");
     assert!(reply.header("content-disposition").contains("cat.png"), "the file name travels with the media");
@@ -173,6 +181,8 @@ async fn keys_and_request_authentication(backend: Backend) {
     let client = https_client(&certs);
     let base = format!("https://localhost:{a_port}");
 
+    let (status, version) = get_json(&client, &format!("{base}/_matrix/federation/v1/version"), None).await;
+    assert_eq!((status, version["server"]["name"].as_str()), (200, Some("Ranvier")), "version: {version}");
     let (status, keys) = get_json(&client, &format!("{base}/_matrix/key/v2/server"), None).await;
     assert_eq!(status, 200, "keys: {keys}");
     assert_eq!(keys["server_name"], a.server_name());
