@@ -15,6 +15,9 @@
 //!   `Content-Type` and `Content-Disposition` rules.
 //! - [`preview`]: URL previews; [`fetch`]: the HTTP client confined by an IP filter that they
 //!   fetch through; [`og`]: OpenGraph data from HTML.
+//! - Remote media (`mxc://other.server/…`): fetched through `ranvier-federation` (one fetch
+//!   per media at a time), scanned like an upload, kept as cached remote media; thumbnails are
+//!   made locally from the cached original.
 //! - Retention: downloads are noted in memory and written out in batches
 //!   ([`Media::flush_accesses`]); a background task deletes media not accessed for the
 //!   configured time ([`Media::purge_not_accessed_since`]).
