@@ -28,6 +28,7 @@ pub mod dehydrated;
 pub mod device;
 pub mod directory;
 pub mod discovery;
+pub mod federation;
 pub mod filter;
 pub mod keys;
 pub mod media;
@@ -70,6 +71,8 @@ pub struct Services {
     pub e2ee: ranvier_e2ee::E2ee,
     pub social: ranvier_social::Social,
     pub media: ranvier_media::Media,
+    /// Federation transport (keys, signing, the outbound client); inert unless enabled.
+    pub federation: ranvier_federation::Federation,
     /// Server notices; `None` when they are disabled.
     pub notices: Option<Arc<ranvier_social::notices::ServerNotices>>,
     pub push: ranvier_push::Push,
@@ -101,6 +104,10 @@ impl Services {
         if tokio::runtime::Handle::try_current().is_ok() {
             media.start_background_tasks();
         }
+        let federation = ranvier_federation::Federation::new(&config, server_name.clone(), rooms.clone())?;
+        if federation.enabled() {
+            media.set_federation(federation.clone());
+        }
         let ratelimit = ratelimit::RateLimiter::new(&config.rate_limits);
         let notices =
             ranvier_social::notices::ServerNotices::new(social.clone(), &config.server_notices)?.map(Arc::new);
@@ -113,6 +120,7 @@ impl Services {
             e2ee,
             social,
             media,
+            federation,
             notices,
             push,
             auth: Default::default(),

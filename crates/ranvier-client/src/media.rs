@@ -247,7 +247,8 @@ async fn download(
     req: Authed<authenticated_media::get_content::v1::Request>,
 ) -> Response {
     let body = req.body;
-    let served = state.media.download(&body.server_name, &body.media_id, Access::Authenticated, body.timeout_ms).await;
+    let served =
+        state.media.download(&body.server_name, &body.media_id, Access::Authenticated, body.timeout_ms, true).await;
     serve_download(served, None, CACHE_AUTHENTICATED, &headers)
 }
 
@@ -258,7 +259,8 @@ async fn download_as(
     req: Authed<authenticated_media::get_content_as_filename::v1::Request>,
 ) -> Response {
     let body = req.body;
-    let served = state.media.download(&body.server_name, &body.media_id, Access::Authenticated, body.timeout_ms).await;
+    let served =
+        state.media.download(&body.server_name, &body.media_id, Access::Authenticated, body.timeout_ms, true).await;
     serve_download(served, Some(&body.filename), CACHE_AUTHENTICATED, &headers)
 }
 
@@ -271,7 +273,10 @@ async fn thumbnail(
     let body = req.body;
     let served = async {
         let request = thumbnail_request(body.width, body.height, body.method.as_ref(), body.animated)?;
-        state.media.thumbnail(&body.server_name, &body.media_id, request, Access::Authenticated, body.timeout_ms).await
+        state
+            .media
+            .thumbnail(&body.server_name, &body.media_id, request, Access::Authenticated, body.timeout_ms, true)
+            .await
     };
     serve_thumbnail(served.await, CACHE_AUTHENTICATED, &headers)
 }
@@ -283,7 +288,7 @@ async fn legacy_download(
     req: Ruma<media::get_content::v3::Request>,
 ) -> Response {
     let body = req.body;
-    let served = legacy_served(&state, &body.server_name, &body.media_id, body.timeout_ms).await;
+    let served = legacy_served(&state, &body.server_name, &body.media_id, body.timeout_ms, body.allow_remote).await;
     serve_download(served, None, CACHE_LEGACY, &headers)
 }
 
@@ -294,7 +299,7 @@ async fn legacy_download_as(
     req: Ruma<media::get_content_as_filename::v3::Request>,
 ) -> Response {
     let body = req.body;
-    let served = legacy_served(&state, &body.server_name, &body.media_id, body.timeout_ms).await;
+    let served = legacy_served(&state, &body.server_name, &body.media_id, body.timeout_ms, body.allow_remote).await;
     serve_download(served, Some(&body.filename), CACHE_LEGACY, &headers)
 }
 
@@ -307,7 +312,10 @@ async fn legacy_thumbnail(
     let body = req.body;
     let served = async {
         let request = thumbnail_request(body.width, body.height, body.method.as_ref(), body.animated)?;
-        state.media.thumbnail(&body.server_name, &body.media_id, request, Access::Legacy, body.timeout_ms).await
+        state
+            .media
+            .thumbnail(&body.server_name, &body.media_id, request, Access::Legacy, body.timeout_ms, body.allow_remote)
+            .await
     };
     serve_thumbnail(served.await, CACHE_LEGACY, &headers)
 }
@@ -317,8 +325,9 @@ async fn legacy_served(
     server_name: &OwnedServerName,
     media_id: &str,
     timeout: Duration,
+    allow_remote: bool,
 ) -> ranvier_core::Result<Served> {
-    state.media.download(server_name, media_id, Access::Legacy, timeout).await
+    state.media.download(server_name, media_id, Access::Legacy, timeout, allow_remote).await
 }
 
 fn upload_size(state: &AppState) -> UInt {
@@ -424,7 +433,7 @@ fn serve_download(
             let disposition = content_disposition(&served.content_type, name.as_deref());
             respond(served, disposition, cache, request_headers)
         }
-        Err(error) => error_response(error),
+        Err(error) => media_error(error),
     }
 }
 
@@ -435,7 +444,17 @@ fn serve_thumbnail(served: ranvier_core::Result<Served>, cache: &'static str, re
             let disposition = format!("inline; {}", filename_parameter(&format!("thumbnail.{extension}")));
             respond(served, disposition, cache, request_headers)
         }
-        Err(error) => error_response(error),
+        Err(error) => media_error(error),
+    }
+}
+
+/// A download or thumbnail error; remote content over the size limit is `502 M_TOO_LARGE`.
+fn media_error(error: Error) -> Response {
+    match error {
+        Error::Matrix { kind: ErrorKind::TooLarge, message } if message == ranvier_media::REMOTE_TOO_LARGE => {
+            matrix_error(StatusCode::BAD_GATEWAY, ErrorKind::TooLarge, message)
+        }
+        error => error_response(error),
     }
 }
 

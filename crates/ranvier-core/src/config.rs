@@ -36,6 +36,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub media: MediaConfig,
     pub push: PushConfig,
+    pub federation: FederationConfig,
     pub server_notices: ServerNoticesConfig,
 }
 
@@ -280,6 +281,48 @@ impl Default for Config {
             media: MediaConfig::default(),
             server_notices: ServerNoticesConfig::default(),
             push: PushConfig::default(),
+            federation: FederationConfig::default(),
+        }
+    }
+}
+
+/// Federation with other servers (`[federation]`). Off unless enabled.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Serve the federation API and fetch remote media from other servers.
+    pub enabled: bool,
+    /// The address of the federation TLS listener (other servers connect here; 8448 is the
+    /// port they assume when the server name has none and no delegation says otherwise).
+    pub listen: String,
+    /// The PEM certificate chain the federation listener presents.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Verify other servers' TLS certificates. Only turn off for tests.
+    pub verify_certificates: bool,
+    /// PEM files of certificate authorities trusted besides the system's (a private CA).
+    pub extra_root_certificates: Vec<PathBuf>,
+    /// The only servers federated with; empty means every server.
+    pub allowed_servers: Vec<String>,
+    /// How long other servers may cache this server's keys, in milliseconds.
+    pub key_valid_ms: u64,
+    /// How long an outbound federation request may take, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:8448".into(),
+            tls_cert: None,
+            tls_key: None,
+            verify_certificates: true,
+            extra_root_certificates: Vec::new(),
+            allowed_servers: Vec::new(),
+            key_valid_ms: 24 * 60 * 60 * 1000,
+            request_timeout_ms: 20_000,
         }
     }
 }
@@ -639,6 +682,21 @@ retry_initial_ms = 1000
 retry_max_ms = 3600000
 give_up_after_ms = 86400000
 request_timeout_ms = 10000
+
+[federation]
+# Serve the federation API (server keys, media for other servers) on a TLS listener and fetch
+# remote media through other servers' federation endpoints.
+enabled = false
+listen = "127.0.0.1:8448"
+# tls_cert = "/etc/ranvier/fullchain.pem"
+# tls_key = "/etc/ranvier/privkey.pem"
+# Verify other servers' certificates; extra_root_certificates adds private CAs (PEM files).
+verify_certificates = true
+extra_root_certificates = []
+# Federate only with these servers; empty means all.
+allowed_servers = []
+key_valid_ms = 86400000
+request_timeout_ms = 20000
 "#;
 
 #[cfg(test)]

@@ -15,6 +15,9 @@
 //!   `Content-Type` and `Content-Disposition` rules.
 //! - [`preview`]: URL previews; [`fetch`]: the HTTP client confined by an IP filter that they
 //!   fetch through; [`og`]: OpenGraph data from HTML.
+//! - Remote media (`mxc://other.server/…`): fetched through `ranvier-federation` (one fetch
+//!   per media at a time), scanned like an upload, kept as cached remote media; thumbnails are
+//!   made locally from the cached original.
 //! - Retention: downloads are noted in memory and written out in batches
 //!   ([`Media::flush_accesses`]); a background task deletes media not accessed for the
 //!   configured time ([`Media::purge_not_accessed_since`]).
@@ -36,7 +39,7 @@ pub mod thumbnail;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Weak},
+    sync::{Arc, OnceLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -75,6 +78,10 @@ const ACCESS_GRANULARITY_MS: i64 = 60 * 60 * 1000;
 /// How long URL previews are kept in the database (their images are media like any other).
 const PREVIEW_KEEP_MS: i64 = 24 * 60 * 60 * 1000;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The message of the `M_TOO_LARGE` error for remote media larger than the upload limit;
+/// the spec answers it with `502`, not `413`.
+pub const REMOTE_TOO_LARGE: &str = "The remote content is too large to serve";
 
 /// Why an upload was not accepted.
 #[derive(Debug)]
@@ -144,6 +151,9 @@ pub struct Served {
     pub content: Content,
 }
 
+/// Held while one remote media is fetched.
+type FetchLock = Arc<Mutex<()>>;
+
 /// The media service. Cheap to clone.
 #[derive(Clone)]
 pub struct Media {
@@ -166,6 +176,10 @@ struct Inner {
     previewer: Option<preview::Previewer>,
     /// Downloads not yet written to the database: `(origin, media_id)` → time.
     accesses: std::sync::Mutex<HashMap<(String, String), i64>>,
+    /// How remote media is fetched; unset when federation is off.
+    federation: OnceLock<ranvier_federation::Federation>,
+    /// One fetch at a time per remote media: `(origin, media_id)` → its lock.
+    fetching: std::sync::Mutex<HashMap<(String, String), FetchLock>>,
 }
 
 impl Media {
@@ -220,8 +234,15 @@ impl Media {
                 thumbnailers: Semaphore::new(THUMBNAIL_CONCURRENCY),
                 previewer,
                 accesses: std::sync::Mutex::new(HashMap::new()),
+                federation: OnceLock::new(),
+                fetching: std::sync::Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Fetch remote media through `federation` from now on.
+    pub fn set_federation(&self, federation: ranvier_federation::Federation) {
+        let _ = self.inner.federation.set(federation);
     }
 
     /// Start the background tasks of a serving process: writing noted downloads out, and
@@ -331,7 +352,7 @@ impl Media {
     ) -> Result<OwnedMxcUri, UploadError> {
         let media_id = random_string(MEDIA_ID_LEN);
         let file = staged.finish().await?;
-        self.scan(uploader, &media_id, &file).await?;
+        self.scan(uploader.as_str(), &media_id, &file).await?;
         let content = self.content_of(&file, meta);
         let sha256 = file.sha256.clone();
         let _lock = self.inner.content_lock.lock().await;
@@ -417,7 +438,7 @@ impl Media {
     ) -> Result<(), UploadError> {
         self.check_pending_upload(uploader, server_name, media_id).await?;
         let file = staged.finish().await?;
-        self.scan(uploader, media_id, &file).await?;
+        self.scan(uploader.as_str(), media_id, &file).await?;
         let content = self.content_of(&file, meta);
         let sha256 = file.sha256.clone();
         let _lock = self.inner.content_lock.lock().await;
@@ -445,14 +466,18 @@ impl Media {
 
     /// The content of `mxc://{server_name}/{media_id}`, waiting up to `timeout` for a pending
     /// upload (`M_NOT_YET_UPLOADED` after that).
+    ///
+    /// Media of other servers is fetched over federation (unless `allow_remote` is false),
+    /// scanned, and kept as cached remote media.
     pub async fn download(
         &self,
         server_name: &ServerName,
         media_id: &str,
         access: Access,
         timeout: Duration,
+        allow_remote: bool,
     ) -> Result<Served> {
-        let row = self.wait_for_content(server_name, media_id, access, timeout).await?;
+        let row = self.row_to_serve(server_name, media_id, access, timeout, allow_remote).await?;
         self.note_access(&row);
         let sha256 = row.sha256.clone().unwrap_or_default();
         let content = self.open_content(&sha256).await?;
@@ -473,8 +498,9 @@ impl Media {
         request: ThumbnailRequest,
         access: Access,
         timeout: Duration,
+        allow_remote: bool,
     ) -> Result<Served> {
-        let row = self.wait_for_content(server_name, media_id, access, timeout).await?;
+        let row = self.row_to_serve(server_name, media_id, access, timeout, allow_remote).await?;
         self.note_access(&row);
         let target = thumbnail::choose_size(request.width, request.height, request.method);
         // An animated wish changes the answer only for small animated originals, but it is
@@ -550,7 +576,7 @@ impl Media {
     }
 
     /// Pass the staged file through the scanner, applying the fail-open policy.
-    async fn scan(&self, uploader: &UserId, media_id: &str, file: &StagedFile) -> Result<(), UploadError> {
+    async fn scan(&self, uploader: &str, media_id: &str, file: &StagedFile) -> Result<(), UploadError> {
         let scanner = &self.inner.scanner;
         match scanner.scan(file.path()).await {
             Ok(Verdict::Clean) => Ok(()),
@@ -585,6 +611,133 @@ impl Media {
             return Ok(None);
         }
         self.inner.store.get_media(server_name.as_str(), media_id).await
+    }
+
+    /// The row of servable media: local media (see [`Self::wait_for_content`]) or remote
+    /// media, from the cache or fetched.
+    async fn row_to_serve(
+        &self,
+        server_name: &ServerName,
+        media_id: &str,
+        access: Access,
+        timeout: Duration,
+        allow_remote: bool,
+    ) -> Result<MediaRow> {
+        if server_name == self.inner.server_name {
+            return self.wait_for_content(server_name, media_id, access, timeout).await;
+        }
+        if !is_valid_media_id(media_id) {
+            return Err(unknown_media());
+        }
+        if let Some(row) = self.inner.store.get_media(server_name.as_str(), media_id).await? {
+            if row.quarantined_ts.is_some() || (access == Access::Legacy && row.authenticated) {
+                return Err(unknown_media());
+            }
+            if row.has_content() {
+                return Ok(row);
+            }
+        }
+        if !allow_remote || (access == Access::Legacy && !self.inner.config.legacy_unauthenticated) {
+            return Err(unknown_media());
+        }
+        let Some(federation) = self.inner.federation.get() else {
+            return Err(unknown_media());
+        };
+        // Requests for the same remote media wait for one fetch instead of each fetching it.
+        let key = (server_name.as_str().to_owned(), media_id.to_owned());
+        let lock = {
+            let mut fetching = self.inner.fetching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            fetching.entry(key.clone()).or_default().clone()
+        };
+        let guard = lock.lock().await;
+        let result = match self.inner.store.get_media(server_name.as_str(), media_id).await {
+            Ok(Some(row)) if row.has_content() && row.quarantined_ts.is_none() => Ok(row),
+            Err(error) => Err(error),
+            Ok(_) => {
+                let timeout = timeout.clamp(Duration::from_secs(1), MAX_WAIT);
+                self.fetch_remote(federation, server_name, media_id, timeout).await
+            }
+        };
+        drop(guard);
+        let mut fetching = self.inner.fetching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Forget the lock once nobody else holds it (the map and this function hold two).
+        if fetching.get(&key).is_some_and(|held| Arc::strong_count(held) <= 2) {
+            fetching.remove(&key);
+        }
+        drop(fetching);
+        result
+    }
+
+    /// Fetch remote media over federation, scan it, store it as cached remote media.
+    async fn fetch_remote(
+        &self,
+        federation: &ranvier_federation::Federation,
+        server_name: &ServerName,
+        media_id: &str,
+        timeout: Duration,
+    ) -> Result<MediaRow> {
+        use ranvier_federation::RequestError;
+        use ruma::api::federation::authenticated_media::{FileOrLocation, get_content};
+        let mut request = get_content::v1::Request::new(media_id.to_owned());
+        request.timeout_ms = timeout;
+        // The multipart envelope adds a little to the content itself.
+        let max_body = self.max_upload_bytes().saturating_add(64 * 1024);
+        let fetched = match federation.send(server_name, request, timeout + Duration::from_secs(5), max_body).await {
+            Ok(response) => match response.content {
+                FileOrLocation::File(content) => Ok((
+                    content.content_type,
+                    content.content_disposition.and_then(|d| d.filename),
+                    bytes::Bytes::from(content.file),
+                )),
+                FileOrLocation::Location(url) => federation
+                    .get_location(&url, timeout, self.max_upload_bytes())
+                    .await
+                    .map(|(content_type, body)| (content_type, None, body)),
+                _ => Err(RequestError::BadResponse("unknown media response".into())),
+            },
+            Err(error) => Err(error),
+        };
+        let (content_type, filename, body) = match fetched {
+            Ok(fetched) => fetched,
+            Err(RequestError::TooLarge) => return Err(Error::too_large(REMOTE_TOO_LARGE)),
+            Err(RequestError::TimedOut) => {
+                return Err(Error::matrix(ErrorKind::NotYetUploaded, "The remote server did not answer in time"));
+            }
+            Err(error) => {
+                tracing::info!(server = %server_name, media_id, %error, "could not fetch remote media");
+                return Err(unknown_media());
+            }
+        };
+        if body.len() as u64 > self.max_upload_bytes() {
+            return Err(Error::too_large(REMOTE_TOO_LARGE));
+        }
+        let mut staged = self.inner.storage.stage(body.len() as u64).await?;
+        staged.write(&body).await?;
+        let file = staged.finish().await?;
+        let who = format!("remote:{server_name}");
+        self.scan(&who, media_id, &file).await.map_err(|error| match error {
+            UploadError::Matrix(error) => error,
+            UploadError::ScannerUnavailable => {
+                Error::matrix(ErrorKind::NotYetUploaded, "The content scanner is unavailable; try again later")
+            }
+        })?;
+        let meta = UploadMeta::new(content_type.as_deref(), filename)
+            .unwrap_or(UploadMeta { content_type: disposition::DEFAULT_CONTENT_TYPE.to_owned(), filename: None });
+        let content = self.content_of(&file, meta);
+        let sha256 = file.sha256.clone();
+        let _lock = self.inner.content_lock.lock().await;
+        self.inner.storage.commit(file).await?;
+        let authenticated = !self.inner.config.legacy_unauthenticated;
+        let recorded = self.inner.store.insert_media(server_name.as_str(), media_id, "", &content, authenticated).await;
+        if let Err(error) = recorded {
+            // Another request may have cached it first.
+            tracing::debug!(%error, "recording remote media failed; reading what is recorded");
+            self.remove_if_unreferenced(&sha256).await;
+        }
+        drop(_lock);
+        tracing::info!(server = %server_name, media_id, sha256, size = content.size, "remote media cached");
+        let row = self.inner.store.get_media(server_name.as_str(), media_id).await?;
+        row.filter(MediaRow::has_content).ok_or_else(unknown_media)
     }
 
     /// The row of servable media, waiting for a pending upload up to `timeout` (capped).

@@ -56,6 +56,9 @@ pub async fn serve(config: Config) -> Result<()> {
             "Internal server error".to_owned(),
         )
     });
+    if state.config.federation.enabled {
+        start_federation_listener(&state).await?;
+    }
     let app = ranvier_client::router(state).layer(catch_panic).layer(cors);
 
     let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
@@ -65,6 +68,26 @@ pub async fn serve(config: Config) -> Result<()> {
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serve http")?;
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// Bind the federation TLS listener and serve the federation routes on it in the background.
+async fn start_federation_listener(state: &AppState) -> Result<()> {
+    let federation = &state.config.federation;
+    let (Some(cert), Some(key)) = (&federation.tls_cert, &federation.tls_key) else {
+        return Err(ranvier_core::Error::internal("federation is enabled but federation.tls_cert/tls_key are not set"));
+    };
+    let tls = ranvier_federation::tls::server_config(cert, key)?;
+    let tcp = tokio::net::TcpListener::bind(&federation.listen).await.context("bind federation listener")?;
+    let local = tcp.local_addr().context("federation listener address")?;
+    tracing::info!(address = %local, "listening for federation (TLS)");
+    let listener = ranvier_federation::tls::TlsListener::new(tcp, tls).context("start federation listener")?;
+    let app = ranvier_client::federation::router(state.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "federation listener failed");
+        }
+    });
     Ok(())
 }
 

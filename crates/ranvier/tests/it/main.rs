@@ -11,6 +11,8 @@
 //! - [`e2ee`]: end-to-end encryption with `matrix-sdk` clients (encrypted rooms, emoji
 //!   verification, cross-signing, key backup and recovery) and its `/sync` plumbing over raw
 //!   HTTP (to-device delivery, key counts, device lists).
+//! - [`federation_media`]: remote media between two servers over the federation TLS
+//!   listener: fetch, cache, thumbnails, scanning, server keys, X-Matrix refusals.
 //! - [`media`]: uploads, downloads, thumbnails (animated ones too), size limits, virus
 //!   scanning with clamd, retention by last access, and media in an S3 bucket (moto).
 //! - [`media_preview`]: URL previews of pages the test serves on loopback, and their SSRF
@@ -33,6 +35,7 @@
 mod durability;
 mod e2ee;
 mod errors;
+mod federation_media;
 mod harness;
 mod media;
 mod media_preview;
