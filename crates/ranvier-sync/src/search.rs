@@ -425,6 +425,7 @@ impl SyncService {
             direction: Direction::Backward,
             limit: limit_of(Some(options.before_limit), 5, MAX_CONTEXT),
             keep: |_: &StoredEvent| true,
+            joined_since: None,
         }
         .run()
         .await?;
@@ -437,6 +438,7 @@ impl SyncService {
             direction: Direction::Forward,
             limit: limit_of(Some(options.after_limit), 5, MAX_CONTEXT),
             keep: |_: &StoredEvent| true,
+            joined_since: None,
         }
         .run()
         .await?;
