@@ -6,7 +6,7 @@
 //! from memory: only a client with a new event in one of its joined rooms, or a membership
 //! change of its own, goes on to a real pass.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ranvier_core::Result;
 use ranvier_store::Store;
@@ -35,16 +35,18 @@ impl RecentEvents {
         Self { log: tokio::sync::Mutex::new(Log { scanned_to: position, floor: position, entries: VecDeque::new() }) }
     }
 
-    /// Whether any event in `(since, now]` is in one of `rooms` or changes `user_id`'s own
-    /// membership. `None` when the log cannot tell (`since` is older than what it holds).
-    pub async fn touches(
+    /// What happened in `(since, now]` as far as `user_id` is concerned: the last position of
+    /// each of `rooms` that has events in it, and the last event changing `user_id`'s own
+    /// membership (in any room). `None` when the log cannot tell (`since` is older than what
+    /// it holds).
+    pub async fn window(
         &self,
         store: &Store,
         user_id: &str,
         rooms: &HashSet<String>,
         since: i64,
         now: i64,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Option<Window>> {
         let mut log = self.log.lock().await;
         if now > log.scanned_to {
             let new = store.event_positions_between(log.scanned_to, now).await?;
@@ -59,13 +61,31 @@ impl RecentEvents {
         if since < log.floor {
             return Ok(None);
         }
-        let touched = log
+        let mut window = Window::default();
+        for (position, room_id, target) in log
             .entries
             .iter()
             .rev()
             .take_while(|(position, _, _)| *position > since)
             .filter(|(position, _, _)| *position <= now)
-            .any(|(_, room_id, target)| rooms.contains(room_id) || target.as_deref() == Some(user_id));
-        Ok(Some(touched))
+        {
+            if rooms.contains(room_id) {
+                let last = window.rooms.entry(room_id.clone()).or_insert(*position);
+                *last = (*last).max(*position);
+            }
+            if target.as_deref() == Some(user_id) {
+                window.own_membership = Some(window.own_membership.map_or(*position, |last: i64| last.max(*position)));
+            }
+        }
+        Ok(Some(window))
     }
+}
+
+/// The events of a window of positions that concern one user.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// The rooms (among those asked about) with events in the window, with the last position.
+    pub rooms: HashMap<String, i64>,
+    /// The last position in the window of an event about the user's own membership.
+    pub own_membership: Option<i64>,
 }

@@ -127,6 +127,7 @@ impl SyncService {
                 !hidden(&ignored, &event.sender, event.state_key.is_some())
                     && room_event_allowed(&filter, &room_id, &event.event_type, &event.sender, || content_of(event))
             },
+            joined_since: None,
         }
         .run()
         .await?;
@@ -185,6 +186,7 @@ impl SyncService {
             direction: Direction::Backward,
             limit: before_limit,
             keep,
+            joined_since: None,
         }
         .run()
         .await?;
@@ -198,6 +200,7 @@ impl SyncService {
             direction: Direction::Forward,
             limit: after_limit,
             keep,
+            joined_since: None,
         }
         .run()
         .await?;

@@ -158,7 +158,9 @@ impl SyncService {
         let mut changes = self.store().streams().subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
         let mut since = request.since;
-        let mut joined_rooms: Option<HashSet<String>> = None;
+        // The user's memberships, read once on the first wake-up that needs them, with the
+        // events position they are at least as new as.
+        let mut known_memberships: Option<KnownMemberships> = None;
         loop {
             changes.borrow_and_update();
             let now = self.store().streams().current_token();
@@ -167,47 +169,54 @@ impl SyncService {
                 None => true,
             };
             // When only timeline events arrived, the shared log of recent events says whether
-            // any of them concern this user before a pass is run.
+            // any of them concern this user before a pass is run, and which rooms have them.
+            let mut hint = None;
             if has_news
                 && !request.full_state
                 && let Some(known) = since
                 && only_events_moved(&known, &now)
             {
-                let rooms = match &joined_rooms {
-                    Some(rooms) => rooms,
-                    None => joined_rooms.insert(
-                        self.store()
-                            .memberships_of(&request.user_id)
-                            .await?
-                            .into_iter()
-                            .filter(|row| row.membership == "join")
-                            .map(|row| row.room_id)
-                            .collect(),
-                    ),
+                let memberships = match &known_memberships {
+                    Some(memberships) => memberships,
+                    None => {
+                        let position = now.get(StreamKind::Events);
+                        let rows = self.store().memberships_of(&request.user_id).await?;
+                        known_memberships.insert(KnownMemberships::new(position, rows))
+                    }
                 };
-                let touched = self
+                let window = self
                     .inner
                     .recent
-                    .touches(
+                    .window(
                         self.store(),
                         &request.user_id,
-                        rooms,
+                        &memberships.rooms,
                         known.get(StreamKind::Events),
                         now.get(StreamKind::Events),
                     )
                     .await?;
-                if touched == Some(false) {
-                    since = Some(now);
-                    if !request.timeout.is_zero()
-                        && let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await
-                    {
-                        continue;
+                if let Some(window) = window {
+                    let touched = window.own_membership.is_some()
+                        || window.rooms.keys().any(|room_id| memberships.joined.contains(room_id));
+                    if !touched {
+                        since = Some(now);
+                        if !request.timeout.is_zero()
+                            && let Ok(Ok(())) = tokio::time::timeout_at(deadline, changes.changed()).await
+                        {
+                            continue;
+                        }
+                        return self.quiet_response(&request, now).await;
                     }
-                    return self.quiet_response(&request, now).await;
+                    // The memberships read earlier still hold when no event since changed them.
+                    if window.own_membership.is_none_or(|position| position <= memberships.position) {
+                        hint = Some(sync::Hint { memberships: memberships.rows.clone(), new_events: window.rooms });
+                    } else {
+                        known_memberships = None;
+                    }
                 }
             }
             if has_news || request.full_state {
-                let response = self.compute(&request, since, now).await?;
+                let response = self.compute(&request, since, now, hint).await?;
                 if since.is_none() || request.full_state || !response.is_empty() || request.timeout.is_zero() {
                     return Ok(response);
                 }
@@ -236,6 +245,24 @@ impl SyncService {
             response.device_unused_fallback_key_types = Some(data.unused_fallback_key_types);
         }
         Ok(response)
+    }
+}
+
+/// A user's memberships as read at (or after) an events position.
+struct KnownMemberships {
+    position: i64,
+    rows: Vec<ranvier_store::sync::MembershipRow>,
+    /// Every room of `rows`.
+    rooms: HashSet<String>,
+    /// The rooms of `rows` the user is joined to.
+    joined: HashSet<String>,
+}
+
+impl KnownMemberships {
+    fn new(position: i64, rows: Vec<ranvier_store::sync::MembershipRow>) -> Self {
+        let rooms = rows.iter().map(|row| row.room_id.clone()).collect();
+        let joined = rows.iter().filter(|row| row.membership == "join").map(|row| row.room_id.clone()).collect();
+        Self { position, rows, rooms, joined }
     }
 }
 

@@ -431,6 +431,7 @@ impl SyncService {
             direction: Direction::Backward,
             limit: limit_of(Some(options.before_limit), 5, MAX_CONTEXT),
             keep: |e: &StoredEvent| !hidden(ignored, &e.sender, e.state_key.is_some()),
+            joined_since: None,
         }
         .run()
         .await?;
@@ -443,6 +444,7 @@ impl SyncService {
             direction: Direction::Forward,
             limit: limit_of(Some(options.after_limit), 5, MAX_CONTEXT),
             keep: |e: &StoredEvent| !hidden(ignored, &e.sender, e.state_key.is_some()),
+            joined_since: None,
         }
         .run()
         .await?;

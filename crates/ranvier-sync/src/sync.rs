@@ -60,6 +60,17 @@ pub struct SyncRequest {
     pub timeout: std::time::Duration,
 }
 
+/// What the caller already knows about `(since, now]` from the log of recent events, so that
+/// a pass need not ask the store again.
+#[derive(Clone, Debug)]
+pub(crate) struct Hint {
+    /// The user's (not forgotten) memberships, current as of `now`.
+    pub memberships: Vec<MembershipRow>,
+    /// The rooms among `memberships` with timeline events in `(since, now]`, with the last
+    /// position of each (what `Store::rooms_with_new_events` answers).
+    pub new_events: HashMap<String, i64>,
+}
+
 /// What to compute for one joined or left room.
 #[derive(Clone, Debug)]
 struct RoomPlan {
@@ -69,6 +80,9 @@ struct RoomPlan {
     since: Option<i64>,
     /// The last position to report (the leave, for a left room).
     up_to: i64,
+    /// For a joined room, the position of the user's join (their membership as read for this
+    /// pass, which is at least as new as `up_to`).
+    joined_since: Option<i64>,
 }
 
 /// What every room of one sync pass shares.
@@ -102,6 +116,7 @@ impl SyncService {
         request: &SyncRequest,
         since: Option<StreamToken>,
         now: StreamToken,
+        hint: Option<Hint>,
     ) -> Result<SyncResponse> {
         let store = self.store();
         let user_id = request.user_id.as_str();
@@ -136,10 +151,18 @@ impl SyncService {
         }
 
         let ignored = ranvier_social::ignore::ignored_users(store, user_id).await?;
-        let memberships = store.memberships_of(user_id).await?;
-        let new_events: HashMap<String, i64> = match since_events {
-            Some(since) if now_events > since => store.rooms_with_new_events(user_id, since, now_events).await?,
-            _ => HashMap::new(),
+        let (memberships, new_events) = match hint {
+            Some(Hint { memberships, new_events }) if since_events.is_some() => (memberships, new_events),
+            _ => {
+                let memberships = store.memberships_of(user_id).await?;
+                let new_events: HashMap<String, i64> = match since_events {
+                    Some(since) if now_events > since => {
+                        store.rooms_with_new_events(user_id, since, now_events).await?
+                    }
+                    _ => HashMap::new(),
+                };
+                (memberships, new_events)
+            }
         };
 
         let mut plans = Vec::new();
@@ -171,6 +194,7 @@ impl SyncService {
                             left: false,
                             since: room_since,
                             up_to: now_events,
+                            joined_since: Some(membership.stream_ordering),
                         });
                     }
                 }
@@ -179,15 +203,20 @@ impl SyncService {
                 "leave" | "ban" => {
                     let up_to = membership.stream_ordering.min(now_events);
                     match since_events {
-                        None if filter.room.include_leave => {
-                            plans.push(RoomPlan { room_id: membership.room_id, left: true, since: None, up_to })
-                        }
+                        None if filter.room.include_leave => plans.push(RoomPlan {
+                            room_id: membership.room_id,
+                            left: true,
+                            since: None,
+                            up_to,
+                            joined_since: None,
+                        }),
                         Some(since) if changed || (request.full_state && filter.room.include_leave) => {
                             plans.push(RoomPlan {
                                 room_id: membership.room_id,
                                 left: true,
                                 since: changed.then_some(since),
                                 up_to,
+                                joined_since: None,
                             })
                         }
                         _ => {}
@@ -292,6 +321,7 @@ impl SyncService {
                         content_of(event)
                     })
             },
+            joined_since: plan.joined_since,
         }
         .run()
         .await?;
@@ -586,9 +616,23 @@ impl SyncService {
             .map_err(|e| ranvier_core::Error::internal(format!("syncing user id {}: {e}", request.user_id)))?;
         let per_thread = request.filter.room.timeline.unread_thread_notifications;
         let up_to = now.get(StreamKind::Events);
-        for (room_id, room) in response.rooms.join.iter_mut() {
-            let Ok(room_id) = ruma::RoomId::parse(room_id.as_str()) else { continue };
-            let counts = push.room_counts(&user_id, &room_id, up_to, per_thread).await?;
+        // One count per room, a few rooms at a time.
+        let room_ids: Vec<String> = response.rooms.join.keys().cloned().collect();
+        let counted: Vec<Result<Option<(String, ranvier_push::counts::RoomCounts)>>> = stream::iter(room_ids)
+            .map(|room_id| {
+                let user_id = &user_id;
+                async move {
+                    let Ok(parsed) = ruma::RoomId::parse(room_id.as_str()) else { return Ok(None) };
+                    let counts = push.room_counts(user_id, &parsed, up_to, per_thread).await?;
+                    Ok(Some((room_id, counts)))
+                }
+            })
+            .buffer_unordered(ROOM_CONCURRENCY)
+            .collect()
+            .await;
+        for counted in counted {
+            let Some((room_id, counts)) = counted? else { continue };
+            let Some(room) = response.rooms.join.get_mut(&room_id) else { continue };
             let unread = |counts: ranvier_push::counts::Counts| UnreadNotifications {
                 notification_count: counts.notifications,
                 highlight_count: counts.highlights,

@@ -788,3 +788,33 @@ async fn a_user_who_left_pages_back_from_their_leave() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn recent_events_window_names_rooms_and_own_membership_changes() {
+    on_each_backend(|store| async move {
+        let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        let mut b = RoomFixture::create(&store, "!b:test", BOB, "shared").await;
+        let start = b.message(&store, BOB, "before").await.stream_ordering;
+        let log = crate::changes::RecentEvents::new(start);
+        let rooms: HashSet<String> = ["!a:test".to_owned()].into();
+
+        a.message(&store, ALICE, "one").await;
+        let last_a = a.message(&store, ALICE, "two").await.stream_ordering;
+        b.message(&store, BOB, "elsewhere").await;
+        let now = store.streams().current_token().get(ranvier_store::StreamKind::Events);
+        let window = log.window(&store, ALICE, &rooms, start, now).await.expect("window").expect("covered");
+        assert_eq!(window.rooms, [("!a:test".to_owned(), last_a)].into());
+        assert_eq!(window.own_membership, None);
+
+        // An invite of Alice into a room she is not in is her own membership change.
+        let invite = b.membership(&store, BOB, ALICE, "invite").await.stream_ordering;
+        let later = store.streams().current_token().get(ranvier_store::StreamKind::Events);
+        let window = log.window(&store, ALICE, &rooms, now, later).await.expect("window").expect("covered");
+        assert!(window.rooms.is_empty(), "{window:?}");
+        assert_eq!(window.own_membership, Some(invite));
+
+        // Positions older than the log are not answered.
+        assert!(log.window(&store, ALICE, &rooms, start - 1, later).await.expect("window").is_none());
+    })
+    .await;
+}

@@ -43,12 +43,15 @@ pub struct Walk<'a, F> {
     pub limit: usize,
     /// Which events to keep (history visibility is applied on top).
     pub keep: F,
+    /// The position of the user's join when the caller knows they are joined to the room as of
+    /// `up_to` (or later): every event after it is visible to them, with no lookup.
+    pub joined_since: Option<i64>,
 }
 
 impl<F: Fn(&StoredEvent) -> bool> Walk<'_, F> {
     /// Collect up to `limit` kept, visible events.
     pub async fn run(self) -> Result<Page> {
-        let Walk { store, user_id, room_id, mut after, mut up_to, direction, limit, keep } = self;
+        let Walk { store, user_id, room_id, mut after, mut up_to, direction, limit, keep, joined_since } = self;
         let start = match direction {
             Direction::Backward => up_to,
             Direction::Forward => after,
@@ -65,7 +68,10 @@ impl<F: Fn(&StoredEvent) -> bool> Walk<'_, F> {
             let batch = store.room_timeline(room_id, after, up_to, direction, batch_size as i64).await?;
             let exhausted = batch.len() < batch_size;
             let candidates: Vec<StoredEvent> = batch.iter().filter(|event| keep(event)).cloned().collect();
-            let visible = filter_visible(store, user_id, room_id, candidates).await?;
+            let visible = match joined_since {
+                Some(joined) if candidates.iter().all(|event| event.stream_ordering > joined) => candidates,
+                _ => filter_visible(store, user_id, room_id, candidates).await?,
+            };
             let mut visible = visible.into_iter().peekable();
             for event in &batch {
                 scanned += 1;
