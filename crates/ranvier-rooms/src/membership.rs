@@ -168,7 +168,12 @@ fn restricted_allow_list(room: &RoomState) -> Option<(String, Vec<String>)> {
     if !supported {
         return None;
     }
-    let rooms = rules
+    Some((join_rule.to_owned(), allowed_room_ids(&rules)))
+}
+
+/// The rooms named by the `m.room_membership` entries of a join rules content's `allow` list.
+pub fn allowed_room_ids(join_rules: &Value) -> Vec<String> {
+    join_rules
         .get("allow")
         .and_then(Value::as_array)
         .map(|allow| {
@@ -178,8 +183,7 @@ fn restricted_allow_list(room: &RoomState) -> Option<(String, Vec<String>)> {
                 .filter_map(|entry| entry.get("room_id").and_then(Value::as_str).map(str::to_owned))
                 .collect()
         })
-        .unwrap_or_default();
-    Some((join_rule.to_owned(), rooms))
+        .unwrap_or_default()
 }
 
 /// For a join to a restricted room by someone who was not invited: the local member who

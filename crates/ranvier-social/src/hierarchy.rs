@@ -273,18 +273,8 @@ impl Social {
         let world_readable =
             text("m.room.history_visibility", "history_visibility").as_deref() == Some("world_readable");
         let guest_can_join = text("m.room.guest_access", "guest_access").as_deref() == Some("can_join");
-        let allowed_room_ids: Vec<String> = contents
-            .get("m.room.join_rules")
-            .and_then(|content| content.get("allow"))
-            .and_then(Value::as_array)
-            .map(|allow| {
-                allow
-                    .iter()
-                    .filter(|entry| entry.get("type").and_then(Value::as_str) == Some("m.room_membership"))
-                    .filter_map(|entry| entry.get("room_id").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let allowed_room_ids =
+            contents.get("m.room.join_rules").map(ranvier_rooms::membership::allowed_room_ids).unwrap_or_default();
         let joined = store.membership_counts(room_id.as_str()).await?.get("join").copied().unwrap_or(0);
 
         let mut summary = Map::new();
