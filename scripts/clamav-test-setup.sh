@@ -22,17 +22,8 @@ log() {
     echo "clamav-test-setup: $*" >&2
 }
 
-# Run a command as root: directly when we are root, through sudo otherwise.
-as_root() {
-    if [[ "$(id -u)" == 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        log "need root for: $*"
-        return 1
-    fi
-}
+# shellcheck source=lib/test-service.sh
+source "$(dirname "$0")/lib/test-service.sh"
 
 # Whether clamd answers PING on 127.0.0.1:$1.
 answers() {
@@ -47,15 +38,7 @@ answers() {
 }
 
 stop() {
-    if [[ -f "$dir/clamd.pid" ]]; then
-        local pid
-        pid="$(cat "$dir/clamd.pid")"
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill "$pid"
-            log "stopped clamd ($pid)"
-        fi
-        rm -f "$dir/clamd.pid"
-    fi
+    stop_pidfile "$dir/clamd.pid" "clamd"
     rm -f "$dir/address"
 }
 
@@ -90,17 +73,6 @@ eicar_hex="58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5
 printf 'Ranvier.Test.EICAR:0:*:%s\n' "$eicar_hex" >"$dir/db/ranvier-test.ndb"
 
 # A port that nothing answers on; if clamd cannot bind it after all, the loop below tries again.
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
-
 start_clamd() {
     cat >"$dir/clamd.conf" <<EOF
 TCPSocket $1

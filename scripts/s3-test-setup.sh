@@ -24,16 +24,8 @@ log() {
     echo "s3-test-setup: $*" >&2
 }
 
-as_root() {
-    if [[ "$(id -u)" == 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        log "need root for: $*"
-        return 1
-    fi
-}
+# shellcheck source=lib/test-service.sh
+source "$(dirname "$0")/lib/test-service.sh"
 
 # Whether an S3 server answers on 127.0.0.1:$1 (any HTTP answer will do: it refuses unsigned
 # requests once it is set up).
@@ -44,15 +36,7 @@ answers() {
 }
 
 stop() {
-    if [[ -f "$dir/server.pid" ]]; then
-        local pid
-        pid="$(cat "$dir/server.pid")"
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill "$pid"
-            log "stopped the S3 server ($pid)"
-        fi
-        rm -f "$dir/server.pid"
-    fi
+    stop_pidfile "$dir/server.pid" "the S3 server"
     rm -f "$dir/endpoint"
 }
 
@@ -95,17 +79,6 @@ if [[ ! -x "$dir/venv/bin/moto_server" ]]; then
     log "installing moto[server] into $dir/venv"
     "$dir/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2
 fi
-
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
 
 # One IAM call while moto does not check signatures yet (it routes by the service named in
 # the credential scope, so the header only has to look like an IAM request).
