@@ -62,7 +62,8 @@ pub struct ServerNoticesConfig {
 pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://user@host/db`. Defaults to `{data_dir}/ranvier.db`.
     pub url: Option<String>,
-    /// Size of the connection pool.
+    /// Size of the connection pool. On SQLite, reads use at most twice as many connections
+    /// as there are cores, whatever this says (writes have their own connection).
     pub max_connections: u32,
 }
 

@@ -124,7 +124,7 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
         let pool_options = match backend {
-            Backend::Sqlite => sqlite_pool_options(max_connections.max(2)),
+            Backend::Sqlite => sqlite_pool_options(max_connections.clamp(2, sqlite_reader_limit())),
             Backend::Postgres => postgres_pool_options(max_connections.max(2)),
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
@@ -211,6 +211,13 @@ fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
         })
 }
 
+/// The most read connections a SQLite pool opens: twice the number of cores. A SQLite read
+/// runs on the CPU of its connection's thread (the file is in the page cache), so more
+/// connections only add threads and page caches (each up to 2 MB) without reading faster.
+fn sqlite_reader_limit() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)).saturating_mul(2)
+}
+
 /// Pool options of a SQLite pool of up to `max_connections` connections.
 fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
@@ -222,9 +229,11 @@ fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // WAL lets readers run beside the writer; FULL makes every commit durable
-                // before it is acknowledged.
+                // before it is acknowledged. Temporary B-trees and statement journals stay in
+                // memory rather than in a file created and deleted for each.
                 sqlx::raw_sql(
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=OFF;",
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
+                     PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;",
                 )
                 .execute(conn)
                 .await?;

@@ -808,6 +808,92 @@ async fn writes_visible_to_readers_at_once(backend: Backend) {
     }
 }
 
+/// The tables migration 0011 rebuilds (SQLite) or re-keys (PostgreSQL), in the shape they had
+/// before it, so that the migration can be run again over rows written in that shape.
+const BEFORE_0011_SQLITE: &str = "
+    DROP TABLE events; DROP TABLE event_edges; DROP TABLE event_auth; DROP TABLE forward_extremities;
+    DROP TABLE event_txn_ids; DROP TABLE event_push_actions;
+    CREATE TABLE events (stream_ordering BIGINT PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, room_id TEXT NOT NULL,
+        sender TEXT NOT NULL, event_type TEXT NOT NULL, state_key TEXT, depth BIGINT NOT NULL,
+        origin_server_ts BIGINT NOT NULL, pdu TEXT NOT NULL, outlier BIGINT NOT NULL DEFAULT 0, rejected_reason TEXT,
+        soft_failed BIGINT NOT NULL DEFAULT 0, redacted_by TEXT, state_group BIGINT);
+    CREATE INDEX events_by_room ON events (room_id, stream_ordering);
+    CREATE INDEX events_by_room_ts ON events (room_id, origin_server_ts);
+    CREATE INDEX events_by_room_type_key ON events (room_id, event_type, state_key);
+    CREATE TABLE event_edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
+    CREATE INDEX event_edges_by_prev ON event_edges (prev_event_id);
+    CREATE TABLE event_auth (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
+    CREATE INDEX event_auth_by_auth ON event_auth (auth_event_id);
+    CREATE TABLE forward_extremities (room_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (room_id, event_id));
+    CREATE TABLE event_txn_ids (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL,
+        event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+    CREATE INDEX event_txn_ids_by_event ON event_txn_ids (event_id);
+    CREATE TABLE event_push_actions (user_id TEXT NOT NULL, room_id TEXT NOT NULL, event_id TEXT NOT NULL,
+        stream_ordering BIGINT NOT NULL, thread_id TEXT NOT NULL, notify BIGINT NOT NULL, highlight BIGINT NOT NULL,
+        actions TEXT NOT NULL, ts BIGINT NOT NULL, PRIMARY KEY (user_id, event_id));
+    CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_ordering);
+    CREATE INDEX event_push_actions_by_user ON event_push_actions (user_id, stream_ordering);
+    CREATE INDEX event_push_actions_by_event ON event_push_actions (event_id);
+    DELETE FROM schema_version WHERE version = 11;
+";
+const BEFORE_0011_POSTGRES: &str = "
+    ALTER TABLE event_push_actions DROP CONSTRAINT event_push_actions_pkey;
+    ALTER TABLE event_push_actions ADD PRIMARY KEY (user_id, event_id);
+    CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_ordering);
+    CREATE INDEX event_auth_by_auth ON event_auth (auth_event_id);
+    DELETE FROM schema_version WHERE version = 11;
+";
+
+/// Migration 0011 keeps every row of the tables it rebuilds or re-keys, and the store reads and
+/// writes them as before afterwards.
+async fn migration_0011_keeps_the_rows(backend: Backend) {
+    let (store, db) = fresh(backend).await;
+    let before = match backend {
+        Backend::Sqlite => BEFORE_0011_SQLITE,
+        Backend::Postgres => BEFORE_0011_POSTGRES,
+    };
+    sqlx::raw_sql(before).execute(store.pool()).await.unwrap_or_else(|e| panic!("old schema: {e}"));
+    let statements = [
+        "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+         origin_server_ts, pdu) VALUES (7, '$a', '!r:test', '@a:test', 'm.room.message', NULL, 3, 70, '{}')",
+        "INSERT INTO event_edges (event_id, prev_event_id) VALUES ('$a', '$p')",
+        "INSERT INTO event_auth (event_id, auth_event_id) VALUES ('$a', '$c')",
+        "INSERT INTO forward_extremities (room_id, event_id) VALUES ('!r:test', '$a')",
+        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES ('@a:test', 'D', 't1', '$a')",
+        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, highlight, \
+         actions, ts) VALUES ('@b:test', '!r:test', '$a', 7, 'main', 1, 1, '[\"notify\"]', 70)",
+    ];
+    for sql in statements {
+        sqlx::query(sql).execute(store.pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    drop(store);
+    let store = open(&db).await;
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version WHERE version = 11")
+        .fetch_all(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(versions, [11], "the migration ran again");
+    let event = store.get_event("$a").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("event kept"));
+    assert_eq!((event.stream_ordering, event.room_id.as_str(), event.depth), (7, "!r:test", 3));
+    assert_eq!(store.prev_event_ids("$a").await.unwrap_or_else(|e| panic!("{e}")), ["$p"]);
+    assert_eq!(store.auth_event_ids("$a").await.unwrap_or_else(|e| panic!("{e}")), ["$c"]);
+    assert_eq!(store.forward_extremities("!r:test").await.unwrap_or_else(|e| panic!("{e}")), [("$a".to_owned(), 3)]);
+    assert_eq!(store.txn_event_id("@a:test", "D", "t1").await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("$a"));
+    let counts = store.unread_counts("@b:test", "!r:test", 100).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!((counts[0].notifications, counts[0].highlights), (1, 1));
+    let notifications = store.notifications("@b:test", None, 10, false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(notifications.len(), 1);
+    // The key still allows one row per user and event.
+    let again = sqlx::query(
+        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, highlight, \
+         actions, ts) VALUES ('@b:test', '!r:test', '$a', 7, 'main', 1, 0, '[]', 70)",
+    )
+    .execute(store.pool())
+    .await;
+    assert!(again.is_err(), "a second row for the same user and event is refused");
+}
+
 backend_tests!(
     extremities_with_late_parents,
     dead_connections_are_replaced,
@@ -818,6 +904,7 @@ backend_tests!(
     abandoned_writes_leave_no_lock,
     room_graph_round_trip,
     migrations_are_idempotent,
+    migration_0011_keeps_the_rows,
     accounts_round_trip,
     token_deletion,
     account_data_ranges,
