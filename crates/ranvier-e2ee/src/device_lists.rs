@@ -49,6 +49,19 @@ impl E2ee {
         since: &StreamToken,
         until: &StreamToken,
     ) -> Result<DeviceListUpdate> {
+        self.device_list_changes_with(user_id, since, until, true).await
+    }
+
+    /// [`Self::device_list_changes`], where the caller may already know that no member event
+    /// at all lies in the window of events (`member_events` false): the read of the window's
+    /// membership changes is then skipped.
+    pub async fn device_list_changes_with(
+        &self,
+        user_id: &str,
+        since: &StreamToken,
+        until: &StreamToken,
+        member_events: bool,
+    ) -> Result<DeviceListUpdate> {
         let store = self.store();
         let (lists_from, lists_to) = (since.get(StreamKind::DeviceLists), until.get(StreamKind::DeviceLists));
         let (events_from, events_to) = (since.get(StreamKind::Events), until.get(StreamKind::Events));
@@ -71,7 +84,7 @@ impl E2ee {
             }
         }
 
-        if events_to > events_from {
+        if member_events && events_to > events_from {
             let member_changes = store.member_changes_for(user_id, events_from, events_to).await?;
             if !member_changes.is_empty() {
                 // The net effect of the window on each (room, member).

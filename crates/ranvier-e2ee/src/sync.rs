@@ -70,6 +70,19 @@ impl E2ee {
         since: Option<&StreamToken>,
         until: &StreamToken,
     ) -> Result<SyncE2ee> {
+        self.sync_data_with(user_id, device_id, since, until, true).await
+    }
+
+    /// [`Self::sync_data`] for a caller that may know that no member event lies in the window
+    /// of events (`member_events` false), which spares the read of membership changes.
+    pub async fn sync_data_with(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        since: Option<&StreamToken>,
+        until: &StreamToken,
+        member_events: bool,
+    ) -> Result<SyncE2ee> {
         let store = self.store();
         let mut data = SyncE2ee::default();
 
@@ -96,7 +109,7 @@ impl E2ee {
         }
 
         if let Some(since) = since {
-            let update = self.device_list_changes(user_id, since, until).await?;
+            let update = self.device_list_changes_with(user_id, since, until, member_events).await?;
             data.device_lists_changed = update.changed;
             data.device_lists_left = update.left;
         }
@@ -130,10 +143,11 @@ impl E2ee {
     async fn fill_key_counts(&self, user_id: &str, device_id: &str, data: &mut SyncE2ee) -> Result<()> {
         let store = self.store();
         data.one_time_keys_count.insert(SIGNED_CURVE25519.to_owned(), 0);
-        for (algorithm, count) in store.one_time_key_counts(user_id, device_id).await? {
+        let (one_time, fallback) = store.sync_key_counts(user_id, device_id).await?;
+        for (algorithm, count) in one_time {
             data.one_time_keys_count.insert(algorithm, u64::try_from(count).unwrap_or_default());
         }
-        data.unused_fallback_key_types = store.unused_fallback_key_algorithms(user_id, device_id).await?;
+        data.unused_fallback_key_types = fallback;
         Ok(())
     }
 

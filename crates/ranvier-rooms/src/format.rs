@@ -2,6 +2,7 @@
 
 use ranvier_core::util::now_ms;
 use ranvier_store::events::StoredEvent;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 /// Options for [`client_event`].
@@ -16,35 +17,45 @@ pub struct FormatOptions<'a> {
     pub relations: Option<&'a Value>,
 }
 
+/// The keys of a stored PDU that the client format takes over. The rest (hashes, signatures,
+/// the DAG's edges) is skipped while parsing, never built into values.
+#[derive(Default, Deserialize)]
+struct ClientParts {
+    content: Option<Value>,
+    redacts: Option<Value>,
+    unsigned: Option<Value>,
+}
+
 /// The client format of a stored event: the PDU's client-visible keys plus `event_id` and
 /// `unsigned` (`age`, and `transaction_id` for its sender's device). The stored PDU's own
 /// `unsigned` carries what the write path recorded for clients: `prev_content`,
 /// `prev_sender` and `replaces_state` for state events, `redacted_because` once redacted.
 pub fn client_event(event: &StoredEvent, options: FormatOptions<'_>) -> Value {
-    let pdu: Map<String, Value> = serde_json::from_str(&event.pdu).unwrap_or_default();
+    let pdu: ClientParts = serde_json::from_str(&event.pdu).unwrap_or_default();
+    let content = pdu.content.unwrap_or_else(|| json!({}));
+    // Room version 11 moved `redacts` into the content; clients of older versions read the
+    // top-level key, so it is given in both places.
+    let redacts = pdu.redacts.or_else(|| match &content {
+        Value::Object(content) if event.event_type == "m.room.redaction" => content.get("redacts").cloned(),
+        _ => None,
+    });
     let mut out = Map::new();
     out.insert("event_id".into(), Value::String(event.event_id.clone()));
     out.insert("type".into(), Value::String(event.event_type.clone()));
     out.insert("sender".into(), Value::String(event.sender.clone()));
     out.insert("origin_server_ts".into(), json!(event.origin_server_ts));
-    out.insert("content".into(), pdu.get("content").cloned().unwrap_or_else(|| json!({})));
+    out.insert("content".into(), content);
     if !options.omit_room_id {
         out.insert("room_id".into(), Value::String(event.room_id.clone()));
     }
     if let Some(state_key) = &event.state_key {
         out.insert("state_key".into(), Value::String(state_key.clone()));
     }
-    // Room version 11 moved `redacts` into the content; clients of older versions read the
-    // top-level key, so it is given in both places.
-    let redacts = pdu.get("redacts").or_else(|| match pdu.get("content") {
-        Some(Value::Object(content)) if event.event_type == "m.room.redaction" => content.get("redacts"),
-        _ => None,
-    });
     if let Some(redacts) = redacts {
-        out.insert("redacts".into(), redacts.clone());
+        out.insert("redacts".into(), redacts);
     }
-    let mut unsigned = match pdu.get("unsigned") {
-        Some(Value::Object(map)) => map.clone(),
+    let mut unsigned = match pdu.unsigned {
+        Some(Value::Object(map)) => map,
         _ => Map::new(),
     };
     unsigned.insert("age".into(), json!((now_ms() - event.origin_server_ts).max(0)));

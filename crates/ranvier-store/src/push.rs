@@ -106,6 +106,10 @@ fn pusher_row(t: PusherTuple) -> PusherRow {
     }
 }
 
+/// Rooms per query of [`Store::unread_counts_in_rooms`], far below both backends' limits on
+/// parameters.
+const ROOMS_PER_COUNT_QUERY: usize = 500;
+
 /// The condition that an action row `a` is not read: after the user's latest receipt that is
 /// unthreaded or of the row's thread, or, without such a receipt, after the user's current
 /// membership event (so that what came before a join, such as the invite, does not count),
@@ -140,6 +144,37 @@ impl Store {
             .into_iter()
             .map(|(thread_id, notifications, highlights)| ThreadCounts { thread_id, notifications, highlights })
             .collect())
+    }
+
+    /// [`Self::unread_counts`] for several rooms in one query (a few hundred rooms per query):
+    /// `(room_id, counts)` rows, rooms with nothing unread left out.
+    pub async fn unread_counts_in_rooms(
+        &self,
+        user_id: &str,
+        room_ids: &[String],
+        up_to: i64,
+    ) -> Result<Vec<(String, ThreadCounts)>> {
+        let mut out = Vec::new();
+        for chunk in room_ids.chunks(ROOMS_PER_COUNT_QUERY) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT a.room_id, a.thread_id, CAST(SUM(a.notify) AS BIGINT), CAST(SUM(a.highlight) AS BIGINT) \
+                 FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering <= $2 \
+                 AND a.room_id IN ({}) AND {} GROUP BY a.room_id, a.thread_id ORDER BY a.room_id, a.thread_id",
+                placeholders.join(", "),
+                unread_condition()
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(up_to);
+            for room_id in chunk {
+                query = query.bind(room_id);
+            }
+            let rows: Vec<(String, String, i64, i64)> =
+                query.fetch_all(self.pool()).await.context("unread counts of rooms")?;
+            out.extend(rows.into_iter().map(|(room_id, thread_id, notifications, highlights)| {
+                (room_id, ThreadCounts { thread_id, notifications, highlights })
+            }));
+        }
+        Ok(out)
     }
 
     /// How many of the rooms `user_id` is joined to have unread notifications, and how many

@@ -73,6 +73,7 @@ impl RecentEvents {
                 let last = window.rooms.entry(room_id.clone()).or_insert(*position);
                 *last = (*last).max(*position);
             }
+            window.member_events |= target.is_some();
             if target.as_deref() == Some(user_id) {
                 window.own_membership = Some(window.own_membership.map_or(*position, |last: i64| last.max(*position)));
             }
@@ -88,4 +89,6 @@ pub struct Window {
     pub rooms: HashMap<String, i64>,
     /// The last position in the window of an event about the user's own membership.
     pub own_membership: Option<i64>,
+    /// Whether any member event (of any room) lies in the window.
+    pub member_events: bool,
 }

@@ -44,10 +44,14 @@ impl Formatter<'_> {
     }
 }
 
-/// The content of a stored event, if its PDU is readable.
+/// The content of a stored event, if its PDU is readable (the other keys are skipped while
+/// parsing).
 pub fn content_of(event: &StoredEvent) -> Option<Value> {
-    let mut pdu: Value = serde_json::from_str(&event.pdu).ok()?;
-    pdu.get_mut("content").map(Value::take)
+    #[derive(serde::Deserialize)]
+    struct Content {
+        content: Option<Value>,
+    }
+    serde_json::from_str::<Content>(&event.pdu).ok()?.content
 }
 
 /// The stripped form of a state event (`type`, `state_key`, `content`, `sender`), as invites and

@@ -209,7 +209,11 @@ impl SyncService {
                     }
                     // The memberships read earlier still hold when no event since changed them.
                     if window.own_membership.is_none_or(|position| position <= memberships.position) {
-                        hint = Some(sync::Hint { memberships: memberships.rows.clone(), new_events: window.rooms });
+                        hint = Some(sync::Hint {
+                            memberships: memberships.rows.clone(),
+                            new_events: window.rooms,
+                            member_events: window.member_events,
+                        });
                     } else {
                         known_memberships = None;
                     }

@@ -69,6 +69,8 @@ pub(crate) struct Hint {
     /// The rooms among `memberships` with timeline events in `(since, now]`, with the last
     /// position of each (what `Store::rooms_with_new_events` answers).
     pub new_events: HashMap<String, i64>,
+    /// Whether any member event (of any room) lies in `(since, now]`.
+    pub member_events: bool,
 }
 
 /// What to compute for one joined or left room.
@@ -150,9 +152,18 @@ impl SyncService {
             }
         }
 
-        let ignored = ranvier_social::ignore::ignored_users(store, user_id).await?;
+        // The push service keeps every user's ignore list in memory (it needs them on the
+        // write path); without it, the list is read from the account data.
+        let ignored = match (&self.inner.push, ruma::UserId::parse(user_id)) {
+            (Some(push), Ok(parsed)) => (*push.ignored_by(&parsed).await?).clone(),
+            _ => ranvier_social::ignore::ignored_users(store, user_id).await?,
+        };
+        let mut member_events = true;
         let (memberships, new_events) = match hint {
-            Some(Hint { memberships, new_events }) if since_events.is_some() => (memberships, new_events),
+            Some(Hint { memberships, new_events, member_events: any }) if since_events.is_some() => {
+                member_events = any;
+                (memberships, new_events)
+            }
             _ => {
                 let memberships = store.memberships_of(user_id).await?;
                 let new_events: HashMap<String, i64> = match since_events {
@@ -283,7 +294,7 @@ impl SyncService {
             self.add_push(push, request, since, now, &mut response).await?;
         }
         if let Some(e2ee) = &self.inner.e2ee {
-            let data = e2ee.sync_data(user_id, &request.device_id, since.as_ref(), &now).await?;
+            let data = e2ee.sync_data_with(user_id, &request.device_id, since.as_ref(), &now, member_events).await?;
             response.to_device.events = data.to_device_events;
             response.device_lists.changed = data.device_lists_changed;
             response.device_lists.left = data.device_lists_left;
@@ -616,22 +627,14 @@ impl SyncService {
             .map_err(|e| ranvier_core::Error::internal(format!("syncing user id {}: {e}", request.user_id)))?;
         let per_thread = request.filter.room.timeline.unread_thread_notifications;
         let up_to = now.get(StreamKind::Events);
-        // One count per room, a few rooms at a time.
+        // The counts of every room in the response, in one query.
         let room_ids: Vec<String> = response.rooms.join.keys().cloned().collect();
-        let counted: Vec<Result<Option<(String, ranvier_push::counts::RoomCounts)>>> = stream::iter(room_ids)
-            .map(|room_id| {
-                let user_id = &user_id;
-                async move {
-                    let Ok(parsed) = ruma::RoomId::parse(room_id.as_str()) else { return Ok(None) };
-                    let counts = push.room_counts(user_id, &parsed, up_to, per_thread).await?;
-                    Ok(Some((room_id, counts)))
-                }
-            })
-            .buffer_unordered(ROOM_CONCURRENCY)
-            .collect()
-            .await;
-        for counted in counted {
-            let Some((room_id, counts)) = counted? else { continue };
+        let counted = if room_ids.is_empty() {
+            HashMap::new()
+        } else {
+            push.rooms_counts(&user_id, &room_ids, up_to, per_thread).await?
+        };
+        for (room_id, counts) in counted {
             let Some(room) = response.rooms.join.get_mut(&room_id) else { continue };
             let unread = |counts: ranvier_push::counts::Counts| UnreadNotifications {
                 notification_count: counts.notifications,

@@ -210,6 +210,34 @@ impl Store {
         .context("unused fallback keys")
     }
 
+    /// Both key counts a sync response carries, in one round trip: the one-time keys per
+    /// algorithm (as [`Self::one_time_key_counts`]) and the algorithms with an unclaimed
+    /// fallback key (as [`Self::unused_fallback_key_algorithms`]).
+    pub async fn sync_key_counts(&self, user_id: &str, device_id: &str) -> Result<(Vec<(String, i64)>, Vec<String>)> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT 0, algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2 \
+             GROUP BY algorithm \
+             UNION ALL \
+             SELECT 1, algorithm, 0 FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0 \
+             ORDER BY 1, 2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_all(self.pool())
+        .await
+        .context("count device keys")?;
+        let mut one_time = Vec::new();
+        let mut fallback = Vec::new();
+        for (kind, algorithm, count) in rows {
+            if kind == 0 {
+                one_time.push((algorithm, count));
+            } else {
+                fallback.push(algorithm);
+            }
+        }
+        Ok((one_time, fallback))
+    }
+
     /// The identity keys of a user's devices: of `device_ids`, or of all devices when empty.
     pub async fn device_keys(&self, user_id: &str, device_ids: &[String]) -> Result<Vec<StoredDeviceKeys>> {
         let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(

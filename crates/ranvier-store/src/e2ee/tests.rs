@@ -66,6 +66,11 @@ async fn keys_upload_count_and_claim(backend: Backend) {
     store.upload_keys("@a:x", "DEV", &later).await.unwrap();
     assert_eq!(store.one_time_key_counts("@a:x", "DEV").await.unwrap(), vec![("signed_curve25519".into(), 3)]);
     assert_eq!(store.unused_fallback_key_algorithms("@a:x", "DEV").await.unwrap(), vec!["signed_curve25519"]);
+    assert_eq!(
+        store.sync_key_counts("@a:x", "DEV").await.unwrap(),
+        (vec![("signed_curve25519".into(), 3)], vec!["signed_curve25519".to_owned()]),
+        "the sync's combined read agrees"
+    );
 
     // Reusing a key id with other content is refused, and nothing of that upload is kept.
     let conflict = UploadKeys {
@@ -99,6 +104,7 @@ async fn keys_upload_count_and_claim(backend: Backend) {
         assert!(claimed[0].fallback);
     }
     assert!(store.unused_fallback_key_algorithms("@a:x", "DEV").await.unwrap().is_empty());
+    assert_eq!(store.sync_key_counts("@a:x", "DEV").await.unwrap(), (vec![], vec![]));
     // Uploading the same fallback key keeps it used; a new one is unused.
     let same_fallback = UploadKeys { fallback_keys: vec![otk("signed_curve25519", "F1", "f1")], ..Default::default() };
     store.upload_keys("@a:x", "DEV", &same_fallback).await.unwrap();

@@ -58,8 +58,15 @@ async fn receipt(store: &Store, thread: &str, event_id: &str, position: i64, rec
     store.put_receipt(&receipt).await.unwrap_or_else(|e| panic!("receipt: {e}"));
 }
 
+/// Bob's unread counts in [`ROOM`], checked against the several-rooms read (which must give
+/// the same rows for the room, and nothing for a room without outcomes).
 async fn counts(store: &Store, up_to: i64) -> Vec<ThreadCounts> {
-    store.unread_counts(BOB, ROOM, up_to).await.unwrap_or_else(|e| panic!("unread counts: {e}"))
+    let one = store.unread_counts(BOB, ROOM, up_to).await.unwrap_or_else(|e| panic!("unread counts: {e}"));
+    let rooms = [ROOM.to_owned(), "!other:test".to_owned()];
+    let several = store.unread_counts_in_rooms(BOB, &rooms, up_to).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(several.iter().all(|(room_id, _)| room_id == ROOM), "{several:?}");
+    assert_eq!(several.into_iter().map(|(_, counts)| counts).collect::<Vec<_>>(), one);
+    one
 }
 
 fn thread(thread_id: &str, notifications: i64, highlights: i64) -> ThreadCounts {
