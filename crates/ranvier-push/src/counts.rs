@@ -48,11 +48,9 @@ impl Push {
         up_to: i64,
         per_thread: bool,
     ) -> Result<RoomCounts> {
-        let mut out = RoomCounts::default();
-        for row in self.store().unread_counts(user_id.as_str(), room_id.as_str(), up_to).await? {
-            add_row(&mut out, row, per_thread);
-        }
-        Ok(out)
+        let room_id = room_id.as_str().to_owned();
+        let mut counts = self.rooms_counts(user_id, std::slice::from_ref(&room_id), up_to, per_thread).await?;
+        Ok(counts.remove(&room_id).unwrap_or_default())
     }
 
     /// [`Self::room_counts`] for several rooms at once, in one query per few hundred rooms;
@@ -68,7 +66,16 @@ impl Push {
             room_ids.iter().map(|room_id| (room_id.clone(), RoomCounts::default())).collect();
         for (room_id, row) in self.store().unread_counts_in_rooms(user_id.as_str(), room_ids, up_to).await? {
             let Some(room) = out.get_mut(&room_id) else { continue };
-            add_row(room, row, per_thread);
+            let counts = Counts {
+                notifications: u64::try_from(row.notifications).unwrap_or(0),
+                highlights: u64::try_from(row.highlights).unwrap_or(0),
+            };
+            if per_thread && row.thread_id != MAIN {
+                room.threads.insert(row.thread_id, counts);
+            } else {
+                room.room.notifications += counts.notifications;
+                room.room.highlights += counts.highlights;
+            }
         }
         Ok(out)
     }
@@ -120,20 +127,5 @@ impl Push {
             response.next_token = rows.last().map(|row| row.stream_ordering.to_string());
         }
         Ok(response)
-    }
-}
-
-/// Adds one thread's stored counts to a room's: to the thread's own entry when counting per
-/// thread, else to the room's.
-fn add_row(out: &mut RoomCounts, row: ranvier_store::push::ThreadCounts, per_thread: bool) {
-    let counts = Counts {
-        notifications: u64::try_from(row.notifications).unwrap_or(0),
-        highlights: u64::try_from(row.highlights).unwrap_or(0),
-    };
-    if per_thread && row.thread_id != MAIN {
-        out.threads.insert(row.thread_id, counts);
-    } else {
-        out.room.notifications += counts.notifications;
-        out.room.highlights += counts.highlights;
     }
 }

@@ -127,23 +127,8 @@ impl Store {
     /// The unread counts of `user_id` in a room per thread, counting events up to `up_to`.
     /// Threads with nothing unread are left out.
     pub async fn unread_counts(&self, user_id: &str, room_id: &str, up_to: i64) -> Result<Vec<ThreadCounts>> {
-        let sql = format!(
-            "SELECT a.thread_id, CAST(SUM(a.notify) AS BIGINT), CAST(SUM(a.highlight) AS BIGINT) \
-             FROM event_push_actions a WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering <= $3 AND {} \
-             GROUP BY a.thread_id ORDER BY a.thread_id",
-            unread_condition()
-        );
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(user_id)
-            .bind(room_id)
-            .bind(up_to)
-            .fetch_all(self.pool())
-            .await
-            .context("unread counts")?;
-        Ok(rows
-            .into_iter()
-            .map(|(thread_id, notifications, highlights)| ThreadCounts { thread_id, notifications, highlights })
-            .collect())
+        let rows = self.unread_counts_in_rooms(user_id, &[room_id.to_owned()], up_to).await?;
+        Ok(rows.into_iter().map(|(_, counts)| counts).collect())
     }
 
     /// [`Self::unread_counts`] for several rooms in one query (a few hundred rooms per query):
