@@ -17,11 +17,15 @@
 //! - [`format`]: stored events into the client format; [`visibility`]: history visibility.
 //!
 //! # Architecture invariants
-//! - Every event reaches the database through [`Rooms::persist`], under the room's write lock.
-//! - A room's [`room_state::RoomState`] changes only after the transaction it reflects commits.
+//! - Every event reaches the database through the persist path ([`persist`]): prepared under
+//!   the room's write lock, and written there or, for sends, by the room's group commit.
+//! - A room's [`room_state::RoomState`] runs ahead of the database only by sent events waiting
+//!   for their group commit ([`commit`]); every lock but a send's waits for them, and after a
+//!   failed commit the cache is dropped and reloaded from the database.
 
 pub mod build;
 pub mod canonical_alias;
+mod commit;
 pub mod create;
 pub mod format;
 pub mod hooks;
@@ -76,6 +80,10 @@ struct RoomsInner {
     server_notices_user: std::sync::OnceLock<ruma::OwnedUserId>,
     /// Which rooms hold any event relation (see [`relations::RelationRooms`]).
     relation_rooms: relations::RelationRooms,
+    /// Sends waiting for their room's write lock (see [`Rooms::send_event`]).
+    send_queues: parking_lot::Mutex<HashMap<OwnedRoomId, Vec<send::QueuedSend>>>,
+    /// Sent events waiting for their group commit, per room (see [`commit`]).
+    commits: parking_lot::Mutex<HashMap<OwnedRoomId, Arc<commit::RoomCommits>>>,
     /// Called by the persist path for every accepted timeline event, once wired.
     event_hook: std::sync::OnceLock<Arc<dyn hooks::EventHook>>,
 }
@@ -94,6 +102,8 @@ impl Rooms {
                 locks: Default::default(),
                 server_notices_user,
                 relation_rooms: Default::default(),
+                send_queues: Default::default(),
+                commits: Default::default(),
                 event_hook: Default::default(),
             }),
         }
@@ -135,12 +145,29 @@ impl Rooms {
         self.inner.locks.lock().entry(room_id.to_owned()).or_default().clone()
     }
 
-    /// Take a room's write lock and load its cache; `None` if the room is unknown.
+    /// Take a room's write lock and load its cache, once every sent event of the room has
+    /// committed; `None` if the room is unknown.
     pub(crate) async fn lock_room(&self, room_id: &RoomId) -> Result<Option<LockedRoom>> {
+        self.lock_room_settled(room_id, true).await
+    }
+
+    /// [`Rooms::lock_room`] for sending: sent events may still be waiting to commit (the
+    /// cache already holds them), unless a commit failed.
+    pub(crate) async fn lock_room_for_send(&self, room_id: &RoomId) -> Result<Option<LockedRoom>> {
+        self.lock_room_settled(room_id, false).await
+    }
+
+    async fn lock_room_settled(&self, room_id: &RoomId, settle: bool) -> Result<Option<LockedRoom>> {
         let lock = self.lock_entry(room_id);
         let mut guard = lock.clone().lock_owned().await;
+        if let Some(commits) = self.room_commits(room_id)
+            && (settle || commits.failed())
+        {
+            commits.settle(guard.as_mut()).await;
+        }
         // A cache without a state group is a room whose create event never committed (the
-        // creation failed): the database, not the cache, says whether the room exists.
+        // creation failed) or a cache dropped after a failed commit (`RoomCommits::settle`):
+        // the database, not the cache, says what the room holds.
         if guard.as_ref().is_none_or(|room| room.state_group.is_none()) {
             *guard = RoomState::load(self.store(), room_id.to_owned()).await?;
         }

@@ -17,8 +17,9 @@ use ranvier_store::{
     persist::{
         CurrentStateChange, MembershipChange, NewRelation, NewRoom, NewStateGroup, PersistEvent, Redaction, TxnKey,
     },
+    streams::StreamGuard,
 };
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, canonical_json::to_canonical_value};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, canonical_json::to_canonical_value};
 use serde_json::Value;
 
 use crate::{
@@ -57,6 +58,30 @@ pub(crate) struct PersistOptions {
     pub redact_target: Option<ranvier_store::events::StoredEvent>,
 }
 
+/// An event ready to be written: its rows, its held stream position, and what the room's cache
+/// and the hook need once it has committed.
+pub(crate) struct PreparedEvent {
+    event: PersistEvent,
+    guard: StreamGuard,
+    pdu: Arc<Pdu>,
+    room_id: OwnedRoomId,
+    accepted: bool,
+    new_group: Option<(i64, i64)>,
+    redacted_pdu: Option<Pdu>,
+}
+
+impl PreparedEvent {
+    /// The event's stream position.
+    pub(crate) fn position(&self) -> i64 {
+        self.event.stream_ordering
+    }
+
+    /// The rows to write.
+    pub(crate) fn event(&self) -> &PersistEvent {
+        &self.event
+    }
+}
+
 impl Rooms {
     /// Persist a built and authorised event into `room`, returning its stream position.
     pub(crate) async fn persist(
@@ -65,11 +90,25 @@ impl Rooms {
         built: BuiltEvent,
         options: PersistOptions,
     ) -> Result<i64> {
-        let BuiltEvent { pdu, mut object, room_id, .. } = built;
-        let store = self.store();
-        let guard = store.streams().allocate(StreamKind::Events);
-        let position = guard.position();
+        let prepared = self.prepare(room, built, options).await?;
+        self.store().persist_event(&prepared.event).await?;
+        self.apply_prepared(room, &prepared);
+        let position = prepared.position();
+        self.finish_committed(vec![prepared]);
+        Ok(position)
+    }
 
+    /// Everything written for `built`, worked out against `room` as it is before the event;
+    /// the room's cache is not touched.
+    pub(crate) async fn prepare(
+        &self,
+        room: &RoomState,
+        built: BuiltEvent,
+        options: PersistOptions,
+    ) -> Result<PreparedEvent> {
+        let BuiltEvent { pdu, mut object, room_id, .. } = built;
+        let guard = self.store().streams().allocate(StreamKind::Events);
+        let position = guard.position();
         let mut event = PersistEvent {
             stream_ordering: position,
             event_id: pdu.event_id.to_string(),
@@ -157,33 +196,42 @@ impl Rooms {
             event.search_text = searchable_text(&event.event_type, event.state_key.is_some(), &object);
         }
         event.pdu = serde_json::to_string(&object).map_err(|e| Error::internal(format!("serialise PDU: {e}")))?;
-        let hook = self.event_hook().filter(|_| accepted);
-        if let Some(hook) = hook {
+        if let Some(hook) = self.event_hook().filter(|_| accepted) {
             let new_event = NewTimelineEvent { room, pdu: &pdu, object: &object, stream_ordering: position };
             event.push_actions = hook.push_actions(new_event).await;
         }
-        store.persist_event(&event).await?;
+        Ok(PreparedEvent { event, guard, pdu, room_id, accepted, new_group, redacted_pdu })
+    }
 
-        if !accepted {
-            return Ok(position);
+    /// Bring the room's cache up to a prepared event, once it is written (or, in a batch, once
+    /// it will be written in the same transaction as the events after it).
+    pub(crate) fn apply_prepared(&self, room: &mut RoomState, prepared: &PreparedEvent) {
+        if !prepared.accepted {
+            return;
         }
-        if event.relation.is_some() {
+        if prepared.event.relation.is_some() {
             // Before the event's position becomes visible: a reader that sees the event sees
             // that its room has relations.
-            self.inner.relation_rooms.note(&event.room_id);
+            self.inner.relation_rooms.note(&prepared.event.room_id);
         }
-        if room.room_id != room_id {
-            room.room_id = room_id;
+        if room.room_id != prepared.room_id {
+            room.room_id = prepared.room_id.clone();
         }
-        room.apply(&pdu, new_group);
-        if let Some(redacted) = redacted_pdu {
-            room.apply_redaction(redacted);
+        room.apply(&prepared.pdu, prepared.new_group);
+        if let Some(redacted) = &prepared.redacted_pdu {
+            room.apply_redaction(redacted.clone());
         }
-        drop(guard);
-        if let Some(hook) = hook {
-            hook.committed(&event.room_id, position, &event.push_actions);
+    }
+
+    /// Release the stream positions of committed events, in order, and tell the hook.
+    pub(crate) fn finish_committed(&self, prepared: Vec<PreparedEvent>) {
+        let hook = self.event_hook();
+        for PreparedEvent { event, guard, accepted, .. } in prepared {
+            drop(guard);
+            if let Some(hook) = hook.filter(|_| accepted) {
+                hook.committed(&event.room_id, event.stream_ordering, &event.push_actions);
+            }
         }
-        Ok(position)
     }
 
     /// `unsigned` for a state event that replaces `prev_id`: `replaces_state`, and the previous

@@ -46,6 +46,42 @@ pub struct RoomState {
     pub state_group: Option<i64>,
     /// The delta-chain length of `state_group`.
     pub chain_length: i64,
+    /// The client transactions of the latest sends into the room (see [`RecentTxns`]).
+    pub(crate) recent_txns: RecentTxns,
+}
+
+/// A client transaction: `(user, device, transaction id)`.
+pub(crate) type TxnId = (String, String, String);
+
+/// The client transactions of the room's latest sends, newest last, with their events.
+///
+/// A send looks its transaction up in the database before it queues for the room (so that
+/// the lookups of concurrent sends run side by side); a retry whose first attempt had not
+/// committed by then finds it here instead, under the room's lock.
+#[derive(Default)]
+pub(crate) struct RecentTxns {
+    events: HashMap<TxnId, OwnedEventId>,
+    order: std::collections::VecDeque<TxnId>,
+}
+
+impl RecentTxns {
+    /// How many transactions are remembered: far more than can be waiting for the lock.
+    const CAPACITY: usize = 1024;
+
+    pub(crate) fn get(&self, txn: &TxnId) -> Option<&OwnedEventId> {
+        self.events.get(txn)
+    }
+
+    pub(crate) fn insert(&mut self, txn: TxnId, event_id: OwnedEventId) {
+        if self.events.insert(txn.clone(), event_id).is_none() {
+            self.order.push_back(txn);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.events.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl RoomState {
@@ -63,6 +99,7 @@ impl RoomState {
             extremities: Vec::new(),
             state_group: None,
             chain_length: 0,
+            recent_txns: RecentTxns::default(),
         })
     }
 
@@ -141,6 +178,12 @@ impl RoomState {
             self.state_group = Some(group);
             self.chain_length = chain_length;
         }
+    }
+
+    /// Mark the cache as out of date (it holds events that never committed): the next lock
+    /// of the room reloads it from the database, as it does a room whose creation failed.
+    pub fn forget(&mut self) {
+        self.state_group = None;
     }
 
     /// Replace a cached auth event by its redacted form.

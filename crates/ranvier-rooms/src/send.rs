@@ -8,17 +8,44 @@ use ruma::{
     state_res::events::{RoomCreateEvent, RoomPowerLevelsEvent, RoomPowerLevelsIntField},
 };
 use serde_json::json;
+use tokio::sync::oneshot;
 
-use crate::{EventTemplate, Rooms, build::authorize, persist::PersistOptions, room_state::RoomState};
+use crate::{
+    EventTemplate, LockedRoom, Rooms,
+    build::authorize,
+    commit::Waiting,
+    persist::{PersistOptions, PreparedEvent},
+    room_state::RoomState,
+};
 
 /// `403 M_FORBIDDEN`: the user is not in the room (Synapse's wording).
 pub fn not_in_room(user_id: &UserId, room_id: &RoomId) -> Error {
     Error::forbidden(format!("User {user_id} not in room {room_id}"))
 }
 
+/// A send waiting in its room's queue.
+pub(crate) struct QueuedSend {
+    sender: ruma::OwnedUserId,
+    template: EventTemplate,
+    txn: Option<TxnKey>,
+    reply: oneshot::Sender<Result<OwnedEventId>>,
+}
+
+/// What one send of a batch comes to.
+enum Prepared {
+    /// Nothing new to write: the event that answers.
+    Existing(OwnedEventId),
+    New(OwnedEventId, Box<PreparedEvent>),
+}
+
 impl Rooms {
     /// Send an event as `sender`. With `txn`, a retry of the same client transaction returns
     /// the first event's id instead of sending again.
+    ///
+    /// Sends to one room are handled in batches: each send joins the room's queue and starts a
+    /// task that takes the room's write lock and prepares everything queued by then; the
+    /// events then commit in groups (see [`crate::commit`]). The work runs in tasks of its
+    /// own, so a client that goes away cannot cut a batch short.
     pub async fn send_event(
         &self,
         room_id: &RoomId,
@@ -26,36 +53,117 @@ impl Rooms {
         template: EventTemplate,
         txn: Option<TxnKey>,
     ) -> Result<OwnedEventId> {
-        let Some(mut room) = self.lock_room(room_id).await? else {
-            return Err(not_in_room(sender, room_id));
-        };
-        // Checked under the lock, so that a concurrent retry cannot slip in between.
+        // Looked up before queueing, beside other sends; a first attempt still in flight is
+        // found in the room's recent transactions instead (see `send_batch`).
         if let Some(id) = self.sent_in_txn(txn.as_ref()).await? {
             return Ok(id);
         }
-        if template.event_type != "m.room.member" && room.membership(sender.as_str()) != "join" {
-            return Err(not_in_room(sender, room_id));
+        let (reply, result) = oneshot::channel();
+        let send = QueuedSend { sender: sender.to_owned(), template, txn, reply };
+        self.inner.send_queues.lock().entry(room_id.to_owned()).or_default().push(send);
+        let rooms = self.clone();
+        let room_id = room_id.to_owned();
+        tokio::spawn(async move { rooms.send_queued(&room_id).await });
+        result.await.unwrap_or_else(|_| Err(Error::internal("the event's batch ended without an answer")))
+    }
+
+    /// Take the room's write lock and send what its queue holds (nothing, when an earlier
+    /// task took it all).
+    async fn send_queued(&self, room_id: &RoomId) {
+        let room = self.lock_room_for_send(room_id).await;
+        let queued = self.inner.send_queues.lock().remove(room_id).unwrap_or_default();
+        match room {
+            Ok(Some(room)) => self.send_batch(room, queued).await,
+            Ok(None) => {
+                for send in queued {
+                    let _ = send.reply.send(Err(not_in_room(&send.sender, room_id)));
+                }
+            }
+            Err(error) => {
+                for send in queued {
+                    let _ = send.reply.send(Err(Error::internal(format!("load room {room_id}: {error}"))));
+                }
+            }
         }
-        if let Some(existing) = self.unchanged_state(&room, sender, &template).await? {
-            return Ok(existing);
+    }
+
+    /// Send `queued` (in order) into the locked `room`: each event is prepared against the
+    /// room's cache, applied to it and queued for a group commit (see [`crate::commit`]), so
+    /// that the lock is held only for the work in memory. A state event, a redaction or a
+    /// relation first waits for what came before it to commit, because its checks read earlier
+    /// events from the database.
+    async fn send_batch(&self, mut room: LockedRoom, queued: Vec<QueuedSend>) {
+        for send in queued {
+            let alone = send.template.state_key.is_some()
+                || send.template.redacts.is_some()
+                || send.template.content.get("m.relates_to").is_some();
+            if let Some(commits) = self.room_commits(&room.room_id).filter(|_| alone) {
+                commits.wait_idle().await;
+                if commits.failed() {
+                    let _ = send.reply.send(Err(Error::internal("an earlier event of the room failed to commit")));
+                    continue;
+                }
+            }
+            let key = send.txn.as_ref().map(|txn| (txn.user_id.clone(), txn.device_id.clone(), txn.txn_id.clone()));
+            if let Some(event_id) = key.as_ref().and_then(|key| room.recent_txns.get(key)) {
+                // A retry of a recent send: it answers once everything queued before it (the
+                // first attempt among it) has committed.
+                let waiting = Waiting { event: None, reply: send.reply, answer: event_id.clone() };
+                self.queue_commit(&room.room_id, waiting);
+                continue;
+            }
+            match self.prepare_send(&room, &send.sender, send.template, send.txn).await {
+                Ok(Prepared::Existing(event_id)) => {
+                    let _ = send.reply.send(Ok(event_id));
+                }
+                Ok(Prepared::New(event_id, prepared)) => {
+                    self.apply_prepared(&mut room, &prepared);
+                    if let Some(key) = key {
+                        room.recent_txns.insert(key, event_id.clone());
+                    }
+                    let waiting = Waiting { event: Some(*prepared), reply: send.reply, answer: event_id };
+                    self.queue_commit(&room.room_id, waiting);
+                }
+                Err(error) => {
+                    let _ = send.reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// The checks of one send against the room as it is, and the event it writes (or the event
+    /// an earlier send of the same client transaction, or an identical current state event,
+    /// already wrote).
+    async fn prepare_send(
+        &self,
+        room: &RoomState,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: Option<TxnKey>,
+    ) -> Result<Prepared> {
+        if template.event_type != "m.room.member" && room.membership(sender.as_str()) != "join" {
+            return Err(not_in_room(sender, &room.room_id));
+        }
+        if let Some(existing) = self.unchanged_state(room, sender, &template).await? {
+            return Ok(Prepared::Existing(existing));
         }
         if template.state_key.is_none() {
-            self.check_relation(room_id, &template.content).await?;
+            self.check_relation(&room.room_id, &template.content).await?;
         }
-        let built = self.build_event(&room, sender, &template)?;
-        authorize(&room, &built)?;
+        let built = self.build_event(room, sender, &template)?;
+        authorize(room, &built)?;
         // Only once the sender may send it: whether the aliases it names point here.
         if template.event_type == "m.room.canonical_alias" && template.state_key.as_deref() == Some("") {
-            let previous = self.current_content(&room, "m.room.canonical_alias", "").await?;
-            self.check_canonical_alias(room_id, previous.as_ref(), &template.content).await?;
+            let previous = self.current_content(room, "m.room.canonical_alias", "").await?;
+            self.check_canonical_alias(&room.room_id, previous.as_ref(), &template.content).await?;
         }
         let mut options = PersistOptions { txn, ..Default::default() };
         if let Some(target) = built.pdu.redacts.clone() {
-            options.redact_target = self.redaction_target(&room, sender, &target).await?;
+            options.redact_target = self.redaction_target(room, sender, &target).await?;
         }
         let event_id = built.pdu.event_id.clone();
-        self.persist(&mut room, built, options).await?;
-        Ok(event_id)
+        let prepared = self.prepare(room, built, options).await?;
+        Ok(Prepared::New(event_id, Box::new(prepared)))
     }
 
     /// Redact `target` as `sender` (`PUT /rooms/{roomId}/redact/{eventId}/{txnId}`).

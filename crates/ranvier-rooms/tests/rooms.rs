@@ -76,6 +76,8 @@ both_backends!(
     membership_and_auth_failures,
     power_levels_are_enforced,
     send_is_idempotent,
+    concurrent_sends_commit_in_groups,
+    failed_group_commit_is_recovered,
     state_reads_and_access,
     redaction_rewrites_the_event,
     persisted_dag_and_state_groups,
@@ -374,6 +376,106 @@ async fn send_is_idempotent(rooms: Rooms) {
         ids.push(send.await.unwrap());
     }
     assert!(ids.windows(2).all(|pair| pair[0] == pair[1]), "{ids:?}");
+}
+
+/// Sends into one room from many tasks at once: every send is answered with its own event,
+/// the events form one chain (each cites the one before as its only prev event) in stream
+/// order, and a membership change right after sees all of them committed.
+async fn concurrent_sends_commit_in_groups(rooms: Rooms) {
+    let alice = user("alice");
+    let room = create(&rooms, &alice, RoomVersionId::V12, Preset::PublicChat).await;
+    let senders: Vec<OwnedUserId> = (0..8).map(|i| user(&format!("sender{i}"))).collect();
+    for sender in &senders {
+        rooms.update_membership(&room, sender, sender, MembershipAction::Join, None).await.unwrap();
+    }
+    let before = rooms.store().forward_extremities(room.as_str()).await.unwrap();
+    let tasks: Vec<_> = senders
+        .iter()
+        .flat_map(|sender| (0..10).map(move |i| (sender.clone(), i)))
+        .map(|(sender, i)| {
+            let rooms = rooms.clone();
+            let room = room.clone();
+            tokio::spawn(async move {
+                let body = format!("{sender} {i}");
+                let message = EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": body }));
+                let txn = TxnKey { user_id: sender.to_string(), device_id: "D".into(), txn_id: format!("t{i}") };
+                (body, rooms.send_event(&room, &sender, message, Some(txn)).await.unwrap())
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for task in tasks {
+        sent.push(task.await.unwrap());
+    }
+    let ids: std::collections::HashSet<_> = sent.iter().map(|(_, id)| id.to_string()).collect();
+    assert_eq!(ids.len(), 80, "every send has an event of its own");
+
+    // A join right after the sends returned: it builds on the last of them.
+    let late = user("late");
+    rooms.update_membership(&room, &late, &late, MembershipAction::Join, None).await.unwrap();
+
+    let timeline = rooms
+        .store()
+        .room_timeline(room.as_str(), 0, i64::MAX, ranvier_store::events::Direction::Forward, 1000)
+        .await
+        .unwrap();
+    let messages: Vec<&StoredEvent> = timeline.iter().filter(|event| event.event_type == "m.room.message").collect();
+    assert_eq!(messages.len(), 80);
+    for (event_id_body, id) in &sent {
+        let event = messages.iter().find(|event| event.event_id == id.as_str()).expect("the answered event is stored");
+        assert_eq!(content(event)["body"], event_id_body.as_str());
+    }
+    // One chain in stream order, from the extremity before the sends to the late join.
+    let mut previous = before[0].0.clone();
+    for event in &messages {
+        assert_eq!(rooms.store().prev_event_ids(&event.event_id).await.unwrap(), vec![previous.clone()]);
+        previous = event.event_id.clone();
+    }
+    let join = timeline.last().unwrap();
+    assert_eq!(join.event_type, "m.room.member");
+    assert_eq!(rooms.store().prev_event_ids(&join.event_id).await.unwrap(), vec![previous]);
+    let extremities = rooms.store().forward_extremities(room.as_str()).await.unwrap();
+    assert_eq!(extremities.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec![join.event_id.as_str()]);
+}
+
+/// A group commit that fails answers its sends with an error and stores none of them; the
+/// room's cache is reloaded, so the next send builds on the last committed event.
+async fn failed_group_commit_is_recovered(rooms: Rooms) {
+    let alice = user("alice");
+    let room = create(&rooms, &alice, RoomVersionId::V12, Preset::PrivateChat).await;
+    let message = |body: &str| EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": body }));
+    let committed = rooms.send_event(&room, &alice, message("kept"), None).await.unwrap();
+
+    // Break the write path: the auth edges' table goes away (nothing reads it before the
+    // commit), so the commit fails.
+    let pool = rooms.store().pool().clone();
+    sqlx::query("ALTER TABLE event_auth RENAME TO event_auth_away").execute(&pool).await.unwrap();
+    let failures: Vec<_> = (0..4)
+        .map(|i| {
+            let rooms = rooms.clone();
+            let room = room.clone();
+            let alice = alice.clone();
+            tokio::spawn(async move { rooms.send_event(&room, &alice, message(&format!("lost {i}")), None).await })
+        })
+        .collect();
+    for failure in failures {
+        let error = failure.await.unwrap().expect_err("the commit failed");
+        assert_eq!(kind(&error), None, "an internal error, not a client one: {error}");
+    }
+    sqlx::query("ALTER TABLE event_auth_away RENAME TO event_auth").execute(&pool).await.unwrap();
+
+    let next = rooms.send_event(&room, &alice, message("after"), None).await.unwrap();
+    assert_eq!(rooms.store().prev_event_ids(next.as_str()).await.unwrap(), vec![committed.to_string()]);
+    let bodies: Vec<String> = rooms
+        .store()
+        .room_timeline(room.as_str(), 0, i64::MAX, ranvier_store::events::Direction::Forward, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|event| event.event_type == "m.room.message")
+        .map(|event| content(event)["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, ["kept", "after"]);
 }
 
 async fn state_reads_and_access(rooms: Rooms) {

@@ -119,6 +119,14 @@ impl Store {
         txn.commit().await
     }
 
+    /// Persist several events in one transaction, in order: one commit (and one sync to disk)
+    /// for all of them.
+    pub async fn persist_events(&self, events: &[&PersistEvent]) -> Result<()> {
+        let mut txn = self.begin_write().await?;
+        persist_events(&mut txn, self.backend(), events).await?;
+        txn.commit().await
+    }
+
     /// Mark a user's membership in a room as forgotten (or not).
     pub async fn set_room_forgotten(&self, room_id: &str, user_id: &str, forgotten: bool) -> Result<()> {
         let mut txn = self.begin_write().await?;
@@ -135,8 +143,47 @@ impl Store {
 
 /// [`Store::persist_event`] inside a caller's transaction on a `backend` database.
 pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &PersistEvent) -> Result<()> {
-    let search_text = event.search_text.as_deref().map(crate::search::index_text);
+    persist_events(conn, backend, &[event]).await
+}
+
+/// [`Store::persist_events`] inside a caller's transaction: the statements of all the events
+/// go to the database together (on SQLite, as one query).
+///
+/// Rows that are only ever inserted (the events, their edges, transaction ids, relations,
+/// push actions and search text) go in one multi-row insert per table for the whole group;
+/// then, event after event, what depends on order: forward extremities, state, memberships,
+/// redactions. The outcome is that of writing the events one by one: an extremity is added
+/// unless an edge points at it, whenever that edge was written in the group. (An outlier
+/// citing an earlier event of its group would change that, so events that do not join the
+/// forward edge are never grouped with events that do.)
+pub async fn persist_events(conn: &mut AnyConnection, backend: Backend, events: &[&PersistEvent]) -> Result<()> {
+    let mixed = events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities);
+    if mixed {
+        for event in events {
+            write_group(conn, backend, &[event]).await?;
+        }
+        return Ok(());
+    }
+    write_group(conn, backend, events).await
+}
+
+/// Writes `events` as one group (see [`persist_events`]).
+async fn write_group(conn: &mut AnyConnection, backend: Backend, events: &[&PersistEvent]) -> Result<()> {
+    let search_texts: Vec<Option<String>> =
+        events.iter().map(|event| event.search_text.as_deref().map(crate::search::index_text)).collect();
     let mut batch = Batch::default();
+    for event in events {
+        push_new_room(&mut batch, event);
+    }
+    push_inserts(&mut batch, backend, events, &search_texts);
+    for event in events {
+        push_ordered(&mut batch, backend, event);
+    }
+    batch.run(conn, backend).await
+}
+
+/// The room row created with a create event.
+fn push_new_room<'a>(batch: &mut Batch<'a>, event: &'a PersistEvent) {
     if let Some(room) = &event.new_room {
         batch.push(
             "insert room",
@@ -151,13 +198,60 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             ],
         );
     }
+}
 
-    batch.push(
-        "insert event",
+/// The insert-only rows of all `events`, one multi-row insert per table.
+fn push_inserts<'a>(
+    batch: &mut Batch<'a>,
+    backend: Backend,
+    events: &[&'a PersistEvent],
+    search_texts: &'a [Option<String>],
+) {
+    let mut rows_of_events = Rows::new(
+        "insert events",
         "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
-         origin_server_ts, pdu, outlier, rejected_reason, soft_failed, redacted_by, state_group) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13)",
-        vec![
+         origin_server_ts, pdu, outlier, rejected_reason, soft_failed, redacted_by, state_group) VALUES",
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13)",
+        "",
+    );
+    let mut edges = Rows::new(
+        "insert event edges",
+        "INSERT INTO event_edges (event_id, prev_event_id) VALUES",
+        "($1, $2)",
+        "ON CONFLICT DO NOTHING",
+    );
+    let mut auth = Rows::new(
+        "insert auth edges",
+        "INSERT INTO event_auth (event_id, auth_event_id) VALUES",
+        "($1, $2)",
+        "ON CONFLICT DO NOTHING",
+    );
+    // A transaction already recorded keeps its first event: the room service answers retries
+    // with that one, and a write that races a retry must not fail the events grouped with it.
+    let mut txns = Rows::new(
+        "record transaction ids",
+        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES",
+        "($1, $2, $3, $4)",
+        "ON CONFLICT DO NOTHING",
+    );
+    let mut relations = Rows::new(
+        "record relations",
+        "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, sender, event_type, \
+         stream_ordering) VALUES",
+        "($1, $2, $3, $4, $5, $6, $7)",
+        "ON CONFLICT DO NOTHING",
+    );
+    let mut push_actions = Rows::new(
+        "insert push actions",
+        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, \
+         highlight, actions, ts) VALUES",
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "ON CONFLICT DO NOTHING",
+    );
+    let mut search =
+        Rows::new("index event text", crate::search::index_head(backend), crate::search::index_row(backend), "");
+    for (event, search_text) in events.iter().zip(search_texts) {
+        rows_of_events.add([
             Arg::Int(event.stream_ordering),
             Arg::Text(&event.event_id),
             Arg::Text(&event.room_id),
@@ -171,24 +265,56 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             Arg::OptText(event.rejected_reason.as_deref()),
             Arg::Int(i64::from(event.soft_failed)),
             Arg::OptInt(event.state_group),
-        ],
-    );
+        ]);
+        for prev in &event.prev_events {
+            edges.add([Arg::Text(&event.event_id), Arg::Text(prev)]);
+        }
+        for auth_event in &event.auth_events {
+            auth.add([Arg::Text(&event.event_id), Arg::Text(auth_event)]);
+        }
+        if let Some(txn) = &event.txn {
+            txns.add([
+                Arg::Text(&txn.user_id),
+                Arg::Text(&txn.device_id),
+                Arg::Text(&txn.txn_id),
+                Arg::Text(&event.event_id),
+            ]);
+        }
+        if let Some(relation) = &event.relation {
+            relations.add([
+                Arg::Text(&event.event_id),
+                Arg::Text(&relation.relates_to_id),
+                Arg::Text(&relation.rel_type),
+                Arg::Text(&event.room_id),
+                Arg::Text(&event.sender),
+                Arg::Text(&event.event_type),
+                Arg::Int(event.stream_ordering),
+            ]);
+        }
+        for action in &event.push_actions {
+            push_actions.add([
+                Arg::Text(&action.user_id),
+                Arg::Text(&event.room_id),
+                Arg::Text(&event.event_id),
+                Arg::Int(event.stream_ordering),
+                Arg::Text(&action.thread_id),
+                Arg::Int(i64::from(action.notify)),
+                Arg::Int(i64::from(action.highlight)),
+                Arg::Text(&action.actions),
+                Arg::Int(event.origin_server_ts),
+            ]);
+        }
+        if let Some(text) = search_text {
+            search.add([Arg::Int(event.stream_ordering), Arg::Text(text)]);
+        }
+    }
+    for rows in [rows_of_events, edges, auth, txns, relations, push_actions, search] {
+        rows.push_into(batch);
+    }
+}
 
-    push_pairs(
-        &mut batch,
-        "insert event edges",
-        "event_edges (event_id, prev_event_id)",
-        &event.event_id,
-        &event.prev_events,
-    );
-    push_pairs(
-        &mut batch,
-        "insert auth edges",
-        "event_auth (event_id, auth_event_id)",
-        &event.event_id,
-        &event.auth_events,
-    );
-
+/// The statements of `event` whose outcome depends on what was written before them.
+fn push_ordered<'a>(batch: &mut Batch<'a>, backend: Backend, event: &'a PersistEvent) {
     if event.update_extremities {
         if !event.prev_events.is_empty() {
             let placeholders: Vec<String> = (0..event.prev_events.len()).map(|i| format!("${}", i + 2)).collect();
@@ -282,36 +408,6 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
         );
     }
 
-    if let Some(txn_key) = &event.txn {
-        batch.push(
-            "record transaction id",
-            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
-            vec![
-                Arg::Text(&txn_key.user_id),
-                Arg::Text(&txn_key.device_id),
-                Arg::Text(&txn_key.txn_id),
-                Arg::Text(&event.event_id),
-            ],
-        );
-    }
-
-    if let Some(relation) = &event.relation {
-        batch.push(
-            "record relation",
-            "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, sender, event_type, stream_ordering) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            vec![
-                Arg::Text(&event.event_id),
-                Arg::Text(&relation.relates_to_id),
-                Arg::Text(&relation.rel_type),
-                Arg::Text(&event.room_id),
-                Arg::Text(&event.sender),
-                Arg::Text(&event.event_type),
-                Arg::Int(event.stream_ordering),
-            ],
-        );
-    }
-
     if let Some(redaction) = &event.redaction {
         batch.push(
             "redact event",
@@ -327,7 +423,8 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
         // A redacted event no longer notifies anyone.
         batch.push(
             "forget push actions of redacted event",
-            "DELETE FROM event_push_actions WHERE event_id = $1",
+            "DELETE FROM event_push_actions \
+             WHERE stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
             vec![Arg::Text(&redaction.target_event_id)],
         );
         batch.push(
@@ -336,54 +433,7 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
             vec![Arg::Text(&redaction.target_event_id)],
         );
     }
-
-    for chunk in event.push_actions.chunks(PUSH_ACTIONS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                format!(
-                    "(${}, $1, $2, $3, ${}, ${}, ${}, ${}, $4)",
-                    5 * i + 5,
-                    5 * i + 6,
-                    5 * i + 7,
-                    5 * i + 8,
-                    5 * i + 9
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, \
-             highlight, actions, ts) VALUES {} ON CONFLICT DO NOTHING",
-            rows.join(", ")
-        );
-        let mut args = vec![
-            Arg::Text(&event.room_id),
-            Arg::Text(&event.event_id),
-            Arg::Int(event.stream_ordering),
-            Arg::Int(event.origin_server_ts),
-        ];
-        for action in chunk {
-            args.extend([
-                Arg::Text(&action.user_id),
-                Arg::Text(&action.thread_id),
-                Arg::Int(i64::from(action.notify)),
-                Arg::Int(i64::from(action.highlight)),
-                Arg::Text(&action.actions),
-            ]);
-        }
-        batch.push("insert push actions", sql, args);
-    }
-    if let Some(text) = &search_text {
-        batch.push(
-            "index event text",
-            crate::search::index_statement(backend),
-            vec![Arg::Int(event.stream_ordering), Arg::Text(text)],
-        );
-    }
-    batch.run(conn, backend).await
 }
-
-/// Push actions per multi-row insert (5 parameters a row).
-const PUSH_ACTIONS_PER_INSERT: usize = 200;
 
 /// State group entries per multi-row insert: 3 parameters a row keeps a statement far below
 /// both backends' parameter limits.
@@ -392,24 +442,52 @@ const STATE_ENTRIES_PER_INSERT: usize = 200;
 /// The most parameters one combined SQLite statement carries (SQLite allows 32766).
 const SQLITE_BATCH_PARAMS: usize = 4000;
 
-/// Adds an insert of `(first, second)` rows for each of `seconds` into `table_and_columns`,
-/// ignoring rows that already exist. PDUs cite at most 20 prev and 10 auth events, well
-/// within both backends' parameter limits.
-fn push_pairs<'a>(
-    batch: &mut Batch<'a>,
+/// The most values one multi-row insert binds: far below both backends' limits (SQLite
+/// 32766, PostgreSQL 65535), and the rows of a typical group of events go in one statement.
+const ROW_PARAMS: usize = 1000;
+
+/// Rows of one table, written by multi-row inserts of at most [`ROW_PARAMS`] values.
+struct Rows<'a> {
     action: &'static str,
-    table_and_columns: &str,
-    first: &'a str,
-    seconds: &'a [String],
-) {
-    if seconds.is_empty() {
-        return;
+    /// `INSERT INTO table (columns) VALUES`.
+    head: &'static str,
+    /// One row's values, numbered from `$1`.
+    row: &'static str,
+    /// What follows the rows (`ON CONFLICT …`), or nothing.
+    tail: &'static str,
+    /// Values a row.
+    width: usize,
+    args: Vec<Arg<'a>>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(action: &'static str, head: &'static str, row: &'static str, tail: &'static str) -> Self {
+        let width = row.matches('$').count();
+        Self { action, head, row, tail, width, args: Vec::new() }
     }
-    let rows: Vec<String> = (0..seconds.len()).map(|i| format!("($1, ${})", i + 2)).collect();
-    let sql = format!("INSERT INTO {table_and_columns} VALUES {} ON CONFLICT DO NOTHING", rows.join(", "));
-    let mut args = vec![Arg::Text(first)];
-    args.extend(seconds.iter().map(|second| Arg::Text(second)));
-    batch.push(action, sql, args);
+
+    fn add<const N: usize>(&mut self, values: [Arg<'a>; N]) {
+        debug_assert_eq!(N, self.width, "{}: one value per placeholder", self.action);
+        self.args.extend(values);
+    }
+
+    fn push_into(self, batch: &mut Batch<'a>) {
+        let rows_per_statement = (ROW_PARAMS / self.width).max(1);
+        for chunk in self.args.chunks(rows_per_statement * self.width) {
+            let mut sql = format!("{} ", self.head);
+            for row in 0..chunk.len() / self.width {
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                renumber(self.row, row * self.width, &mut sql);
+            }
+            if !self.tail.is_empty() {
+                sql.push(' ');
+                sql.push_str(self.tail);
+            }
+            batch.push(self.action, sql, chunk.to_vec());
+        }
+    }
 }
 
 /// A value bound to a batched statement.

@@ -176,13 +176,20 @@ impl SearchQuery {
     }
 }
 
-/// The statement that indexes an event: `$1` its stream position, `$2` its [`index_text`].
-pub(crate) fn index_statement(backend: Backend) -> &'static str {
+/// The head of the multi-row insert that indexes events (see [`index_row`]).
+pub(crate) fn index_head(backend: Backend) -> &'static str {
     match backend {
-        Backend::Sqlite => "INSERT INTO event_search (rowid, value) VALUES ($1, $2)",
-        Backend::Postgres => {
-            "INSERT INTO event_search (stream_ordering, vector) VALUES ($1, to_tsvector('english', $2))"
-        }
+        Backend::Sqlite => "INSERT INTO event_search (rowid, value) VALUES",
+        Backend::Postgres => "INSERT INTO event_search (stream_ordering, vector) VALUES",
+    }
+}
+
+/// One row of [`index_head`]: `$1` the event's stream position, `$2` its text (as
+/// [`index_text`] made it).
+pub(crate) fn index_row(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "($1, $2)",
+        Backend::Postgres => "($1, to_tsvector('english', $2))",
     }
 }
 

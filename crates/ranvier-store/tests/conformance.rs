@@ -712,6 +712,87 @@ async fn extremities_with_late_parents(backend: Backend) {
     assert_eq!(extremities().await, ["$merge"]);
 }
 
+/// Several events written as one group (the room service's group commit) come out as if they
+/// had been written one by one: one chain with one extremity, their auth edges, transaction
+/// ids, relations and push outcomes; and a group of more rows than one insert carries.
+async fn group_writes_match_single_writes(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let room = "!group:test";
+    let event = |stream: i64, prev: &str| PersistEvent {
+        stream_ordering: stream,
+        event_id: format!("$e{stream}"),
+        room_id: room.to_owned(),
+        sender: "@a:test".to_owned(),
+        event_type: "m.room.message".to_owned(),
+        depth: stream,
+        origin_server_ts: 1000 + stream,
+        pdu: "{}".to_owned(),
+        prev_events: vec![prev.to_owned()],
+        auth_events: vec!["$create".to_owned(), "$power".to_owned()],
+        update_extremities: true,
+        txn: Some(TxnKey { user_id: "@a:test".to_owned(), device_id: "D".to_owned(), txn_id: format!("t{stream}") }),
+        push_actions: (0..150)
+            .map(|i| ranvier_store::push::NewPushAction {
+                user_id: format!("@member{i}:test"),
+                thread_id: "main".to_owned(),
+                notify: true,
+                highlight: i == 0,
+                actions: r#"["notify"]"#.to_owned(),
+            })
+            .collect(),
+        search_text: Some(format!("group message {stream}")),
+        ..PersistEvent::default()
+    };
+    store.persist_event(&event(1, "$start")).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut group: Vec<PersistEvent> = (2..=6).map(|stream| event(stream, &format!("$e{}", stream - 1))).collect();
+    group[2].relation = Some(ranvier_store::persist::NewRelation {
+        relates_to_id: "$e2".to_owned(),
+        rel_type: "m.annotation".to_owned(),
+    });
+    let refs: Vec<&PersistEvent> = group.iter().collect();
+    store.persist_events(&refs).await.unwrap_or_else(|e| panic!("group: {e}"));
+
+    let extremities = store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(extremities, [("$e6".to_owned(), 6)], "only the last of the chain is an extremity");
+    for stream in 2..=6 {
+        let id = format!("$e{stream}");
+        let prev = store.prev_event_ids(&id).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(prev, [format!("$e{}", stream - 1)]);
+        let mut auth = store.auth_event_ids(&id).await.unwrap_or_else(|e| panic!("{e}"));
+        auth.sort();
+        assert_eq!(auth, ["$create", "$power"]);
+        let txn = store.txn_event_id("@a:test", "D", &format!("t{stream}")).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(txn, Some(id));
+    }
+    // 6 events × 150 members: 8,100 values, several inserts.
+    let counts = store.unread_counts("@member0:test", room, 100).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((counts[0].notifications, counts[0].highlights), (6, 6));
+    let counts = store.unread_counts("@member149:test", room, 100).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((counts[0].notifications, counts[0].highlights), (6, 0));
+    let query = ranvier_store::relations::RelationsQuery {
+        room_id: room,
+        parent_id: "$e2",
+        rel_type: None,
+        event_type: None,
+        depth: 1,
+        after: 0,
+        up_to: 100,
+        direction: Direction::Forward,
+        limit: 10,
+    };
+    let children = store.relations_page(&query).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(children.into_iter().map(|event| event.event_id).collect::<Vec<_>>(), ["$e4"]);
+    let timeline = store.room_timeline(room, 0, 100, Direction::Forward, 100).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(timeline.len(), 6);
+
+    // A group whose insert fails (an event id already stored) writes nothing.
+    let mut fresh_one = event(7, "$e6");
+    fresh_one.txn = None;
+    assert!(store.persist_events(&[&fresh_one, &group[4]]).await.is_err());
+    assert_eq!(store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}")), [("$e6".to_owned(), 6)]);
+    assert!(store.get_event("$e7").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+}
+
 /// A state snapshot of a large room (more entries than one insert statement carries, and
 /// more values than one combined SQLite statement takes) is stored whole, together with the
 /// current state of the same event.
@@ -808,8 +889,9 @@ async fn writes_visible_to_readers_at_once(backend: Backend) {
     }
 }
 
-/// The tables migration 0011 rebuilds (SQLite) or re-keys (PostgreSQL), in the shape they had
-/// before it, so that the migration can be run again over rows written in that shape.
+/// The tables migrations 0011 and 0012 rebuild (SQLite) or re-key (PostgreSQL), in the shape
+/// they had before them, so that the migrations can be run again over rows written in that
+/// shape.
 const BEFORE_0011_SQLITE: &str = "
     DROP TABLE events; DROP TABLE event_edges; DROP TABLE event_auth; DROP TABLE forward_extremities;
     DROP TABLE event_txn_ids; DROP TABLE event_push_actions;
@@ -834,19 +916,21 @@ const BEFORE_0011_SQLITE: &str = "
     CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_ordering);
     CREATE INDEX event_push_actions_by_user ON event_push_actions (user_id, stream_ordering);
     CREATE INDEX event_push_actions_by_event ON event_push_actions (event_id);
-    DELETE FROM schema_version WHERE version = 11;
+    DELETE FROM schema_version WHERE version IN (11, 12);
 ";
 const BEFORE_0011_POSTGRES: &str = "
     ALTER TABLE event_push_actions DROP CONSTRAINT event_push_actions_pkey;
     ALTER TABLE event_push_actions ADD PRIMARY KEY (user_id, event_id);
     CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_ordering);
     CREATE INDEX event_auth_by_auth ON event_auth (auth_event_id);
-    DELETE FROM schema_version WHERE version = 11;
+    DROP INDEX event_push_actions_by_stream;
+    CREATE INDEX event_push_actions_by_event ON event_push_actions (event_id);
+    DELETE FROM schema_version WHERE version IN (11, 12);
 ";
 
-/// Migration 0011 keeps every row of the tables it rebuilds or re-keys, and the store reads and
-/// writes them as before afterwards.
-async fn migration_0011_keeps_the_rows(backend: Backend) {
+/// Migrations 0011 and 0012 keep every row of the tables they rebuild or re-key, and the store
+/// reads and writes them as before afterwards.
+async fn migrations_0011_and_0012_keep_the_rows(backend: Backend) {
     let (store, db) = fresh(backend).await;
     let before = match backend {
         Backend::Sqlite => BEFORE_0011_SQLITE,
@@ -868,11 +952,14 @@ async fn migration_0011_keeps_the_rows(backend: Backend) {
     }
     drop(store);
     let store = open(&db).await;
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version WHERE version = 11")
-        .fetch_all(store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(versions, [11], "the migration ran again");
+    // Reopening ran both migrations: 11 (keys and WITHOUT ROWID tables) and 12 (push actions
+    // as a rowid table on SQLite, an index swapped on PostgreSQL).
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_version WHERE version IN (11, 12) ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(versions, [11, 12], "the migrations ran again");
     let event = store.get_event("$a").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("event kept"));
     assert_eq!((event.stream_ordering, event.room_id.as_str(), event.depth), (7, "!r:test", 3));
     assert_eq!(store.prev_event_ids("$a").await.unwrap_or_else(|e| panic!("{e}")), ["$p"]);
@@ -896,6 +983,7 @@ async fn migration_0011_keeps_the_rows(backend: Backend) {
 
 backend_tests!(
     extremities_with_late_parents,
+    group_writes_match_single_writes,
     dead_connections_are_replaced,
     large_state_snapshot,
     writes_visible_to_readers_at_once,
@@ -904,7 +992,7 @@ backend_tests!(
     abandoned_writes_leave_no_lock,
     room_graph_round_trip,
     migrations_are_idempotent,
-    migration_0011_keeps_the_rows,
+    migrations_0011_and_0012_keep_the_rows,
     accounts_round_trip,
     token_deletion,
     account_data_ranges,
