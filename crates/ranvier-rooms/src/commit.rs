@@ -93,10 +93,15 @@ impl Rooms {
         self.inner.commits.lock().get(room_id).cloned()
     }
 
-    /// Queue `waiting` (in order) for commit in `room_id`, starting a committer if none runs.
-    /// The caller holds the room's write lock and has applied the events to its cache.
-    pub(crate) fn queue_commit(&self, room_id: &OwnedRoomId, waiting: Waiting) {
-        let commits = self.inner.commits.lock().entry(room_id.clone()).or_default().clone();
+    /// The commit queue of a room, made on its first send.
+    pub(crate) fn room_commits_entry(&self, room_id: &OwnedRoomId) -> Arc<RoomCommits> {
+        self.inner.commits.lock().entry(room_id.clone()).or_default().clone()
+    }
+
+    /// Queue `waiting` (in order) on `commits`, the queue of `room_id`, starting a committer if
+    /// none runs. The caller holds the room's write lock and has applied the event to its
+    /// cache.
+    pub(crate) fn queue_commit(&self, room_id: &OwnedRoomId, commits: &Arc<RoomCommits>, waiting: Waiting) {
         let start = {
             let mut queue = commits.queue.lock();
             queue.waiting.push(waiting);
@@ -105,6 +110,7 @@ impl Rooms {
         if start {
             let rooms = self.clone();
             let room_id = room_id.clone();
+            let commits = commits.clone();
             tokio::spawn(async move { rooms.run_commits(&room_id, &commits).await });
         }
     }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::{
     EventTemplate, LockedRoom, Rooms,
     build::authorize,
-    commit::Waiting,
+    commit::{Reply, Waiting},
     persist::{PersistOptions, PreparedEvent},
     room_state::RoomState,
 };
@@ -28,7 +28,7 @@ pub(crate) struct QueuedSend {
     sender: ruma::OwnedUserId,
     template: EventTemplate,
     txn: Option<TxnKey>,
-    reply: oneshot::Sender<Result<OwnedEventId>>,
+    reply: Reply,
 }
 
 /// What one send of a batch comes to.
@@ -93,11 +93,15 @@ impl Rooms {
     /// relation first waits for what came before it to commit, because its checks read earlier
     /// events from the database.
     async fn send_batch(&self, mut room: LockedRoom, queued: Vec<QueuedSend>) {
+        if queued.is_empty() {
+            return;
+        }
+        let commits = self.room_commits_entry(&room.room_id);
         for send in queued {
             let alone = send.template.state_key.is_some()
                 || send.template.redacts.is_some()
                 || send.template.content.get("m.relates_to").is_some();
-            if let Some(commits) = self.room_commits(&room.room_id).filter(|_| alone) {
+            if alone {
                 commits.wait_idle().await;
                 if commits.failed() {
                     let _ = send.reply.send(Err(Error::internal("an earlier event of the room failed to commit")));
@@ -109,7 +113,7 @@ impl Rooms {
                 // A retry of a recent send: it answers once everything queued before it (the
                 // first attempt among it) has committed.
                 let waiting = Waiting { event: None, reply: send.reply, answer: event_id.clone() };
-                self.queue_commit(&room.room_id, waiting);
+                self.queue_commit(&room.room_id, &commits, waiting);
                 continue;
             }
             match self.prepare_send(&room, &send.sender, send.template, send.txn).await {
@@ -122,7 +126,7 @@ impl Rooms {
                         room.recent_txns.insert(key, event_id.clone());
                     }
                     let waiting = Waiting { event: Some(*prepared), reply: send.reply, answer: event_id };
-                    self.queue_commit(&room.room_id, waiting);
+                    self.queue_commit(&room.room_id, &commits, waiting);
                 }
                 Err(error) => {
                     let _ = send.reply.send(Err(error));

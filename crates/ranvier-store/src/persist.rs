@@ -114,9 +114,7 @@ pub struct PersistEvent {
 impl Store {
     /// Persist one event and everything that follows from it, in one transaction.
     pub async fn persist_event(&self, event: &PersistEvent) -> Result<()> {
-        let mut txn = self.begin_write().await?;
-        persist_event(&mut txn, self.backend(), event).await?;
-        txn.commit().await
+        self.persist_events(&[event]).await
     }
 
     /// Persist several events in one transaction, in order: one commit (and one sync to disk)
