@@ -65,6 +65,8 @@ pub struct DatabaseConfig {
     /// Size of the connection pool. On SQLite, reads use at most twice as many connections
     /// as there are cores, whatever this says (writes have their own connection).
     pub max_connections: u32,
+    /// Memory for recently read and written events, in MiB (0 turns the cache off).
+    pub event_cache_mb: u32,
 }
 
 /// Who may create accounts.
@@ -445,7 +447,7 @@ impl Default for ClamAvConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 16 }
+        Self { url: None, max_connections: 16, event_cache_mb: 16 }
     }
 }
 
@@ -581,6 +583,8 @@ default_room_version = "12"
 # For PostgreSQL: url = "postgres://ranvier@127.0.0.1/ranvier"
 # url = "sqlite://ranvier-data/ranvier.db"
 max_connections = 16
+# Memory for recently read and written events, in MiB (0 turns the cache off).
+event_cache_mb = 16
 
 [registration]
 # Open registration. This server listens on loopback by default; before exposing it,

@@ -76,20 +76,44 @@ pub enum Direction {
 impl Store {
     /// One event by id.
     pub async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        let cache = self.event_cache();
+        if let Some(event) = cache.get(event_id) {
+            return Ok(Some(event));
+        }
+        let generation = cache.generation();
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(event_id)
             .fetch_optional(self.pool())
             .await
             .context("get event")?;
-        row.as_ref().map(event_from_row).transpose()
+        let event = row.as_ref().map(event_from_row).transpose()?;
+        cache.insert_read(generation, event.iter());
+        Ok(event)
     }
 
-    /// Several events by id, in no particular order; unknown ids are skipped.
+    /// Several events by id, in no particular order, each once; unknown ids are skipped.
     pub async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let cache = self.event_cache();
         let mut events = Vec::with_capacity(event_ids.len());
+        let mut seen = std::collections::HashSet::with_capacity(event_ids.len());
+        let mut missing = Vec::new();
+        for event_id in event_ids {
+            if !seen.insert(event_id.as_str()) {
+                continue;
+            }
+            match cache.get(event_id) {
+                Some(event) => events.push(event),
+                None => missing.push(event_id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(events);
+        }
+        let generation = cache.generation();
+        let cached = events.len();
         // Chunked IN lists keep each statement within both backends' parameter limits.
-        for chunk in event_ids.chunks(200) {
+        for chunk in missing.chunks(200) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders.join(", "));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -100,7 +124,15 @@ impl Store {
                 events.push(event_from_row(&row)?);
             }
         }
+        cache.insert_read(generation, &events[cached..]);
         Ok(events)
+    }
+
+    /// Whole events for `event_ids`, in that order (unknown ids skipped), through the cache.
+    async fn events_in_order(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let mut found: HashMap<String, StoredEvent> =
+            self.get_events(event_ids).await?.into_iter().map(|event| (event.event_id.clone(), event)).collect();
+        Ok(event_ids.iter().filter_map(|event_id| found.remove(event_id)).collect())
     }
 
     /// Timeline events of a room (not outliers, rejected or soft-failed) with
@@ -117,11 +149,12 @@ impl Store {
             Direction::Forward => "ASC",
             Direction::Backward => "DESC",
         };
+        // Ids only: the events themselves mostly come from the cache.
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+            "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
              AND outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0 ORDER BY stream_ordering {order} LIMIT $4"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(room_id)
             .bind(after)
             .bind(up_to)
@@ -129,7 +162,52 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .context("room timeline")?;
-        rows.iter().map(event_from_row).collect()
+        self.events_in_order(&ids).await
+    }
+
+    /// The newest timeline events (as [`Store::room_timeline`] walking backward) of several
+    /// rooms at once: for each `(room_id, after, up_to)`, at most `limit` events with
+    /// `after < stream_ordering <= up_to`, newest first. One statement per 50 rooms, each
+    /// room a `LIMIT`ed subquery on the room's own index range. Rooms without events are
+    /// absent from the answer.
+    pub async fn rooms_timelines(
+        &self,
+        ranges: &[(String, i64, i64)],
+        limit: i64,
+    ) -> Result<HashMap<String, Vec<StoredEvent>>> {
+        let mut positions: Vec<(i64, String)> = Vec::new();
+        for chunk in ranges.chunks(50) {
+            let parts: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 4;
+                    format!(
+                        "SELECT * FROM (SELECT stream_ordering, event_id FROM events WHERE room_id = ${} \
+                         AND stream_ordering > ${} AND stream_ordering <= ${} AND outlier = 0 \
+                         AND rejected_reason IS NULL AND soft_failed = 0 ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4
+                    )
+                })
+                .collect();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
+            for (room_id, after, up_to) in chunk {
+                query = query.bind(room_id).bind(*after).bind(*up_to).bind(limit);
+            }
+            for row in query.fetch_all(self.pool()).await.context("rooms timelines")? {
+                let get = |e: sqlx::Error| ranvier_core::Error::internal(format!("decode timeline row: {e}"));
+                positions.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
+            }
+        }
+        // Newest first, as each room's walk expects.
+        positions.sort_unstable_by_key(|(position, _)| std::cmp::Reverse(*position));
+        let ids: Vec<String> = positions.into_iter().map(|(_, event_id)| event_id).collect();
+        let mut out: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for event in self.events_in_order(&ids).await? {
+            out.entry(event.room_id.clone()).or_default().push(event);
+        }
+        Ok(out)
     }
 
     /// The version of a room we know, if any.

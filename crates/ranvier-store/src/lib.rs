@@ -6,6 +6,8 @@
 //! - [`migrate`]: numbered migrations per backend (`migrations/{sqlite,postgres}/NNNN_*.sql`),
 //!   run at startup.
 //! - [`streams`]: stream position allocation and the notifier that wakes `/sync`.
+//! - [`event_cache`]: events by id in memory, in front of every read of whole events by id
+//!   or by timeline position.
 //! - One module per group of tables: [`accounts`] (users, devices, access tokens, filters,
 //!   UIA sessions, registration tokens), [`events`] (events, the DAG, state groups, current
 //!   state, memberships), [`relations`] (`m.relates_to` children), [`account_data`],
@@ -25,8 +27,10 @@
 pub mod account_data;
 pub mod accounts;
 pub mod e2ee;
+pub mod event_cache;
 pub mod events;
 pub mod filters;
+pub mod keyed_cache;
 pub mod media;
 pub mod migrate;
 pub mod persist;
@@ -51,6 +55,12 @@ use sqlx::{
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use streams::{StreamKind, StreamToken, Streams};
+
+use event_cache::EventCache;
+use keyed_cache::KeyedCache;
+
+/// The default size of the event cache: 16 MiB.
+pub const DEFAULT_EVENT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +87,12 @@ struct StoreInner {
     /// Held for the whole of every write transaction on SQLite; unused on PostgreSQL.
     sqlite_writer: Mutex<()>,
     streams: Streams,
+    /// Events by id (see [`event_cache`]).
+    events: EventCache,
+    /// The key counts of devices (see [`e2ee::keys`]).
+    key_counts: e2ee::keys::KeyCountCache,
+    /// Users' memberships (see [`sync`]).
+    memberships: sync::MembershipCache,
 }
 
 /// A write transaction. On SQLite it also holds the writer lock until dropped.
@@ -107,8 +123,13 @@ impl std::ops::DerefMut for WriteTxn<'_> {
 
 impl Store {
     /// Connect to `url` (`sqlite://PATH` or `postgres://...`), run pending migrations and load
-    /// the stream positions.
+    /// the stream positions, with an event cache of [`DEFAULT_EVENT_CACHE_BYTES`].
     pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        Self::open_with_cache(url, max_connections, DEFAULT_EVENT_CACHE_BYTES).await
+    }
+
+    /// [`Store::open`] with an event cache of `event_cache_bytes` (0 turns it off).
+    pub async fn open_with_cache(url: &str, max_connections: u32, event_cache_bytes: usize) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -143,12 +164,38 @@ impl Store {
             Backend::Postgres => None,
         };
         let streams = Streams::load(&pool).await?;
-        Ok(Self { inner: Arc::new(StoreInner { pool, writer_pool, backend, sqlite_writer: Mutex::new(()), streams }) })
+        Ok(Self {
+            inner: Arc::new(StoreInner {
+                pool,
+                writer_pool,
+                backend,
+                sqlite_writer: Mutex::new(()),
+                streams,
+                events: EventCache::new(event_cache_bytes),
+                key_counts: KeyedCache::new(e2ee::keys::KEY_COUNT_CAPACITY),
+                memberships: KeyedCache::new(sync::MEMBERSHIP_CACHE_CAPACITY),
+            }),
+        })
     }
 
     /// The pool, for reads.
     pub fn pool(&self) -> &AnyPool {
         &self.inner.pool
+    }
+
+    /// The event cache.
+    pub(crate) fn event_cache(&self) -> &EventCache {
+        &self.inner.events
+    }
+
+    /// The cache of devices' key counts.
+    pub(crate) fn key_count_cache(&self) -> &e2ee::keys::KeyCountCache {
+        &self.inner.key_counts
+    }
+
+    /// The cache of users' memberships.
+    pub(crate) fn membership_cache(&self) -> &sync::MembershipCache {
+        &self.inner.memberships
     }
 
     /// Which backend this is.

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use ranvier_core::{Result, error::Context};
 use sqlx::AnyConnection;
 
-use crate::{Backend, Store};
+use crate::{Backend, Store, events::StoredEvent};
 
 /// A state group to create: `prev_group` plus `entries`, or a full snapshot without `prev_group`.
 #[derive(Clone, Debug)]
@@ -119,10 +119,28 @@ impl Store {
 
     /// Persist several events in one transaction, in order: one commit (and one sync to disk)
     /// for all of them.
+    ///
+    /// After the commit, the new events go into the event cache and the targets of the
+    /// redactions among them leave it.
     pub async fn persist_events(&self, events: &[&PersistEvent]) -> Result<()> {
+        let cache = self.event_cache();
+        let generation = cache.generation();
         let mut txn = self.begin_write().await?;
         persist_events(&mut txn, self.backend(), events).await?;
-        txn.commit().await
+        txn.commit().await?;
+        let stored: Vec<StoredEvent> = events.iter().map(|event| stored_form(event)).collect();
+        cache.insert_read(generation, &stored);
+        let redacted: Vec<&str> =
+            events.iter().filter_map(|event| event.redaction.as_ref()).map(|r| r.target_event_id.as_str()).collect();
+        if !redacted.is_empty() {
+            cache.invalidate(redacted);
+        }
+        let members: Vec<String> =
+            events.iter().flat_map(|event| event.memberships.iter().map(|change| change.user_id.clone())).collect();
+        if !members.is_empty() {
+            self.membership_cache().invalidate(members);
+        }
+        Ok(())
     }
 
     /// Mark a user's membership in a room as forgotten (or not).
@@ -135,7 +153,29 @@ impl Store {
             .execute(&mut **txn)
             .await
             .context("forget room")?;
-        txn.commit().await
+        txn.commit().await?;
+        self.membership_cache().invalidate([user_id.to_owned()]);
+        Ok(())
+    }
+}
+
+/// The row an event's insert writes, as [`Store::get_event`] would read it back.
+fn stored_form(event: &PersistEvent) -> StoredEvent {
+    StoredEvent {
+        stream_ordering: event.stream_ordering,
+        event_id: event.event_id.clone(),
+        room_id: event.room_id.clone(),
+        sender: event.sender.clone(),
+        event_type: event.event_type.clone(),
+        state_key: event.state_key.clone(),
+        depth: event.depth,
+        origin_server_ts: event.origin_server_ts,
+        pdu: event.pdu.clone(),
+        outlier: event.outlier,
+        rejected: event.rejected_reason.is_some(),
+        soft_failed: event.soft_failed,
+        redacted_by: None,
+        state_group: event.state_group,
     }
 }
 

@@ -18,6 +18,12 @@ use crate::{
 /// The clause that keeps only events that belong in a timeline.
 const TIMELINE_EVENT: &str = "outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0";
 
+/// How many users' memberships the cache holds before it starts afresh.
+pub(crate) const MEMBERSHIP_CACHE_CAPACITY: usize = 20_000;
+
+/// Users' (not forgotten) memberships, by user id (see [`Store::memberships_of`]).
+pub(crate) type MembershipCache = crate::keyed_cache::KeyedCache<String, std::sync::Arc<Vec<MembershipRow>>>;
+
 /// A user's current membership in one room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipRow {
@@ -138,8 +144,15 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// Every room `user_id` has a (not forgotten) membership in.
+    /// Every room `user_id` has a (not forgotten) membership in. Cached per user (every
+    /// long-polling `/sync` starts with it); the event writes that change a membership and
+    /// [`Store::set_room_forgotten`] drop the users they touched.
     pub async fn memberships_of(&self, user_id: &str) -> Result<Vec<MembershipRow>> {
+        let cache = self.membership_cache();
+        if let Some(rows) = cache.get(user_id) {
+            return Ok(rows.as_ref().clone());
+        }
+        let generation = cache.generation();
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT room_id, membership, event_id, stream_ordering FROM room_memberships
              WHERE user_id = $1 AND forgotten = 0",
@@ -148,7 +161,7 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .context("memberships of user")?;
-        Ok(rows
+        let rows: Vec<MembershipRow> = rows
             .into_iter()
             .map(|(room_id, membership, event_id, stream_ordering)| MembershipRow {
                 room_id,
@@ -156,7 +169,9 @@ impl Store {
                 event_id,
                 stream_ordering,
             })
-            .collect())
+            .collect();
+        cache.insert(generation, user_id.to_owned(), std::sync::Arc::new(rows.clone()));
+        Ok(rows)
     }
 
     /// A user's current membership in one room, if any.

@@ -571,9 +571,22 @@ async fn room_graph_round_trip(backend: Backend) {
     leave.memberships = vec![member("leave", "$leave")];
     leave.current_state_group = Some(8);
 
+    // `memberships_of` is cached per user: each read below follows the write before it.
+    let memberships = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let rows = store.memberships_of(alice).await.unwrap_or_else(|e| panic!("{e}"));
+            rows.into_iter().map(|row| (row.membership, row.event_id)).collect::<Vec<_>>()
+        }
+    };
+    assert!(memberships(&store).await.is_empty());
     for event in [&create, &join, &message, &outlier, &rejected, &soft_failed, &redaction, &leave] {
         store.persist_event(event).await.unwrap_or_else(|e| panic!("persist {}: {e}", event.event_id));
+        if event.event_id == "$join" {
+            assert_eq!(memberships(&store).await, [("join".to_owned(), "$join".to_owned())]);
+        }
     }
+    assert_eq!(memberships(&store).await, [("leave".to_owned(), "$leave".to_owned())]);
 
     let row = store.room(room).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("the room exists"));
     assert_eq!((row.room_version.as_str(), row.creator.as_deref(), row.is_public), ("12", Some(alice), false));
@@ -636,6 +649,7 @@ async fn room_graph_round_trip(backend: Backend) {
         store.rooms_for_user(alice).await.unwrap_or_else(|e| panic!("{e}")).is_empty(),
         "a forgotten room is not listed"
     );
+    assert!(memberships(&store).await.is_empty(), "nor among the user's memberships");
 
     let extremities = store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(extremities, vec![("$leave".to_owned(), 8)], "only the newest event is a forward extremity");
@@ -981,7 +995,66 @@ async fn migrations_0011_and_0012_keep_the_rows(backend: Backend) {
     assert!(again.is_err(), "a second row for the same user and event is refused");
 }
 
+/// Reads through the event cache follow the rows: an event read (and so cached) before a
+/// redaction reads redacted after it, by id and by timeline position, and what the writer put
+/// in the cache is what a store with an empty cache reads from the database.
+async fn cached_reads_follow_redactions(backend: Backend) {
+    let (store, db) = fresh(backend).await;
+    let room = "!cache:test";
+    let event = |stream: i64, event_id: &str, prev: &str| PersistEvent {
+        stream_ordering: stream,
+        event_id: event_id.to_owned(),
+        room_id: room.to_owned(),
+        sender: "@a:test".to_owned(),
+        event_type: "m.room.message".to_owned(),
+        depth: stream,
+        origin_server_ts: 1000 + stream,
+        pdu: format!(r#"{{"n":{stream}}}"#),
+        prev_events: vec![prev.to_owned()],
+        update_extremities: true,
+        ..PersistEvent::default()
+    };
+    store.persist_event(&event(1, "$a", "$start")).await.unwrap_or_else(|e| panic!("{e}"));
+    store.persist_event(&event(2, "$b", "$a")).await.unwrap_or_else(|e| panic!("{e}"));
+    let read = |store: &Store, event_id: &'static str| {
+        let store = store.clone();
+        async move {
+            store.get_event(event_id).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("{event_id}"))
+        }
+    };
+    let a = read(&store, "$a").await;
+    assert_eq!((a.pdu.as_str(), a.redacted_by.as_deref()), (r#"{"n":1}"#, None));
+
+    let mut redaction = event(3, "$r", "$b");
+    redaction.event_type = "m.room.redaction".to_owned();
+    redaction.redaction = Some(Redaction { target_event_id: "$a".to_owned(), redacted_pdu: "{}".to_owned() });
+    store.persist_event(&redaction).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let redacted = |event: &ranvier_store::events::StoredEvent| (event.pdu.clone(), event.redacted_by.clone());
+    let expected = ("{}".to_owned(), Some("$r".to_owned()));
+    assert_eq!(redacted(&read(&store, "$a").await), expected, "by id");
+    let many = store.get_events(&["$a".into(), "$b".into(), "$a".into()]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(many.len(), 2, "each event once");
+    let a = many.iter().find(|event| event.event_id == "$a").unwrap_or_else(|| panic!("{many:?}"));
+    assert_eq!(redacted(a), expected, "by ids");
+    let timeline = store.room_timeline(room, 0, 10, Direction::Backward, 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let order: Vec<&str> = timeline.iter().map(|event| event.event_id.as_str()).collect();
+    assert_eq!(order, ["$r", "$b", "$a"]);
+    assert_eq!(redacted(&timeline[2]), expected, "by position");
+    let batches = store.rooms_timelines(&[(room.to_owned(), 1, 10)], 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let order: Vec<&str> = batches[room].iter().map(|event| event.event_id.as_str()).collect();
+    assert_eq!(order, ["$r", "$b"], "after 1, newest first");
+
+    // A store with an empty cache reads the same from the database.
+    let other = open(&db).await;
+    for event_id in ["$a", "$b", "$r"] {
+        let cached = format!("{:?}", read(&store, event_id).await);
+        assert_eq!(cached, format!("{:?}", read(&other, event_id).await), "{event_id}");
+    }
+}
+
 backend_tests!(
+    cached_reads_follow_redactions,
     extremities_with_late_parents,
     group_writes_match_single_writes,
     dead_connections_are_replaced,

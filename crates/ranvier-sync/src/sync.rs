@@ -32,7 +32,7 @@ use crate::{
     response::{
         InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, SyncResponse, Timeline, UnreadNotifications,
     },
-    timeline::Walk,
+    timeline::{Walk, first_batch_size},
 };
 
 /// How many rooms are built at once.
@@ -104,6 +104,20 @@ struct RoomContext<'a> {
 
 /// How many other members a room summary names.
 const HEROES: i64 = 5;
+
+/// A room's timeline and the ids of the state events to send with it (the first half of its
+/// update).
+struct RoomDraft {
+    plan: RoomPlan,
+    /// Oldest first.
+    timeline_events: Vec<StoredEvent>,
+    limited: bool,
+    prev_batch_token: StreamToken,
+    /// Not among the timeline's events.
+    state_ids: Vec<String>,
+    /// Whether the room's whole state is sent (not only what changed since the client's token).
+    full_state: bool,
+}
 
 /// One room's computed update.
 enum RoomOutcome {
@@ -252,8 +266,49 @@ impl SyncService {
             incremental: since.is_some(),
             now,
         };
-        let outcomes: Vec<Result<Option<RoomOutcome>>> = stream::iter(plans)
-            .map(|plan| self.room_update(&context, plan))
+        // The first timeline statement of every room, in one statement per 50 rooms.
+        let limit = timeline_limit(&filter.room.timeline);
+        let mut first_batches = if limit == 0 || plans.len() < 2 {
+            HashMap::new()
+        } else {
+            let ranges: Vec<(String, i64, i64)> = plans
+                .iter()
+                .filter(|plan| plan.since.unwrap_or(0) < plan.up_to)
+                .map(|plan| (plan.room_id.clone(), plan.since.unwrap_or(0), plan.up_to))
+                .collect();
+            store.rooms_timelines(&ranges, first_batch_size(limit) as i64).await?
+        };
+        let plans: Vec<(RoomPlan, Option<Vec<StoredEvent>>)> = plans
+            .into_iter()
+            .map(|plan| {
+                // A room the statement found no events for has none in its range.
+                let batch = if first_batches.is_empty() {
+                    None
+                } else {
+                    Some(first_batches.remove(&plan.room_id).unwrap_or_default())
+                };
+                (plan, batch)
+            })
+            .collect();
+        let drafts: Vec<Result<RoomDraft>> = stream::iter(plans)
+            .map(|(plan, batch)| self.room_draft(&context, plan, batch))
+            .buffer_unordered(ROOM_CONCURRENCY)
+            .collect()
+            .await;
+        let drafts = drafts.into_iter().collect::<Result<Vec<RoomDraft>>>()?;
+        // The state events of every room, read together.
+        let state_ids: Vec<String> = drafts.iter().flat_map(|draft| draft.state_ids.iter().cloned()).collect();
+        let mut state_events: HashMap<String, StoredEvent> =
+            store.get_events(&state_ids).await?.into_iter().map(|event| (event.event_id.clone(), event)).collect();
+        let drafts: Vec<(RoomDraft, Vec<StoredEvent>)> = drafts
+            .into_iter()
+            .map(|draft| {
+                let events = draft.state_ids.iter().filter_map(|id| state_events.remove(id)).collect();
+                (draft, events)
+            })
+            .collect();
+        let outcomes: Vec<Result<Option<RoomOutcome>>> = stream::iter(drafts)
+            .map(|(draft, events)| self.room_finish(&context, draft, events))
             .buffer_unordered(ROOM_CONCURRENCY)
             .collect()
             .await;
@@ -309,9 +364,16 @@ impl SyncService {
         Ok(response)
     }
 
-    /// The timeline, state, account data and summary of one joined or left room.
-    async fn room_update(&self, context: &RoomContext<'_>, plan: RoomPlan) -> Result<Option<RoomOutcome>> {
-        let RoomContext { request, room_account_data, summaries, ignored, incremental, now } = *context;
+    /// The first half of a room's update: its timeline and the ids of the state events to
+    /// send with it. `first_batch` is the first statement's answer of the timeline walk, when
+    /// the caller read it for several rooms at once.
+    async fn room_draft(
+        &self,
+        context: &RoomContext<'_>,
+        plan: RoomPlan,
+        first_batch: Option<Vec<StoredEvent>>,
+    ) -> Result<RoomDraft> {
+        let RoomContext { request, ignored, now, .. } = *context;
         let store = self.store();
         let user_id = request.user_id.as_str();
         let filter = &request.filter;
@@ -334,7 +396,7 @@ impl SyncService {
             },
             joined_since: plan.joined_since,
         }
-        .run()
+        .run_from(first_batch)
         .await?;
         let complete = !page.more && !page.skipped;
         let mut timeline_events = page.events;
@@ -399,7 +461,25 @@ impl SyncService {
             }
         }
         state_ids.retain(|id| !in_timeline.contains(id.as_str()));
-        let mut state_events = store.get_events(&state_ids).await?;
+        Ok(RoomDraft { plan, timeline_events, limited, prev_batch_token, state_ids, full_state })
+    }
+
+    /// The second half of a room's update: its state events (read for every room at once),
+    /// account data, summary and the formatted timeline.
+    async fn room_finish(
+        &self,
+        context: &RoomContext<'_>,
+        draft: RoomDraft,
+        mut state_events: Vec<StoredEvent>,
+    ) -> Result<Option<RoomOutcome>> {
+        let RoomContext { request, room_account_data, summaries, ignored, incremental, now } = *context;
+        let RoomDraft { plan, timeline_events, limited, prev_batch_token, full_state, .. } = draft;
+        let store = self.store();
+        let user_id = request.user_id.as_str();
+        let filter = &request.filter;
+        let room_id = plan.room_id.as_str();
+        let state_filter = &filter.room.state;
+        let lazy = lazy_members(state_filter);
         state_events.retain(|event| {
             room_event_allowed(state_filter, room_id, &event.event_type, &event.sender, || content_of(event))
         });

@@ -201,6 +201,61 @@ async fn initial_then_incremental_sync() {
     .await;
 }
 
+/// An initial sync reads the newest events of all its rooms together (50 rooms to a
+/// statement); each room's part is what a sync of that room alone answers, also when the
+/// filter drops the whole first batch and the walk goes on reading.
+#[tokio::test]
+async fn initial_sync_of_many_rooms_matches_one_room_at_a_time() {
+    on_each_backend(|store| async move {
+        let sync_service = service(&store);
+        let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        for i in 0..5 {
+            a.message(&store, ALICE, &format!("a{i}")).await;
+        }
+        for i in 0..6 {
+            a.state_event(&store, ALICE, "m.room.topic", "", json!({"topic": format!("t{i}")})).await;
+        }
+        let mut b = RoomFixture::create(&store, "!b:test", ALICE, "shared").await;
+        b.message(&store, ALICE, "b0").await;
+        b.message(&store, ALICE, "b1").await;
+        let mut rooms = vec!["!a:test".to_owned(), "!b:test".to_owned()];
+        for r in 0..52 {
+            let room_id = format!("!r{r}:test");
+            let mut room = RoomFixture::create(&store, &room_id, ALICE, "shared").await;
+            room.message(&store, ALICE, &format!("r{r}")).await;
+            rooms.push(room_id);
+        }
+        let timeline = json!({"types": ["m.room.message"], "limit": 3});
+        let all = sync_with(&sync_service, ALICE, "DEV", None, json!({"room": {"timeline": timeline}}), 0).await;
+        let joined = all["rooms"]["join"].as_object().expect("joined rooms");
+        assert_eq!(joined.len(), rooms.len());
+        let room_a = &all["rooms"]["join"]["!a:test"];
+        assert_eq!(bodies(&room_a["timeline"]["events"]), ["a2", "a3", "a4"]);
+        assert_eq!(room_a["timeline"]["limited"], json!(true));
+        assert_eq!(bodies(&all["rooms"]["join"]["!b:test"]["timeline"]["events"]), ["b0", "b1"]);
+        assert_eq!(bodies(&all["rooms"]["join"]["!r51:test"]["timeline"]["events"]), ["r51"]);
+        for room_id in &rooms {
+            let alone = json!({"room": {"rooms": [room_id], "timeline": timeline}});
+            let one = sync_with(&sync_service, ALICE, "DEV", None, alone, 0).await;
+            let (one, all) =
+                (ageless(&one["rooms"]["join"][room_id.as_str()]), ageless(&all["rooms"]["join"][room_id.as_str()]));
+            assert_eq!(one, all, "{room_id}");
+        }
+    })
+    .await;
+}
+
+/// `value` without the `age` fields (which follow the clock) of its events.
+fn ageless(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(key, _)| *key != "age").map(|(key, v)| (key.clone(), ageless(v))).collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(ageless).collect()),
+        other => other.clone(),
+    }
+}
+
 #[tokio::test]
 async fn limited_incremental_sync_carries_state_delta() {
     on_each_backend(|store| async move {

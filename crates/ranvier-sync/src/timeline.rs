@@ -48,9 +48,22 @@ pub struct Walk<'a, F> {
     pub joined_since: Option<i64>,
 }
 
+/// How many events the first statement of a walk asks for: one more than the page needs, so
+/// that a full page also tells whether more exist.
+pub fn first_batch_size(limit: usize) -> usize {
+    (limit + 1).clamp(2, 200)
+}
+
 impl<F: Fn(&StoredEvent) -> bool> Walk<'_, F> {
     /// Collect up to `limit` kept, visible events.
     pub async fn run(self) -> Result<Page> {
+        self.run_from(None).await
+    }
+
+    /// [`Walk::run`], with the answer of the walk's first statement already read (by a
+    /// caller that read the first batch of several rooms at once): the
+    /// [`first_batch_size`] newest events of the range when walking backward.
+    pub async fn run_from(self, mut first: Option<Vec<StoredEvent>>) -> Result<Page> {
         let Walk { store, user_id, room_id, mut after, mut up_to, direction, limit, keep, joined_since } = self;
         let start = match direction {
             Direction::Backward => up_to,
@@ -62,10 +75,12 @@ impl<F: Fn(&StoredEvent) -> bool> Walk<'_, F> {
             return Ok(page);
         }
         let mut scanned = 0usize;
-        // Ask for one event more than needed, so that a full page also tells whether more exist.
-        let mut batch_size = (limit + 1).clamp(2, 200);
+        let mut batch_size = first_batch_size(limit);
         loop {
-            let batch = store.room_timeline(room_id, after, up_to, direction, batch_size as i64).await?;
+            let batch = match first.take() {
+                Some(batch) => batch,
+                None => store.room_timeline(room_id, after, up_to, direction, batch_size as i64).await?,
+            };
             let exhausted = batch.len() < batch_size;
             let candidates: Vec<StoredEvent> = batch.iter().filter(|event| keep(event)).cloned().collect();
             let visible = match joined_since {

@@ -34,7 +34,12 @@ pub fn init_tracing(config: &Config) {
 /// Create the data directory and open (and migrate) the database.
 pub async fn open_store(config: &Config) -> Result<Store> {
     std::fs::create_dir_all(&config.data_dir).context("create data directory")?;
-    Store::open(&config.database_url(), config.database.max_connections).await
+    Store::open_with_cache(
+        &config.database_url(),
+        config.database.max_connections,
+        config.database.event_cache_mb as usize * 1024 * 1024,
+    )
+    .await
 }
 
 /// Run the server until a shutdown signal arrives.

@@ -3,6 +3,10 @@
 //! One-time keys are claimed with a single `DELETE` per key: whichever claimer deletes the row
 //! owns the key, so two claimers never receive the same one even when they race on different
 //! connections (on PostgreSQL a loser's `DELETE` finds the row gone and it tries the next key).
+//!
+//! Every sync response carries the device's key counts, so they are cached per device
+//! ([`KeyCountCache`]); the three writers of those tables (upload, claim, device deletion)
+//! drop the devices they touched after their commit.
 
 use ranvier_core::{Result, error::Context};
 use sqlx::AnyConnection;
@@ -10,6 +14,7 @@ use sqlx::AnyConnection;
 use crate::{
     Store, StreamKind,
     e2ee::{raise_to_device_high_water, record_device_list_change},
+    keyed_cache::KeyedCache,
 };
 
 /// A one-time or fallback key to store.
@@ -68,6 +73,16 @@ pub type ClaimRequest = (String, String, String);
 
 /// How often a claim retries when concurrent claimers keep taking the key it picked.
 const CLAIM_ATTEMPTS: usize = 16;
+
+/// A device's one-time key counts per algorithm and its algorithms with an unused fallback
+/// key (what [`Store::sync_key_counts`] answers).
+pub type KeyCounts = (Vec<(String, i64)>, Vec<String>);
+
+/// How many devices' counts the cache holds before it starts afresh.
+pub(crate) const KEY_COUNT_CAPACITY: usize = 100_000;
+
+/// The key counts of devices, by `(user_id, device_id)`.
+pub(crate) type KeyCountCache = KeyedCache<(String, String), KeyCounts>;
 
 impl Store {
     /// Store a device's uploaded keys. Identity keys that differ from the stored ones replace
@@ -180,6 +195,7 @@ impl Store {
             .context("store fallback key")?;
         }
         txn.commit().await?;
+        self.key_count_cache().invalidate([(user_id.to_owned(), device_id.to_owned())]);
         drop(position);
         Ok(UploadOutcome::Stored { device_keys_changed })
     }
@@ -213,7 +229,14 @@ impl Store {
     /// Both key counts a sync response carries, in one round trip: the one-time keys per
     /// algorithm (as [`Self::one_time_key_counts`]) and the algorithms with an unclaimed
     /// fallback key (as [`Self::unused_fallback_key_algorithms`]).
-    pub async fn sync_key_counts(&self, user_id: &str, device_id: &str) -> Result<(Vec<(String, i64)>, Vec<String>)> {
+    /// Cached per device.
+    pub async fn sync_key_counts(&self, user_id: &str, device_id: &str) -> Result<KeyCounts> {
+        let cache = self.key_count_cache();
+        let key = (user_id.to_owned(), device_id.to_owned());
+        if let Some(counts) = cache.get(&key) {
+            return Ok(counts);
+        }
+        let generation = cache.generation();
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT 0, algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2 \
              GROUP BY algorithm \
@@ -235,7 +258,9 @@ impl Store {
                 fallback.push(algorithm);
             }
         }
-        Ok((one_time, fallback))
+        let counts = (one_time, fallback);
+        cache.insert(generation, key, counts.clone());
+        Ok(counts)
     }
 
     /// The identity keys of a user's devices: of `device_ids`, or of all devices when empty.
@@ -311,6 +336,8 @@ impl Store {
             }
         }
         txn.commit().await?;
+        self.key_count_cache()
+            .invalidate(requests.iter().map(|(user_id, device_id, _)| (user_id.clone(), device_id.clone())));
         Ok(claimed)
     }
 }
@@ -379,6 +406,7 @@ impl Store {
             None
         };
         txn.commit().await?;
+        self.key_count_cache().invalidate([(user_id.to_owned(), device_id.to_owned())]);
         drop(guard);
         Ok(had_keys)
     }

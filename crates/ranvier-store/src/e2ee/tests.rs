@@ -61,6 +61,9 @@ async fn keys_upload_count_and_claim(backend: Backend) {
         UploadOutcome::Stored { device_keys_changed: false }
     );
     assert_eq!(store.streams().current(StreamKind::DeviceLists), after_first);
+    // The counts a sync reads are cached per device; every write below must replace them.
+    let two = (vec![("signed_curve25519".into(), 2)], vec!["signed_curve25519".to_owned()]);
+    assert_eq!(store.sync_key_counts("@a:x", "DEV").await.unwrap(), two);
     // A later upload's keys come after the earlier ones.
     let later = UploadKeys { one_time_keys: vec![otk("signed_curve25519", "A0", "k0")], ..Default::default() };
     store.upload_keys("@a:x", "DEV", &later).await.unwrap();
@@ -98,6 +101,7 @@ async fn keys_upload_count_and_claim(backend: Backend) {
         ["signed_curve25519:A1".to_owned(), "signed_curve25519:A2".to_owned()].iter().collect()
     );
     assert!(store.one_time_key_counts("@a:x", "DEV").await.unwrap().is_empty());
+    assert_eq!(store.sync_key_counts("@a:x", "DEV").await.unwrap(), (vec![], vec!["signed_curve25519".to_owned()]));
     for _ in 0..2 {
         let claimed = store.claim_keys(&request).await.unwrap();
         assert_eq!(claimed[0].full_key_id, "signed_curve25519:F1");
@@ -262,8 +266,11 @@ async fn device_removal_forgets_keys_and_inbox(backend: Backend) {
         ToDeviceSend { sender: "@a:x", sender_device: "DEV", txn_id: "t", event_type: "m.x", messages: &messages };
     store.send_to_device(send).await.unwrap();
     let position = store.streams().current(StreamKind::DeviceLists);
+    let one = (vec![("signed_curve25519".into(), 1)], vec!["signed_curve25519".to_owned()]);
+    assert_eq!(store.sync_key_counts("@a:x", "DEV").await.unwrap(), one);
 
     assert!(store.delete_device_e2ee("@a:x", "DEV").await.unwrap());
+    assert_eq!(store.sync_key_counts("@a:x", "DEV").await.unwrap(), (vec![], vec![]));
     assert!(store.streams().current(StreamKind::DeviceLists) > position, "removal is a device-list change");
     let changes = store.device_list_changes_for("@b:x", position, i64::MAX).await.unwrap();
     assert_eq!(changed_users(&changes), vec!["@a:x"]);
