@@ -24,6 +24,16 @@ pub(crate) const MEMBERSHIP_CACHE_CAPACITY: usize = 20_000;
 /// Users' (not forgotten) memberships, by user id (see [`Store::memberships_of`]).
 pub(crate) type MembershipCache = crate::keyed_cache::KeyedCache<String, std::sync::Arc<Vec<MembershipRow>>>;
 
+/// Where a timeline event sits in the events stream (see [`Store::event_positions_between`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventPosition {
+    pub stream_ordering: i64,
+    pub room_id: String,
+    pub event_id: String,
+    /// The state key of a member event (whose membership it changes).
+    pub target: Option<String>,
+}
+
 /// A user's current membership in one room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipRow {
@@ -339,12 +349,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Every timeline event with `after < stream_ordering <= up_to`, as
-    /// `(stream_ordering, room_id, target)` where `target` is the state key of member events.
-    /// Read once per stream advance and shared by every waiting `/sync`.
-    pub async fn event_positions_between(&self, after: i64, up_to: i64) -> Result<Vec<(i64, String, Option<String>)>> {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT stream_ordering, room_id, CASE WHEN event_type = 'm.room.member' THEN state_key END
+    /// Every timeline event with `after < stream_ordering <= up_to`, in stream order. Read
+    /// once per stream advance and shared by every waiting `/sync`.
+    pub async fn event_positions_between(&self, after: i64, up_to: i64) -> Result<Vec<EventPosition>> {
+        let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT stream_ordering, room_id, event_id, CASE WHEN event_type = 'm.room.member' THEN state_key END
              FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND {TIMELINE_EVENT}
              ORDER BY stream_ordering"
         )))
@@ -352,6 +361,15 @@ impl Store {
         .bind(up_to)
         .fetch_all(self.pool())
         .await
-        .context("event positions")
+        .context("event positions")?;
+        Ok(rows
+            .into_iter()
+            .map(|(stream_ordering, room_id, event_id, target)| EventPosition {
+                stream_ordering,
+                room_id,
+                event_id,
+                target,
+            })
+            .collect())
     }
 }

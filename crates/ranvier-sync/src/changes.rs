@@ -1,15 +1,20 @@
-//! A short in-memory log of recent timeline events (position, room, member target), shared by
-//! every long-polling `/sync`.
+//! A short in-memory log of recent timeline events (position, room, event id, member target),
+//! shared by every long-polling `/sync`.
 //!
 //! Without it, every new event anywhere would make every waiting client run a sync pass. With
 //! it, one waiter reads the new events once and every other waiter answers "anything for me?"
 //! from memory: only a client with a new event in one of its joined rooms, or a membership
-//! change of its own, goes on to a real pass.
+//! change of its own, goes on to a real pass, and that pass takes the ids of each room's
+//! newest events from the log rather than from the database.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use ranvier_core::Result;
-use ranvier_store::Store;
+use ranvier_store::{Store, sync::EventPosition};
+
+/// How many of a room's newest event ids a window carries (the most the first statement of
+/// a timeline walk reads, [`crate::timeline::first_batch_size`]).
+pub const WINDOW_IDS_PER_ROOM: usize = 200;
 
 /// How many events the log keeps; older positions are answered by a full pass.
 const CAPACITY: usize = 20_000;
@@ -20,8 +25,8 @@ struct Log {
     scanned_to: i64,
     /// Positions at or below this may have been dropped from `entries`.
     floor: i64,
-    /// `(stream_ordering, room_id, member target)`, oldest first.
-    entries: VecDeque<(i64, String, Option<String>)>,
+    /// Oldest first.
+    entries: VecDeque<EventPosition>,
 }
 
 /// The shared log.
@@ -53,8 +58,8 @@ impl RecentEvents {
             log.entries.extend(new);
             log.scanned_to = now;
             while log.entries.len() > CAPACITY {
-                if let Some((position, _, _)) = log.entries.pop_front() {
-                    log.floor = position;
+                if let Some(entry) = log.entries.pop_front() {
+                    log.floor = entry.stream_ordering;
                 }
             }
         }
@@ -62,20 +67,25 @@ impl RecentEvents {
             return Ok(None);
         }
         let mut window = Window::default();
-        for (position, room_id, target) in log
+        for entry in log
             .entries
             .iter()
             .rev()
-            .take_while(|(position, _, _)| *position > since)
-            .filter(|(position, _, _)| *position <= now)
+            .take_while(|entry| entry.stream_ordering > since)
+            .filter(|entry| entry.stream_ordering <= now)
         {
-            if rooms.contains(room_id) {
-                let last = window.rooms.entry(room_id.clone()).or_insert(*position);
-                *last = (*last).max(*position);
+            let position = entry.stream_ordering;
+            if rooms.contains(&entry.room_id) {
+                let last = window.rooms.entry(entry.room_id.clone()).or_insert(position);
+                *last = (*last).max(position);
+                let ids = window.newest.entry(entry.room_id.clone()).or_default();
+                if ids.len() < WINDOW_IDS_PER_ROOM {
+                    ids.push((position, entry.event_id.clone()));
+                }
             }
-            window.member_events |= target.is_some();
-            if target.as_deref() == Some(user_id) {
-                window.own_membership = Some(window.own_membership.map_or(*position, |last: i64| last.max(*position)));
+            window.member_events |= entry.target.is_some();
+            if entry.target.as_deref() == Some(user_id) {
+                window.own_membership = Some(window.own_membership.map_or(position, |last: i64| last.max(position)));
             }
         }
         Ok(Some(window))
@@ -87,6 +97,9 @@ impl RecentEvents {
 pub struct Window {
     /// The rooms (among those asked about) with events in the window, with the last position.
     pub rooms: HashMap<String, i64>,
+    /// For the same rooms, the positions and ids of their newest events in the window, newest
+    /// first, at most [`WINDOW_IDS_PER_ROOM`] per room.
+    pub newest: HashMap<String, Vec<(i64, String)>>,
     /// The last position in the window of an event about the user's own membership.
     pub own_membership: Option<i64>,
     /// Whether any member event (of any room) lies in the window.

@@ -6,7 +6,11 @@
 
 use std::future::Future;
 
-use ranvier_store::{Backend, Store, StreamKind, events::StateIds};
+use ranvier_store::{
+    Backend, Store, StreamKind,
+    events::StateIds,
+    persist::{CurrentStateChange, MembershipChange, NewStateGroup, PersistEvent},
+};
 use serde_json::{Value, json};
 
 /// The backends named in `RANVIER_TEST_BACKENDS` (default: both).
@@ -187,73 +191,42 @@ impl RoomFixture {
         if let Some(state_key) = state_key {
             pdu["state_key"] = json!(state_key);
         }
-        let mut txn = store.begin_write().await.expect("begin");
-        sqlx::query(
-            "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth,
-                 origin_server_ts, pdu, state_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(position)
-        .bind(&event_id)
-        .bind(&self.room_id)
-        .bind(sender)
-        .bind(event_type)
-        .bind(state_key)
-        .bind(self.depth)
-        .bind(fixture_ts(position))
-        .bind(pdu.to_string())
-        .bind(self.state_group)
-        .execute(&mut **txn)
-        .await
-        .expect("insert event");
+        let mut event = PersistEvent {
+            stream_ordering: position,
+            event_id: event_id.clone(),
+            room_id: self.room_id.clone(),
+            sender: sender.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: state_key.map(str::to_owned),
+            depth: self.depth,
+            origin_server_ts: fixture_ts(position),
+            pdu: pdu.to_string(),
+            state_group: Some(self.state_group),
+            ..PersistEvent::default()
+        };
         if let Some(state_key) = state_key {
-            sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES ($1, $2, $3, 0)")
-                .bind(position)
-                .bind(&self.room_id)
-                .bind(self.state_group)
-                .execute(&mut **txn)
-                .await
-                .expect("insert state group");
-            sqlx::query(
-                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(position)
-            .bind(event_type)
-            .bind(state_key)
-            .bind(&event_id)
-            .execute(&mut **txn)
-            .await
-            .expect("insert state group entry");
-            sqlx::query(
-                "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = $4",
-            )
-            .bind(&self.room_id)
-            .bind(event_type)
-            .bind(state_key)
-            .bind(&event_id)
-            .execute(&mut **txn)
-            .await
-            .expect("update current state");
+            event.new_state_groups = vec![NewStateGroup {
+                id: position,
+                prev_group: Some(self.state_group),
+                chain_length: 0,
+                entries: vec![(event_type.to_owned(), state_key.to_owned(), event_id.clone())],
+            }];
+            event.current_state = vec![CurrentStateChange {
+                event_type: event_type.to_owned(),
+                state_key: state_key.to_owned(),
+                event_id: Some(event_id.clone()),
+            }];
+            event.current_state_group = Some(position);
             if event_type == "m.room.member" {
                 let membership = pdu["content"]["membership"].as_str().unwrap_or("leave").to_owned();
-                sqlx::query(
-                    "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, event_id = $4, stream_ordering = $5",
-                )
-                .bind(&self.room_id)
-                .bind(state_key)
-                .bind(&membership)
-                .bind(&event_id)
-                .bind(position)
-                .execute(&mut **txn)
-                .await
-                .expect("update membership");
+                event.memberships =
+                    vec![MembershipChange { user_id: state_key.to_owned(), membership, event_id: event_id.clone() }];
             }
             self.state.insert((event_type.to_owned(), state_key.to_owned()), event_id.clone());
             self.state_group = position;
         }
-        txn.commit().await.expect("commit");
+        // The store's own write path, so that its caches follow.
+        store.persist_event(&event).await.expect("persist fixture event");
         drop(guard);
         Written { event_id, stream_ordering: position }
     }

@@ -213,6 +213,7 @@ impl SyncService {
                             memberships: memberships.rows.clone(),
                             new_events: window.rooms,
                             member_events: window.member_events,
+                            newest: window.newest,
                         });
                     } else {
                         known_memberships = None;

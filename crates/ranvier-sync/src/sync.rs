@@ -71,6 +71,9 @@ pub(crate) struct Hint {
     pub new_events: HashMap<String, i64>,
     /// Whether any member event (of any room) lies in `(since, now]`.
     pub member_events: bool,
+    /// For the rooms of `new_events`, the positions and ids of their newest timeline events in
+    /// `(since, now]`, newest first (see [`crate::changes::Window::newest`]).
+    pub newest: HashMap<String, Vec<(i64, String)>>,
 }
 
 /// What to compute for one joined or left room.
@@ -173,9 +176,11 @@ impl SyncService {
             _ => ranvier_social::ignore::ignored_users(store, user_id).await?,
         };
         let mut member_events = true;
+        let mut newest = None;
         let (memberships, new_events) = match hint {
-            Some(Hint { memberships, new_events, member_events: any }) if since_events.is_some() => {
+            Some(Hint { memberships, new_events, member_events: any, newest: ids }) if since_events.is_some() => {
                 member_events = any;
+                newest = Some(ids);
                 (memberships, new_events)
             }
             _ => {
@@ -266,27 +271,14 @@ impl SyncService {
             incremental: since.is_some(),
             now,
         };
-        // The first timeline statement of every room, in one statement per 50 rooms.
-        let limit = timeline_limit(&filter.room.timeline);
-        let mut first_batches = if limit == 0 || plans.len() < 2 {
-            HashMap::new()
-        } else {
-            let ranges: Vec<(String, i64, i64)> = plans
-                .iter()
-                .filter(|plan| plan.since.unwrap_or(0) < plan.up_to)
-                .map(|plan| (plan.room_id.clone(), plan.since.unwrap_or(0), plan.up_to))
-                .collect();
-            store.rooms_timelines(&ranges, first_batch_size(limit) as i64).await?
-        };
+        let (mut first_batches, covered) =
+            self.first_batches(&plans, timeline_limit(&filter.room.timeline), since_events, newest.as_ref()).await?;
         let plans: Vec<(RoomPlan, Option<Vec<StoredEvent>>)> = plans
             .into_iter()
             .map(|plan| {
-                // A room the statement found no events for has none in its range.
-                let batch = if first_batches.is_empty() {
-                    None
-                } else {
-                    Some(first_batches.remove(&plan.room_id).unwrap_or_default())
-                };
+                // A covered room that got no events has none in its range.
+                let batch =
+                    covered.contains(&plan.room_id).then(|| first_batches.remove(&plan.room_id).unwrap_or_default());
                 (plan, batch)
             })
             .collect();
@@ -362,6 +354,54 @@ impl SyncService {
             response.next_batch = next_batch.to_string();
         }
         Ok(response)
+    }
+
+    /// The answer of the first statement of each room's timeline walk, read for all rooms at
+    /// once, and the rooms it covers. Rooms continuing from the pass's `since` take the ids of
+    /// their newest events from the log of recent events (`newest`, the window of exactly
+    /// `(since, now]`) and the events from the store's cache; the others share one statement per
+    /// 50 rooms when there are several.
+    async fn first_batches(
+        &self,
+        plans: &[RoomPlan],
+        limit: usize,
+        since: Option<i64>,
+        newest: Option<&HashMap<String, Vec<(i64, String)>>>,
+    ) -> Result<(HashMap<String, Vec<StoredEvent>>, HashSet<String>)> {
+        let mut batches: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        let mut covered = HashSet::new();
+        if limit == 0 {
+            return Ok((batches, covered));
+        }
+        let size = first_batch_size(limit);
+        let mut from_log: Vec<String> = Vec::new();
+        let mut ranges: Vec<(String, i64, i64)> = Vec::new();
+        for plan in plans.iter().filter(|plan| plan.since.unwrap_or(0) < plan.up_to) {
+            match (newest, plan.since) {
+                (Some(newest), Some(after)) if Some(after) == since => {
+                    let ids = newest.get(&plan.room_id).into_iter().flatten();
+                    from_log.extend(
+                        ids.filter(|(position, _)| *position > after && *position <= plan.up_to)
+                            .take(size)
+                            .map(|(_, event_id)| event_id.clone()),
+                    );
+                    covered.insert(plan.room_id.clone());
+                }
+                _ => ranges.push((plan.room_id.clone(), plan.since.unwrap_or(0), plan.up_to)),
+            }
+        }
+        if !from_log.is_empty() {
+            let mut events = self.store().get_events(&from_log).await?;
+            events.sort_unstable_by_key(|event| std::cmp::Reverse(event.stream_ordering));
+            for event in events {
+                batches.entry(event.room_id.clone()).or_default().push(event);
+            }
+        }
+        if ranges.len() >= 2 {
+            batches.extend(self.store().rooms_timelines(&ranges, size as i64).await?);
+            covered.extend(ranges.into_iter().map(|(room_id, _, _)| room_id));
+        }
+        Ok((batches, covered))
     }
 
     /// The first half of a room's update: its timeline and the ids of the state events to

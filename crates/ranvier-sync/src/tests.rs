@@ -853,12 +853,15 @@ async fn recent_events_window_names_rooms_and_own_membership_changes() {
         let log = crate::changes::RecentEvents::new(start);
         let rooms: HashSet<String> = ["!a:test".to_owned()].into();
 
-        a.message(&store, ALICE, "one").await;
-        let last_a = a.message(&store, ALICE, "two").await.stream_ordering;
+        let one = a.message(&store, ALICE, "one").await;
+        let two = a.message(&store, ALICE, "two").await;
+        let last_a = two.stream_ordering;
         b.message(&store, BOB, "elsewhere").await;
         let now = store.streams().current_token().get(ranvier_store::StreamKind::Events);
         let window = log.window(&store, ALICE, &rooms, start, now).await.expect("window").expect("covered");
         assert_eq!(window.rooms, [("!a:test".to_owned(), last_a)].into());
+        let newest = [(two.stream_ordering, two.event_id.clone()), (one.stream_ordering, one.event_id.clone())];
+        assert_eq!(window.newest, [("!a:test".to_owned(), newest.to_vec())].into(), "newest first, asked rooms only");
         assert_eq!(window.own_membership, None);
 
         // An invite of Alice into a room she is not in is her own membership change.
