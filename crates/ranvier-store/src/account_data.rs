@@ -18,7 +18,7 @@ impl Store {
         .bind(data_type)
         .bind(content)
         .bind(guard.position())
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("set account data")?;
         txn.commit().await?;

@@ -89,7 +89,7 @@ impl Store {
         let mut txn = self.begin_write().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT user_id FROM users WHERE user_id = $1")
             .bind(account.user_id)
-            .fetch_optional(&mut **txn)
+            .fetch_optional(&mut *txn)
             .await
             .context("check user exists")?;
         if exists.is_some() {
@@ -111,7 +111,7 @@ impl Store {
         .bind(account.password_hash)
         .bind(now)
         .bind(account.admin as i64)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("insert user")?;
         if inserted.rows_affected() == 0 {
@@ -162,7 +162,7 @@ impl Store {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(password_hash)
             .bind(user_id)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("set password")?;
         let mut deleted = Vec::new();
@@ -170,7 +170,7 @@ impl Store {
             deleted = sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2")
                 .bind(user_id)
                 .bind(keep)
-                .fetch_all(&mut **txn)
+                .fetch_all(&mut *txn)
                 .await
                 .context("list other devices")?;
             for sql in [
@@ -178,7 +178,7 @@ impl Store {
                 "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
                 "DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id <> $2",
             ] {
-                sqlx::query(sql).bind(user_id).bind(keep).execute(&mut **txn).await.context("log out other devices")?;
+                sqlx::query(sql).bind(user_id).bind(keep).execute(&mut *txn).await.context("log out other devices")?;
             }
         }
         txn.commit().await?;
@@ -197,7 +197,7 @@ impl Store {
             "DELETE FROM uia_sessions WHERE user_id = $1",
             "DELETE FROM account_data WHERE user_id = $1",
         ] {
-            sqlx::query(sql).bind(user_id).execute(&mut **txn).await.context("deactivate user")?;
+            sqlx::query(sql).bind(user_id).execute(&mut *txn).await.context("deactivate user")?;
         }
         txn.commit().await
     }
@@ -233,7 +233,7 @@ impl Store {
         let mut txn = self.begin_write().await?;
         sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1")
             .bind(token_hash(token))
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete access token")?;
         txn.commit().await
@@ -252,20 +252,20 @@ impl Store {
             sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("delete device tokens")?;
             // A deleted dehydrated device is no longer the user's dehydrated device.
             sqlx::query("DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("forget dehydrated device")?;
             let removed = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("delete device")?;
             if removed.rows_affected() > 0 {
@@ -313,7 +313,7 @@ impl Store {
             .bind(display_name)
             .bind(user_id)
             .bind(device_id)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("rename device")?;
         txn.commit().await?;
@@ -326,13 +326,13 @@ impl Store {
         let mut txn = self.begin_write().await?;
         sqlx::query("DELETE FROM shared_secret_nonces WHERE created_ts <= $1")
             .bind(now - NONCE_LIFETIME_MS)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("expire nonces")?;
         sqlx::query("INSERT INTO shared_secret_nonces (nonce, created_ts) VALUES ($1, $2)")
             .bind(nonce)
             .bind(now)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("insert nonce")?;
         txn.commit().await
@@ -344,7 +344,7 @@ impl Store {
         let taken = sqlx::query("DELETE FROM shared_secret_nonces WHERE nonce = $1 AND created_ts > $2")
             .bind(nonce)
             .bind(now_ms() - NONCE_LIFETIME_MS)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("take nonce")?;
         txn.commit().await?;

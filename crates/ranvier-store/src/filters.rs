@@ -13,7 +13,7 @@ impl Store {
             // Serialise id allocation per user; SQLite already has a single writer.
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                 .bind(format!("filters:{user_id}"))
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("lock filter ids")?;
         }
@@ -23,7 +23,7 @@ impl Store {
         for _ in 0..5 {
             let next: Option<i64> = sqlx::query_scalar("SELECT MAX(filter_id) FROM filters WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_one(&mut **txn)
+                .fetch_one(&mut *txn)
                 .await
                 .context("next filter id")?;
             let filter_id = next.map_or(0, |max| max + 1);
@@ -33,7 +33,7 @@ impl Store {
             .bind(user_id)
             .bind(filter_id)
             .bind(filter_json)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("insert filter")?;
             if inserted.rows_affected() == 1 {

@@ -48,11 +48,11 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use ranvier_core::{Error, Result, error::Context};
 use sqlx::{
-    Any, AnyPool, Transaction,
+    Any, AnyConnection, AnyPool, Connection, Transaction,
     any::{AnyConnectOptions, AnyPoolOptions},
     pool::PoolConnection,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use streams::{StreamKind, StreamToken, Streams};
 
@@ -77,15 +77,14 @@ pub struct Store {
 
 struct StoreInner {
     pool: AnyPool,
-    /// SQLite only: a pool of exactly one connection that every [`Store::begin_write`]
-    /// transaction uses. SQLite drops a connection's page cache whenever another connection
-    /// has committed since its last transaction; with one writer connection, the writer's own
-    /// commits never do, so the pages each write touches (indexes, the rows it appends to)
-    /// stay cached between events.
-    writer_pool: Option<AnyPool>,
+    /// SQLite only: the one connection every [`Store::begin_write`] transaction uses, under a
+    /// lock held for the whole transaction (SQLite has one writer; serialising in-process
+    /// avoids `SQLITE_BUSY`). SQLite drops a connection's page cache whenever another
+    /// connection has committed since its last transaction; with one writer connection, the
+    /// writer's own commits never do, so the pages each write touches stay cached. It is not
+    /// pooled: a transaction takes it with no hand-over through a pool.
+    sqlite_writer: Option<Arc<Mutex<SqliteWriter>>>,
     backend: Backend,
-    /// Held for the whole of every write transaction on SQLite; unused on PostgreSQL.
-    sqlite_writer: Mutex<()>,
     streams: Streams,
     /// Events by id (see [`event_cache`]).
     events: EventCache,
@@ -95,29 +94,89 @@ struct StoreInner {
     memberships: sync::MembershipCache,
 }
 
-/// A write transaction. On SQLite it also holds the writer lock until dropped.
+/// SQLite's writer connection.
+struct SqliteWriter {
+    conn: AnyConnection,
+    /// Set before `BEGIN` is sent and cleared once the transaction committed or rolled back.
+    /// While set, a transaction may be open on the connection (one cut short before its
+    /// rollback ran), and the next [`Store::begin_write`] rolls it back first.
+    open: bool,
+}
+
+impl SqliteWriter {
+    /// Roll back what is open on the connection.
+    async fn roll_back(&mut self) {
+        // The error when nothing is open is expected.
+        let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        self.open = false;
+    }
+}
+
+/// The connection of a write transaction.
+enum TxnConn {
+    /// SQLite: the writer connection, under its lock; `BEGIN IMMEDIATE` has run on it.
+    Sqlite(OwnedMutexGuard<SqliteWriter>),
+    /// PostgreSQL: a pooled connection's transaction.
+    Postgres(Transaction<'static, Any>),
+    /// Committed.
+    Done,
+}
+
+/// A write transaction, used as the connection its statements run on. On SQLite it holds the
+/// writer lock until it ends. Dropped without [`WriteTxn::commit`], it is rolled back at once
+/// (on SQLite by a task that keeps the writer lock until the rollback ran).
 pub struct WriteTxn<'a> {
-    pub txn: Transaction<'static, Any>,
-    _writer: Option<MutexGuard<'a, ()>>,
+    conn: TxnConn,
+    _store: std::marker::PhantomData<&'a Store>,
 }
 
 impl WriteTxn<'_> {
     /// Commit the transaction.
-    pub async fn commit(self) -> Result<()> {
-        self.txn.commit().await.context("commit transaction")
+    pub async fn commit(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.conn, TxnConn::Done) {
+            TxnConn::Sqlite(mut writer) => {
+                if let Err(error) = sqlx::query("COMMIT").execute(&mut writer.conn).await {
+                    writer.roll_back().await;
+                    return Err(error).context("commit transaction");
+                }
+                writer.open = false;
+                Ok(())
+            }
+            TxnConn::Postgres(txn) => txn.commit().await.context("commit transaction"),
+            TxnConn::Done => Ok(()),
+        }
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        if let TxnConn::Sqlite(mut writer) = std::mem::replace(&mut self.conn, TxnConn::Done) {
+            // Without a runtime (at shutdown) the next `begin_write` rolls back instead.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { writer.roll_back().await });
+            }
+        }
     }
 }
 
 impl std::ops::Deref for WriteTxn<'_> {
-    type Target = Transaction<'static, Any>;
+    type Target = AnyConnection;
     fn deref(&self) -> &Self::Target {
-        &self.txn
+        match &self.conn {
+            TxnConn::Sqlite(writer) => &writer.conn,
+            TxnConn::Postgres(txn) => txn,
+            TxnConn::Done => unreachable!("a write transaction is used only until its commit"),
+        }
     }
 }
 
 impl std::ops::DerefMut for WriteTxn<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.txn
+        match &mut self.conn {
+            TxnConn::Sqlite(writer) => &mut writer.conn,
+            TxnConn::Postgres(txn) => txn,
+            TxnConn::Done => unreachable!("a write transaction is used only until its commit"),
+        }
     }
 }
 
@@ -150,26 +209,21 @@ impl Store {
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
-        let writer_pool = match backend {
-            // Opened after the migrations so that its one connection starts on the final schema.
-            Backend::Sqlite => Some(
-                sqlite_pool_options(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(options)
-                    .await
-                    .context("connect to database (writer)")?,
-            ),
+        let sqlite_writer = match backend {
+            // Opened after the migrations so that it starts on the final schema.
+            Backend::Sqlite => {
+                let mut conn = AnyConnection::connect_with(&options).await.context("connect to database (writer)")?;
+                sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut conn).await.context("set up the writer connection")?;
+                Some(Arc::new(Mutex::new(SqliteWriter { conn, open: false })))
+            }
             Backend::Postgres => None,
         };
         let streams = Streams::load(&pool).await?;
         Ok(Self {
             inner: Arc::new(StoreInner {
                 pool,
-                writer_pool,
+                sqlite_writer,
                 backend,
-                sqlite_writer: Mutex::new(()),
                 streams,
                 events: EventCache::new(event_cache_bytes),
                 key_counts: KeyedCache::new(e2ee::keys::KEY_COUNT_CAPACITY),
@@ -215,22 +269,19 @@ impl Store {
 
     /// Begin a write transaction (taking the SQLite writer lock first).
     pub async fn begin_write(&self) -> Result<WriteTxn<'_>> {
-        let writer = match self.inner.backend {
-            Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
-            Backend::Postgres => None,
+        let _store = std::marker::PhantomData;
+        let Some(writer) = &self.inner.sqlite_writer else {
+            let txn = self.inner.pool.begin().await.context("begin transaction")?;
+            return Ok(WriteTxn { conn: TxnConn::Postgres(txn), _store });
         };
-        // A write transaction dropped without commit releases the writer lock at once, but sqlx
-        // only queues its rollback. BEGIN IMMEDIATE takes SQLite's write lock up front, where
-        // the busy timeout applies, so a write never fails with SQLITE_BUSY on a lock still held
-        // by a rollback in flight (on the dedicated writer connection the rollback runs before
-        // the connection is handed out again anyway).
-        let pool = self.inner.writer_pool.as_ref().unwrap_or(&self.inner.pool);
-        let txn = match self.inner.backend {
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => pool.begin().await,
+        let mut writer = writer.clone().lock_owned().await;
+        if writer.open {
+            writer.roll_back().await;
         }
-        .context("begin transaction")?;
-        Ok(WriteTxn { txn, _writer: writer })
+        // BEGIN IMMEDIATE takes SQLite's write lock up front, where the busy timeout applies.
+        writer.open = true;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut writer.conn).await.context("begin transaction")?;
+        Ok(WriteTxn { conn: TxnConn::Sqlite(writer), _store })
     }
 }
 
@@ -265,6 +316,12 @@ fn sqlite_reader_limit() -> u32 {
     std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)).saturating_mul(2)
 }
 
+/// The settings of every SQLite connection. WAL lets readers run beside the writer; FULL
+/// makes every commit durable before it is acknowledged. Temporary B-trees and statement
+/// journals stay in memory rather than in a file created and deleted for each.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
+     PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;";
+
 /// Pool options of a SQLite pool of up to `max_connections` connections.
 fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
@@ -275,15 +332,7 @@ fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
         .test_before_acquire(false)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
-                // WAL lets readers run beside the writer; FULL makes every commit durable
-                // before it is acknowledged. Temporary B-trees and statement journals stay in
-                // memory rather than in a file created and deleted for each.
-                sqlx::raw_sql(
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
-                     PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;",
-                )
-                .execute(conn)
-                .await?;
+                sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
                 Ok(())
             })
         })

@@ -142,12 +142,12 @@ impl Store {
         )
         .bind(uploader)
         .bind(now)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("remove expired pending media")?;
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE uploader = $1 AND uploaded_ts IS NULL")
             .bind(uploader)
-            .fetch_one(&mut **txn)
+            .fetch_one(&mut *txn)
             .await
             .context("count pending media")?;
         if pending >= max_pending {
@@ -163,7 +163,7 @@ impl Store {
         .bind(now)
         .bind(expires_ts)
         .bind(i64::from(authenticated))
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("create pending media")?;
         txn.commit().await?;
@@ -194,7 +194,7 @@ impl Store {
         .bind(&content.sha256)
         .bind(content.size)
         .bind(i64::from(authenticated))
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("insert media")?;
         txn.commit().await
@@ -225,7 +225,7 @@ impl Store {
         .bind(content.upload_name.as_deref())
         .bind(&content.sha256)
         .bind(content.size)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("complete pending media")?;
         if updated.rows_affected() > 0 {
@@ -237,7 +237,7 @@ impl Store {
         )
         .bind(origin)
         .bind(media_id)
-        .fetch_optional(&mut **txn)
+        .fetch_optional(&mut *txn)
         .await
         .context("read pending media")?;
         Ok(classify_failed_completion(row, uploader, content.uploaded_ts))
@@ -312,7 +312,7 @@ impl Store {
         .bind(&thumbnail.sha256)
         .bind(thumbnail.size)
         .bind(now)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("insert thumbnail")?;
         txn.commit().await
@@ -343,7 +343,7 @@ impl Store {
         .bind(media_id)
         .bind(now)
         .bind(by)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("quarantine media")?;
         txn.commit().await?;
@@ -358,7 +358,7 @@ impl Store {
             sqlx::query_scalar("SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2")
                 .bind(origin)
                 .bind(media_id)
-                .fetch_optional(&mut **txn)
+                .fetch_optional(&mut *txn)
                 .await
                 .context("read media for deletion")?;
         let Some(own) = own else {
@@ -368,20 +368,20 @@ impl Store {
             sqlx::query_scalar("SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2")
                 .bind(origin)
                 .bind(media_id)
-                .fetch_all(&mut **txn)
+                .fetch_all(&mut *txn)
                 .await
                 .context("read thumbnails for deletion")?;
         hashes.extend(own);
         sqlx::query("DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2")
             .bind(origin)
             .bind(media_id)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete thumbnails")?;
         sqlx::query("DELETE FROM media WHERE origin = $1 AND media_id = $2")
             .bind(origin)
             .bind(media_id)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete media")?;
         txn.commit().await?;
@@ -420,7 +420,7 @@ impl Store {
             .bind(origin)
             .bind(media_id)
             .bind(ts)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("record media access")?;
         }
@@ -488,7 +488,7 @@ impl Store {
         .bind(preview.fetched_ts)
         .bind(&preview.og)
         .bind(preview.image_media_id.as_deref())
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("insert URL preview")?;
         txn.commit().await
@@ -499,7 +499,7 @@ impl Store {
         let mut txn = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM url_previews WHERE fetched_ts < $1")
             .bind(before_ts)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete old URL previews")?;
         txn.commit().await?;

@@ -150,7 +150,7 @@ impl Store {
             .bind(i64::from(forgotten))
             .bind(room_id)
             .bind(user_id)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("forget room")?;
         txn.commit().await?;

@@ -247,7 +247,7 @@ impl Store {
                 .bind(&pusher.app_id)
                 .bind(&pusher.pushkey)
                 .bind(&pusher.user_id)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("remove other users' pushers")?;
         }
@@ -272,7 +272,7 @@ impl Store {
             .bind(pusher.pushkey_ts)
             .bind(pusher.last_stream_ordering)
             .bind(pusher.failing_since)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("set pusher")?;
         txn.commit().await
@@ -285,7 +285,7 @@ impl Store {
             .bind(user_id)
             .bind(app_id)
             .bind(pushkey)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete pusher")?
             .rows_affected();
@@ -355,7 +355,7 @@ impl Store {
         .bind(user_id)
         .bind(app_id)
         .bind(pushkey)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("update pusher progress")?;
         txn.commit().await

@@ -59,7 +59,7 @@ impl Store {
         .bind(token)
         .bind(uses_allowed)
         .bind(expiry_ts)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("create registration token")?;
         txn.commit().await?;
@@ -100,7 +100,7 @@ impl Store {
         let mut txn = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM registration_tokens WHERE token = $1")
             .bind(token)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete registration token")?;
         txn.commit().await?;

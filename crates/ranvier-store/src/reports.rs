@@ -79,7 +79,7 @@ impl Store {
         if self.backend() == Backend::Postgres {
             // Ids are the next number; serialise their allocation (SQLite has one writer).
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('reports'))")
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("lock report ids")?;
         }
@@ -97,7 +97,7 @@ impl Store {
         .bind(report.score)
         .bind(report.content)
         .bind(report.received_ts)
-        .fetch_one(&mut **txn)
+        .fetch_one(&mut *txn)
         .await
         .context("insert report")?;
         txn.commit().await?;

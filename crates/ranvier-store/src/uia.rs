@@ -49,7 +49,7 @@ impl Store {
             .bind(operation)
             .bind(user_id)
             .bind(now_ms())
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("create UIA session")?;
         txn.commit().await
@@ -90,7 +90,7 @@ impl Store {
             sqlx::query_scalar("SELECT registration_token FROM uia_sessions WHERE session_id = $1 AND created_ts > $2")
                 .bind(session_id)
                 .bind(now_ms() - SESSION_LIFETIME_MS)
-                .fetch_optional(&mut **txn)
+                .fetch_optional(&mut *txn)
                 .await
                 .context("read UIA session token")?;
         let Some(held) = held else {
@@ -105,7 +105,7 @@ impl Store {
             sqlx::query("UPDATE uia_sessions SET registration_token = $1 WHERE session_id = $2")
                 .bind(token)
                 .bind(session_id)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("hold registration token")?;
         }
@@ -130,7 +130,7 @@ impl Store {
         let expired: Vec<Option<String>> =
             sqlx::query_scalar("DELETE FROM uia_sessions WHERE created_ts <= $1 RETURNING registration_token")
                 .bind(now_ms() - SESSION_LIFETIME_MS)
-                .fetch_all(&mut **txn)
+                .fetch_all(&mut *txn)
                 .await
                 .context("expire UIA sessions")?;
         for token in expired.iter().flatten() {

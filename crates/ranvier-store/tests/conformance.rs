@@ -890,7 +890,7 @@ async fn writes_visible_to_readers_at_once(backend: Backend) {
         let mut txn = store.begin_write().await.unwrap_or_else(|e| panic!("{e}"));
         sqlx::query("INSERT INTO users (user_id, password_hash, created_ts) VALUES ($1, NULL, 0)")
             .bind(&user)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         if i % 2 == 0 {
@@ -1053,7 +1053,37 @@ async fn cached_reads_follow_redactions(backend: Backend) {
     }
 }
 
+/// A write transaction dropped without a commit leaves nothing behind, whatever comes after
+/// it: the next transaction commits only its own rows, and a reader sees the dropped rows
+/// neither before nor after.
+async fn dropped_write_transactions_leave_nothing(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    let count = |store: &Store, key: &'static str| {
+        let store = store.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM filters WHERE filter_json = $1")
+                .bind(key)
+                .fetch_one(store.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            n
+        }
+    };
+    let insert = "INSERT INTO filters (user_id, filter_id, filter_json) VALUES ('@a:test', $1, $2)";
+    {
+        let mut txn = store.begin_write().await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query(insert).bind(1i64).bind("dropped").execute(&mut *txn).await.unwrap_or_else(|e| panic!("{e}"));
+        // Dropped here, without a commit.
+    }
+    assert_eq!(count(&store, "dropped").await, 0);
+    let mut txn = store.begin_write().await.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(insert).bind(2i64).bind("kept").execute(&mut *txn).await.unwrap_or_else(|e| panic!("{e}"));
+    txn.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((count(&store, "dropped").await, count(&store, "kept").await), (0, 1));
+}
+
 backend_tests!(
+    dropped_write_transactions_leave_nothing,
     cached_reads_follow_redactions,
     extremities_with_late_parents,
     group_writes_match_single_writes,

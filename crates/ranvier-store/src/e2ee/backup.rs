@@ -83,7 +83,7 @@ impl Store {
             let latest: Option<i64> =
                 sqlx::query_scalar("SELECT MAX(version) FROM e2e_backup_versions WHERE user_id = $1")
                     .bind(user_id)
-                    .fetch_one(&mut **txn)
+                    .fetch_one(&mut *txn)
                     .await
                     .context("read backup versions")?;
             let version = latest.unwrap_or(0) + 1;
@@ -95,7 +95,7 @@ impl Store {
             .bind(version)
             .bind(algorithm)
             .bind(auth_data)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("create backup version")?;
             if inserted.rows_affected() > 0 {
@@ -146,7 +146,7 @@ impl Store {
         .bind(user_id)
         .bind(version)
         .bind(auth_data)
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("update backup version")?;
         txn.commit().await?;
@@ -160,13 +160,13 @@ impl Store {
         let updated = sqlx::query("UPDATE e2e_backup_versions SET deleted = 1 WHERE user_id = $1 AND version = $2")
             .bind(user_id)
             .bind(version)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete backup version")?;
         sqlx::query("DELETE FROM e2e_backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user_id)
             .bind(version)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete backup keys")?;
         txn.commit().await?;

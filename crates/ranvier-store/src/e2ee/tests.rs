@@ -386,7 +386,7 @@ async fn member_event(store: &Store, pos: i64, room_id: &str, user_id: &str, mem
     .bind(user_id)
     .bind(now_ms())
     .bind(pdu.to_string())
-    .execute(&mut **txn)
+    .execute(&mut *txn)
     .await
     .unwrap();
     sqlx::query(
@@ -399,7 +399,7 @@ async fn member_event(store: &Store, pos: i64, room_id: &str, user_id: &str, mem
     .bind(membership)
     .bind(format!("$e{pos}"))
     .bind(pos)
-    .execute(&mut **txn)
+    .execute(&mut *txn)
     .await
     .unwrap();
     txn.commit().await.unwrap();

@@ -219,7 +219,7 @@ impl Store {
                 .bind(user_id)
                 .bind(device_id)
                 .bind(highest)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("delete delivered to-device messages")?
                 .rows_affected();

@@ -24,7 +24,7 @@ impl Store {
         .bind(room_id)
         .bind(creator)
         .bind(now_ms())
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("create alias")?
         .rows_affected();
@@ -46,7 +46,7 @@ impl Store {
         let mut txn = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
             .bind(alias)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("delete alias")?
             .rows_affected();
@@ -69,13 +69,13 @@ impl Store {
         let aliases: Vec<String> =
             sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
                 .bind(from)
-                .fetch_all(&mut **txn)
+                .fetch_all(&mut *txn)
                 .await
                 .context("aliases to move")?;
         sqlx::query("UPDATE room_aliases SET room_id = $2 WHERE room_id = $1")
             .bind(from)
             .bind(to)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("move aliases")?;
         txn.commit().await?;

@@ -25,7 +25,7 @@ impl Store {
         let updated = sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_id = $1")
             .bind(room_id)
             .bind(published as i64)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("publish room")?
             .rows_affected();

@@ -36,7 +36,7 @@ impl Store {
             .bind(&row.status_msg)
             .bind(row.last_active_ts)
             .bind(row.stream_pos)
-            .execute(&mut **txn)
+            .execute(&mut *txn)
             .await
             .context("put presence")?;
         }

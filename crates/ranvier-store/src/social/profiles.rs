@@ -66,7 +66,7 @@ impl Store {
                 .bind(user_id)
                 .bind(field)
                 .bind(value)
-                .execute(&mut **txn)
+                .execute(&mut *txn)
                 .await
                 .context("set profile field")?;
             }
@@ -74,7 +74,7 @@ impl Store {
                 sqlx::query("DELETE FROM profile_fields WHERE user_id = $1 AND field = $2")
                     .bind(user_id)
                     .bind(field)
-                    .execute(&mut **txn)
+                    .execute(&mut *txn)
                     .await
                     .context("delete profile field")?;
             }
@@ -89,7 +89,7 @@ impl Store {
     pub async fn clear_profile(&self, user_id: &str) -> Result<()> {
         let mut txn = self.begin_write().await?;
         for sql in ["DELETE FROM profile_fields WHERE user_id = $1", "DELETE FROM user_directory WHERE user_id = $1"] {
-            sqlx::query(sql).bind(user_id).execute(&mut **txn).await.context("clear profile")?;
+            sqlx::query(sql).bind(user_id).execute(&mut *txn).await.context("clear profile")?;
         }
         txn.commit().await
     }

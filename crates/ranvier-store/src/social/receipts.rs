@@ -52,7 +52,7 @@ impl Store {
         .bind(receipt.event_stream_ordering)
         .bind(receipt.ts)
         .bind(guard.position())
-        .execute(&mut **txn)
+        .execute(&mut *txn)
         .await
         .context("put receipt")?
         .rows_affected();
