@@ -53,16 +53,7 @@ impl RecentEvents {
         now: i64,
     ) -> Result<Option<Window>> {
         let mut log = self.log.lock().await;
-        if now > log.scanned_to {
-            let new = store.event_positions_between(log.scanned_to, now).await?;
-            log.entries.extend(new);
-            log.scanned_to = now;
-            while log.entries.len() > CAPACITY {
-                if let Some(entry) = log.entries.pop_front() {
-                    log.floor = entry.stream_ordering;
-                }
-            }
-        }
+        log.scan(store, now).await?;
         if since < log.floor {
             return Ok(None);
         }
@@ -89,6 +80,62 @@ impl RecentEvents {
             }
         }
         Ok(Some(window))
+    }
+}
+
+impl Log {
+    /// Read what is new up to `now`, dropping the oldest entries past the capacity.
+    async fn scan(&mut self, store: &Store, now: i64) -> Result<()> {
+        if now > self.scanned_to {
+            let new = store.event_positions_between(self.scanned_to, now).await?;
+            self.entries.extend(new);
+            self.scanned_to = now;
+            while self.entries.len() > CAPACITY {
+                if let Some(entry) = self.entries.pop_front() {
+                    self.floor = entry.stream_ordering;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecentEvents {
+    /// The positions and ids of the newest `size` timeline events of each `(room_id, after,
+    /// up_to)` range (`up_to` at most `now`), newest first, for the ranges the log can answer
+    /// for: those it holds whole (`after` is not older than the log) and those with at least
+    /// `size` events in it (nothing newer than them can be missing). Other ranges are absent.
+    pub async fn newest_ids(
+        &self,
+        store: &Store,
+        ranges: &[(String, i64, i64)],
+        size: usize,
+        now: i64,
+    ) -> Result<HashMap<String, Vec<(i64, String)>>> {
+        let mut log = self.log.lock().await;
+        log.scan(store, now).await?;
+        let wanted: HashMap<&str, (i64, i64)> =
+            ranges.iter().map(|(room_id, after, up_to)| (room_id.as_str(), (*after, (*up_to).min(now)))).collect();
+        let mut found: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+        for entry in log.entries.iter().rev() {
+            let Some((after, up_to)) = wanted.get(entry.room_id.as_str()) else { continue };
+            if entry.stream_ordering > *after && entry.stream_ordering <= *up_to {
+                let ids = found.entry(entry.room_id.clone()).or_default();
+                if ids.len() < size {
+                    ids.push((entry.stream_ordering, entry.event_id.clone()));
+                }
+            }
+        }
+        let floor = log.floor;
+        found.retain(|room_id, ids| {
+            ids.len() >= size || wanted.get(room_id.as_str()).is_some_and(|(after, _)| *after >= floor)
+        });
+        for (room_id, (after, _)) in &wanted {
+            if *after >= floor {
+                found.entry((*room_id).to_owned()).or_default();
+            }
+        }
+        Ok(found)
     }
 }
 

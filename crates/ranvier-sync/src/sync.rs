@@ -271,8 +271,9 @@ impl SyncService {
             incremental: since.is_some(),
             now,
         };
-        let (mut first_batches, covered) =
-            self.first_batches(&plans, timeline_limit(&filter.room.timeline), since_events, newest.as_ref()).await?;
+        let (mut first_batches, covered) = self
+            .first_batches(&plans, timeline_limit(&filter.room.timeline), since_events, now_events, newest.as_ref())
+            .await?;
         let plans: Vec<(RoomPlan, Option<Vec<StoredEvent>>)> = plans
             .into_iter()
             .map(|plan| {
@@ -358,14 +359,16 @@ impl SyncService {
 
     /// The answer of the first statement of each room's timeline walk, read for all rooms at
     /// once, and the rooms it covers. Rooms continuing from the pass's `since` take the ids of
-    /// their newest events from the log of recent events (`newest`, the window of exactly
-    /// `(since, now]`) and the events from the store's cache; the others share one statement per
-    /// 50 rooms when there are several.
+    /// their newest events from the window of the log of recent events (`newest`, exactly
+    /// `(since, now]`); other rooms take them from the log when it can answer for their range;
+    /// the events come from the store's cache. The rest share one statement per 50 rooms when
+    /// there are several.
     async fn first_batches(
         &self,
         plans: &[RoomPlan],
         limit: usize,
         since: Option<i64>,
+        now: i64,
         newest: Option<&HashMap<String, Vec<(i64, String)>>>,
     ) -> Result<(HashMap<String, Vec<StoredEvent>>, HashSet<String>)> {
         let mut batches: HashMap<String, Vec<StoredEvent>> = HashMap::new();
@@ -388,6 +391,14 @@ impl SyncService {
                     covered.insert(plan.room_id.clone());
                 }
                 _ => ranges.push((plan.room_id.clone(), plan.since.unwrap_or(0), plan.up_to)),
+            }
+        }
+        if !ranges.is_empty() {
+            let logged = self.inner.recent.newest_ids(self.store(), &ranges, size, now).await?;
+            ranges.retain(|(room_id, _, _)| !logged.contains_key(room_id));
+            for (room_id, ids) in logged {
+                from_log.extend(ids.into_iter().map(|(_, event_id)| event_id));
+                covered.insert(room_id);
             }
         }
         if !from_log.is_empty() {

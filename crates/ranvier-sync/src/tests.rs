@@ -201,17 +201,20 @@ async fn initial_then_incremental_sync() {
     .await;
 }
 
-/// An initial sync reads the newest events of all its rooms together (50 rooms to a
-/// statement); each room's part is what a sync of that room alone answers, also when the
-/// filter drops the whole first batch and the walk goes on reading.
+/// An initial sync reads the newest events of all its rooms together: from the log of recent
+/// events where it holds them, else 50 rooms to a statement. Each room's part is what a sync
+/// of that room alone answers, whether the log holds all of the room's events (a service
+/// started before them), the newest of them only, or none (started after them), and also
+/// when the filter drops the whole first batch and the walk goes on reading.
 #[tokio::test]
 async fn initial_sync_of_many_rooms_matches_one_room_at_a_time() {
     on_each_backend(|store| async move {
-        let sync_service = service(&store);
+        let early = service(&store);
         let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
         for i in 0..5 {
             a.message(&store, ALICE, &format!("a{i}")).await;
         }
+        let middle = service(&store);
         for i in 0..6 {
             a.state_event(&store, ALICE, "m.room.topic", "", json!({"topic": format!("t{i}")})).await;
         }
@@ -225,21 +228,26 @@ async fn initial_sync_of_many_rooms_matches_one_room_at_a_time() {
             room.message(&store, ALICE, &format!("r{r}")).await;
             rooms.push(room_id);
         }
+        let late = service(&store);
         let timeline = json!({"types": ["m.room.message"], "limit": 3});
-        let all = sync_with(&sync_service, ALICE, "DEV", None, json!({"room": {"timeline": timeline}}), 0).await;
-        let joined = all["rooms"]["join"].as_object().expect("joined rooms");
-        assert_eq!(joined.len(), rooms.len());
-        let room_a = &all["rooms"]["join"]["!a:test"];
-        assert_eq!(bodies(&room_a["timeline"]["events"]), ["a2", "a3", "a4"]);
-        assert_eq!(room_a["timeline"]["limited"], json!(true));
-        assert_eq!(bodies(&all["rooms"]["join"]["!b:test"]["timeline"]["events"]), ["b0", "b1"]);
-        assert_eq!(bodies(&all["rooms"]["join"]["!r51:test"]["timeline"]["events"]), ["r51"]);
-        for room_id in &rooms {
-            let alone = json!({"room": {"rooms": [room_id], "timeline": timeline}});
-            let one = sync_with(&sync_service, ALICE, "DEV", None, alone, 0).await;
-            let (one, all) =
-                (ageless(&one["rooms"]["join"][room_id.as_str()]), ageless(&all["rooms"]["join"][room_id.as_str()]));
-            assert_eq!(one, all, "{room_id}");
+        for sync_service in [&early, &middle, &late] {
+            let all = sync_with(sync_service, ALICE, "DEV", None, json!({"room": {"timeline": timeline}}), 0).await;
+            let joined = all["rooms"]["join"].as_object().expect("joined rooms");
+            assert_eq!(joined.len(), rooms.len());
+            let room_a = &all["rooms"]["join"]["!a:test"];
+            assert_eq!(bodies(&room_a["timeline"]["events"]), ["a2", "a3", "a4"]);
+            assert_eq!(room_a["timeline"]["limited"], json!(true));
+            assert_eq!(bodies(&all["rooms"]["join"]["!b:test"]["timeline"]["events"]), ["b0", "b1"]);
+            assert_eq!(bodies(&all["rooms"]["join"]["!r51:test"]["timeline"]["events"]), ["r51"]);
+            for room_id in &rooms {
+                let alone = json!({"room": {"rooms": [room_id], "timeline": timeline}});
+                let one = sync_with(&late, ALICE, "DEV", None, alone, 0).await;
+                let (one, all) = (
+                    ageless(&one["rooms"]["join"][room_id.as_str()]),
+                    ageless(&all["rooms"]["join"][room_id.as_str()]),
+                );
+                assert_eq!(one, all, "{room_id}");
+            }
         }
     })
     .await;
