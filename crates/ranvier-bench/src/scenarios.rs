@@ -10,7 +10,7 @@ use tokio::sync::Barrier;
 
 use crate::api::{User, next_batch};
 use crate::bench::{Bench, SETUP_CONCURRENCY, bounded};
-use crate::stats::{add_latency, median, round3};
+use crate::stats::{add_latency, median, round3, round4};
 
 /// Every scenario name, in the order they run by default.
 pub const ALL: &[&str] = &["register", "login", "create_rooms", "send", "fanout", "initial_sync", "join_large"];
@@ -431,8 +431,8 @@ async fn initial_sync(bench: &Bench) {
                     joined = resp.body["rooms"]["join"].as_object().map_or(0, Map::len);
                 }
                 let mut f = Map::new();
-                f.insert("secs".into(), json!(round3(median(&secs))));
-                f.insert("first_secs".into(), json!(round3(secs[0])));
+                f.insert("secs".into(), json!(round4(median(&secs))));
+                f.insert("first_secs".into(), json!(round4(secs[0])));
                 f.insert("bytes".into(), json!(bytes));
                 f.insert("rooms_in_response".into(), json!(joined));
                 probe.finish(&mut f);
@@ -460,7 +460,7 @@ async fn join_large(bench: &Bench) {
                 bench.api.join(&joiner, &room).await.map_err(|e| e.to_string())?;
                 let join_secs = t.elapsed().as_secs_f64();
                 let mut f = Map::new();
-                f.insert("join_secs".into(), json!(round3(join_secs)));
+                f.insert("join_secs".into(), json!(round4(join_secs)));
                 for (name, lazy) in [("lazy", true), ("full", false)] {
                     let filter = sync_filter(lazy, &bench.unique("org.ranvier.bench.nonce."));
                     let t = Instant::now();
@@ -468,7 +468,7 @@ async fn join_large(bench: &Bench) {
                         bench.api.sync(&joiner, Some(&since), Some(&filter), 10000).await.map_err(|e| e.to_string())?;
                     let secs = t.elapsed().as_secs_f64();
                     let has_room = resp.body["rooms"]["join"].get(room.as_str()).is_some();
-                    f.insert(format!("first_sync_{name}_secs"), json!(round3(secs)));
+                    f.insert(format!("first_sync_{name}_secs"), json!(round4(secs)));
                     f.insert(format!("first_sync_{name}_bytes"), json!(resp.bytes));
                     f.insert(format!("first_sync_{name}_has_room"), json!(has_room));
                 }

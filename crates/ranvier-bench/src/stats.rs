@@ -18,6 +18,12 @@ pub fn median(samples: &[f64]) -> f64 {
     percentile(&v, 50.0)
 }
 
+/// `x` to four decimals (tenths of a millisecond for durations in seconds, which a sync of a
+/// few milliseconds needs).
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
 /// Rounds to three decimals so the JSON lines stay readable.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
