@@ -23,6 +23,11 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::{Rooms, persist::PreparedEvent, room_state::RoomState};
 
+/// The error of an event built on events of its room that failed to commit.
+pub(crate) fn earlier_commit_failed() -> Error {
+    Error::internal("an earlier event of the room failed to commit")
+}
+
 /// The answer a send waits for.
 pub(crate) type Reply = oneshot::Sender<Result<OwnedEventId>>;
 
@@ -131,7 +136,7 @@ impl Rooms {
             let rows: Vec<_> =
                 group.iter().filter_map(|waiting| waiting.event.as_ref().map(PreparedEvent::event)).collect();
             let written = match failed {
-                true => Err(Error::internal("an earlier event of the room failed to commit")),
+                true => Err(earlier_commit_failed()),
                 false if rows.is_empty() => Ok(()),
                 false => self.store().persist_events(&rows).await,
             };

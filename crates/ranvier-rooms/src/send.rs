@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::{
     EventTemplate, LockedRoom, Rooms,
     build::authorize,
-    commit::{Reply, Waiting},
+    commit::{Reply, Waiting, earlier_commit_failed},
     persist::{PersistOptions, PreparedEvent},
     room_state::RoomState,
 };
@@ -104,7 +104,7 @@ impl Rooms {
             if alone {
                 commits.wait_idle().await;
                 if commits.failed() {
-                    let _ = send.reply.send(Err(Error::internal("an earlier event of the room failed to commit")));
+                    let _ = send.reply.send(Err(earlier_commit_failed()));
                     continue;
                 }
             }

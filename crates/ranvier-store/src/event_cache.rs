@@ -45,6 +45,17 @@ fn size_of(event: &StoredEvent) -> usize {
 }
 
 impl Inner {
+    /// A copy of the cached event, moved into the current half if it was in the previous one.
+    fn get(&mut self, event_id: &str, half_bytes: usize) -> Option<StoredEvent> {
+        if let Some(event) = self.current.get(event_id) {
+            return Some((**event).clone());
+        }
+        let event = self.previous.remove(event_id)?;
+        let found = (*event).clone();
+        self.put(event, half_bytes);
+        Some(found)
+    }
+
     fn put(&mut self, event: Arc<StoredEvent>, half_bytes: usize) {
         let size = size_of(&event);
         if self.current_bytes + size > half_bytes {
@@ -71,14 +82,20 @@ impl EventCache {
 
     /// The cached event `event_id`, if any.
     pub fn get(&self, event_id: &str) -> Option<StoredEvent> {
+        self.inner.lock().get(event_id, self.half_bytes)
+    }
+
+    /// The cached events among `event_ids` (under one lock), and the ids not cached.
+    pub fn get_many<'a>(&self, event_ids: impl IntoIterator<Item = &'a str>) -> (Vec<StoredEvent>, Vec<&'a str>) {
         let mut inner = self.inner.lock();
-        if let Some(event) = inner.current.get(event_id) {
-            return Some((**event).clone());
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for event_id in event_ids {
+            match inner.get(event_id, self.half_bytes) {
+                Some(event) => found.push(event),
+                None => missing.push(event_id),
+            }
         }
-        let event = inner.previous.remove(event_id)?;
-        let found = (*event).clone();
-        inner.put(event, self.half_bytes);
-        Some(found)
+        (found, missing)
     }
 
     /// Cache events read from the database, unless an invalidation happened since
@@ -160,6 +177,15 @@ mod tests {
         assert!(inner.current_bytes <= 2_000);
         assert!(inner.current.len() + inner.previous.len() <= 6);
         assert!(!inner.current.contains_key("$1") && !inner.previous.contains_key("$1"), "old entries go");
+    }
+
+    #[test]
+    fn many_at_once_splits_found_from_missing() {
+        let cache = EventCache::new(1 << 20);
+        cache.insert_read(cache.generation(), [&event("$a", 10), &event("$c", 10)]);
+        let (found, missing) = cache.get_many(["$a", "$b", "$c"]);
+        let found: Vec<&str> = found.iter().map(|event| event.event_id.as_str()).collect();
+        assert_eq!((found, missing), (vec!["$a", "$c"], vec!["$b"]));
     }
 
     #[test]

@@ -95,18 +95,9 @@ impl Store {
     /// Several events by id, in no particular order, each once; unknown ids are skipped.
     pub async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
         let cache = self.event_cache();
-        let mut events = Vec::with_capacity(event_ids.len());
         let mut seen = std::collections::HashSet::with_capacity(event_ids.len());
-        let mut missing = Vec::new();
-        for event_id in event_ids {
-            if !seen.insert(event_id.as_str()) {
-                continue;
-            }
-            match cache.get(event_id) {
-                Some(event) => events.push(event),
-                None => missing.push(event_id),
-            }
-        }
+        let unique = event_ids.iter().map(String::as_str).filter(|event_id| seen.insert(*event_id));
+        let (mut events, missing) = cache.get_many(unique);
         if missing.is_empty() {
             return Ok(events);
         }

@@ -125,12 +125,11 @@ enum TxnConn {
 /// A write transaction, used as the connection its statements run on. On SQLite it holds the
 /// writer lock until it ends. Dropped without [`WriteTxn::commit`], it is rolled back at once
 /// (on SQLite by a task that keeps the writer lock until the rollback ran).
-pub struct WriteTxn<'a> {
+pub struct WriteTxn {
     conn: TxnConn,
-    _store: std::marker::PhantomData<&'a Store>,
 }
 
-impl WriteTxn<'_> {
+impl WriteTxn {
     /// Commit the transaction.
     pub async fn commit(mut self) -> Result<()> {
         match std::mem::replace(&mut self.conn, TxnConn::Done) {
@@ -148,7 +147,7 @@ impl WriteTxn<'_> {
     }
 }
 
-impl Drop for WriteTxn<'_> {
+impl Drop for WriteTxn {
     fn drop(&mut self) {
         if let TxnConn::Sqlite(mut writer) = std::mem::replace(&mut self.conn, TxnConn::Done) {
             // Without a runtime (at shutdown) the next `begin_write` rolls back instead.
@@ -159,7 +158,7 @@ impl Drop for WriteTxn<'_> {
     }
 }
 
-impl std::ops::Deref for WriteTxn<'_> {
+impl std::ops::Deref for WriteTxn {
     type Target = AnyConnection;
     fn deref(&self) -> &Self::Target {
         match &self.conn {
@@ -170,7 +169,7 @@ impl std::ops::Deref for WriteTxn<'_> {
     }
 }
 
-impl std::ops::DerefMut for WriteTxn<'_> {
+impl std::ops::DerefMut for WriteTxn {
     fn deref_mut(&mut self) -> &mut Self::Target {
         match &mut self.conn {
             TxnConn::Sqlite(writer) => &mut writer.conn,
@@ -268,11 +267,10 @@ impl Store {
     }
 
     /// Begin a write transaction (taking the SQLite writer lock first).
-    pub async fn begin_write(&self) -> Result<WriteTxn<'_>> {
-        let _store = std::marker::PhantomData;
+    pub async fn begin_write(&self) -> Result<WriteTxn> {
         let Some(writer) = &self.inner.sqlite_writer else {
             let txn = self.inner.pool.begin().await.context("begin transaction")?;
-            return Ok(WriteTxn { conn: TxnConn::Postgres(txn), _store });
+            return Ok(WriteTxn { conn: TxnConn::Postgres(txn) });
         };
         let mut writer = writer.clone().lock_owned().await;
         if writer.open {
@@ -281,7 +279,7 @@ impl Store {
         // BEGIN IMMEDIATE takes SQLite's write lock up front, where the busy timeout applies.
         writer.open = true;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut writer.conn).await.context("begin transaction")?;
-        Ok(WriteTxn { conn: TxnConn::Sqlite(writer), _store })
+        Ok(WriteTxn { conn: TxnConn::Sqlite(writer) })
     }
 }
 
