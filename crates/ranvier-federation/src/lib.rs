@@ -19,7 +19,7 @@ pub mod tls;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -90,7 +90,12 @@ struct Inner {
     server_name: OwnedServerName,
     config: FederationConfig,
     rooms: Rooms,
-    http: reqwest::Client,
+    /// Built on first use: an idle server, or one that never federates, does not load TLS
+    /// roots or the client's code.
+    http: OnceLock<reqwest::Client>,
+    /// Extra roots from `federation.extra_root_certificates`, read and parsed at start-up so
+    /// that a bad file stops the server there.
+    extra_roots: Vec<reqwest::Certificate>,
     keys: Mutex<HashMap<OwnedServerName, CachedKeys>>,
     destinations: Mutex<HashMap<OwnedServerName, (String, Instant)>>,
 }
@@ -99,30 +104,22 @@ impl Federation {
     /// The service for `config`; the signing key is the rooms service's.
     pub fn new(config: &Config, server_name: OwnedServerName, rooms: Rooms) -> Result<Self> {
         let federation = &config.federation;
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(federation.request_timeout_ms.max(1)))
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("Ranvier/", env!("CARGO_PKG_VERSION")));
+        let mut extra_roots = Vec::new();
         for path in &federation.extra_root_certificates {
             let pem = std::fs::read(path)
                 .map_err(|e| Error::internal(format!("read root certificate {}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::internal(format!("parse root certificate {}: {e}", path.display())))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
+            extra_roots.extend(
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| Error::internal(format!("parse root certificate {}: {e}", path.display())))?,
+            );
         }
-        if !federation.verify_certificates {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(|e| Error::internal(format!("federation HTTP client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 server_name,
                 config: federation.clone(),
                 rooms,
-                http,
+                http: OnceLock::new(),
+                extra_roots,
                 keys: Mutex::new(HashMap::new()),
                 destinations: Mutex::new(HashMap::new()),
             }),
@@ -131,6 +128,28 @@ impl Federation {
 
     pub fn enabled(&self) -> bool {
         self.inner.config.enabled
+    }
+
+    /// The outbound HTTP client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, RequestError> {
+        if let Some(client) = self.inner.http.get() {
+            return Ok(client);
+        }
+        let federation = &self.inner.config;
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(federation.request_timeout_ms.max(1)))
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("Ranvier/", env!("CARGO_PKG_VERSION")));
+        for cert in &self.inner.extra_roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        if !federation.verify_certificates {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let client = builder.build().map_err(|e| RequestError::Unreachable(format!("federation HTTP client: {e}")))?;
+        // Two first uses at once build two clients; one is kept.
+        Ok(self.inner.http.get_or_init(|| client))
     }
 
     pub fn server_name(&self) -> &ServerName {
@@ -246,7 +265,7 @@ impl Federation {
 
     /// An unauthenticated GET of a small JSON document.
     async fn get_small(&self, url: &str) -> Result<Vec<u8>, RequestError> {
-        let response = self.inner.http.get(url).send().await.map_err(request_error)?;
+        let response = self.http()?.get(url).send().await.map_err(request_error)?;
         let status = response.status();
         let body = read_limited(response, SMALL_RESPONSE_LIMIT as u64).await?;
         if !status.is_success() {
@@ -281,7 +300,7 @@ impl Federation {
             .map_err(|e| RequestError::BadResponse(format!("build request: {e}")))?;
         let (parts, body) = http_request.into_parts();
         let url = parts.uri.to_string();
-        let mut outgoing = self.inner.http.request(parts.method, url).headers(parts.headers).timeout(timeout);
+        let mut outgoing = self.http()?.request(parts.method, url).headers(parts.headers).timeout(timeout);
         if !body.is_empty() {
             outgoing = outgoing.body(body);
         }
@@ -309,7 +328,7 @@ impl Federation {
         timeout: Duration,
         max_body: u64,
     ) -> Result<(Option<String>, Bytes), RequestError> {
-        let response = self.inner.http.get(url).timeout(timeout).send().await.map_err(request_error)?;
+        let response = self.http()?.get(url).timeout(timeout).send().await.map_err(request_error)?;
         let status = response.status();
         let content_type =
             response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
@@ -44,7 +44,10 @@ type PusherKey = (String, String);
 
 /// The running pusher tasks, by user.
 pub(crate) struct Senders {
-    http: reqwest::Client,
+    /// Built when the first notification is sent, so that a server without pushers never
+    /// loads TLS roots or the client's code.
+    http: OnceLock<reqwest::Client>,
+    request_timeout: Duration,
     tasks: parking_lot::Mutex<HashMap<String, HashMap<PusherKey, Arc<TaskHandle>>>>,
 }
 
@@ -72,12 +75,18 @@ enum Delivery {
 
 impl Senders {
     pub(crate) fn new(config: &PushConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.request_timeout_ms))
-            .user_agent("Ranvier")
-            .build()
-            .unwrap_or_default();
-        Self { http, tasks: Default::default() }
+        Self {
+            http: OnceLock::new(),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            tasks: Default::default(),
+        }
+    }
+
+    /// The client notifications are sent with.
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder().timeout(self.request_timeout).user_agent("Ranvier").build().unwrap_or_default()
+        })
     }
 }
 
@@ -249,7 +258,7 @@ impl Push {
         };
         let data: Value = serde_json::from_str(&pusher.data).unwrap_or_default();
         let Some(url) = data["url"].as_str() else { return Delivery::Done { rejected: false } };
-        let request = self.inner.senders.http.post(url).json(&json!({ "notification": notification }));
+        let request = self.inner.senders.http().post(url).json(&json!({ "notification": notification }));
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => return Delivery::Failed(error.to_string()),
