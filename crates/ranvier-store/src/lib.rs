@@ -1,8 +1,8 @@
 //! Ranvier's storage: one API over two backends, SQLite (embedded default) and PostgreSQL.
 //!
 //! # Layout
-//! - [`Store`]: the connection pool (sqlx `Any`, so every query is written once), the backend
-//!   kind, and the SQLite single-writer lock.
+//! - [`Store`]: the connections (sqlx `Any`, so every query is written once; reads go
+//!   through [`readers`]), the backend kind, and the SQLite single-writer lock.
 //! - [`migrate`]: numbered migrations per backend (`migrations/{sqlite,postgres}/NNNN_*.sql`),
 //!   run at startup.
 //! - [`streams`]: stream position allocation and the notifier that wakes `/sync`.
@@ -35,6 +35,7 @@ pub mod media;
 pub mod migrate;
 pub mod persist;
 pub mod push;
+pub mod readers;
 pub mod registration_tokens;
 pub mod relations;
 pub mod reports;
@@ -48,9 +49,8 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use ranvier_core::{Error, Result, error::Context};
 use sqlx::{
-    Any, AnyConnection, AnyPool, Connection, Transaction,
+    Any, AnyConnection, Connection, Transaction,
     any::{AnyConnectOptions, AnyPoolOptions},
-    pool::PoolConnection,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -58,6 +58,7 @@ pub use streams::{StreamKind, StreamToken, Streams};
 
 use event_cache::EventCache;
 use keyed_cache::KeyedCache;
+use readers::{ReadConn, Readers};
 
 /// The default size of the event cache: 16 MiB.
 pub const DEFAULT_EVENT_CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -76,7 +77,8 @@ pub struct Store {
 }
 
 struct StoreInner {
-    pool: AnyPool,
+    /// The connections reads run on (on PostgreSQL, also write transactions).
+    readers: Readers,
     /// SQLite only: the one connection every [`Store::begin_write`] transaction uses, under a
     /// lock held for the whole transaction (SQLite has one writer; serialising in-process
     /// avoids `SQLITE_BUSY`). SQLite drops a connection's page cache whenever another
@@ -203,24 +205,27 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
         let pool_options = match backend {
-            Backend::Sqlite => sqlite_pool_options(max_connections.clamp(2, sqlite_reader_limit())),
+            // For the migrations only.
+            Backend::Sqlite => sqlite_pool_options(1),
             Backend::Postgres => postgres_pool_options(max_connections.max(2)),
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
-        let sqlite_writer = match backend {
-            // Opened after the migrations so that it starts on the final schema.
+        let (readers, sqlite_writer) = match backend {
+            // Opened after the migrations so that they start on the final schema.
             Backend::Sqlite => {
+                pool.close().await;
                 let mut conn = AnyConnection::connect_with(&options).await.context("connect to database (writer)")?;
                 sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut conn).await.context("set up the writer connection")?;
-                Some(Arc::new(Mutex::new(SqliteWriter { conn, open: false })))
+                let readers = Readers::sqlite(options, SQLITE_PRAGMAS, sqlite_readers(max_connections));
+                (readers, Some(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))))
             }
-            Backend::Postgres => None,
+            Backend::Postgres => (Readers::pool(pool), None),
         };
-        let streams = Streams::load(&pool).await?;
+        let streams = Streams::load(&readers).await?;
         Ok(Self {
             inner: Arc::new(StoreInner {
-                pool,
+                readers,
                 sqlite_writer,
                 backend,
                 streams,
@@ -231,9 +236,9 @@ impl Store {
         })
     }
 
-    /// The pool, for reads.
-    pub fn pool(&self) -> &AnyPool {
-        &self.inner.pool
+    /// The connections for reads, used as a sqlx executor.
+    pub fn pool(&self) -> &Readers {
+        &self.inner.readers
     }
 
     /// The event cache.
@@ -261,15 +266,18 @@ impl Store {
         &self.inner.streams
     }
 
-    /// A pooled connection for a sequence of reads.
-    pub async fn conn(&self) -> Result<PoolConnection<Any>> {
-        self.inner.pool.acquire().await.context("acquire database connection")
+    /// A connection for a sequence of reads.
+    pub async fn conn(&self) -> Result<ReadConn> {
+        self.inner.readers.acquire().await
     }
 
     /// Begin a write transaction (taking the SQLite writer lock first).
     pub async fn begin_write(&self) -> Result<WriteTxn> {
         let Some(writer) = &self.inner.sqlite_writer else {
-            let txn = self.inner.pool.begin().await.context("begin transaction")?;
+            let Some(pool) = self.inner.readers.postgres_pool() else {
+                return Err(Error::internal("a store without a SQLite writer has no PostgreSQL pool"));
+            };
+            let txn = pool.begin().await.context("begin transaction")?;
             return Ok(WriteTxn { conn: TxnConn::Postgres(txn) });
         };
         let mut writer = writer.clone().lock_owned().await;
@@ -307,11 +315,13 @@ fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
         })
 }
 
-/// The most read connections a SQLite pool opens: twice the number of cores. A SQLite read
-/// runs on the CPU of its connection's thread (the file is in the page cache), so more
-/// connections only add threads and page caches (each up to 2 MB) without reading faster.
-fn sqlite_reader_limit() -> u32 {
-    std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)).saturating_mul(2)
+/// How many read connections SQLite gets for `max_connections` asked for: at least two, and
+/// at most twice the number of cores. A SQLite read runs on the CPU of its connection's
+/// thread (the file is in the page cache), so more connections only add threads and page
+/// caches (each up to 2 MB) without reading faster.
+fn sqlite_readers(max_connections: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    usize::try_from(max_connections).unwrap_or(usize::MAX).clamp(2, cores.saturating_mul(2).max(2))
 }
 
 /// The settings of every SQLite connection. WAL lets readers run beside the writer; FULL
@@ -320,7 +330,8 @@ fn sqlite_reader_limit() -> u32 {
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
      PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;";
 
-/// Pool options of a SQLite pool of up to `max_connections` connections.
+/// Pool options of a SQLite pool of up to `max_connections` connections (the migrations run
+/// on one).
 fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max_connections)

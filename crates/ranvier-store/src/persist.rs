@@ -125,9 +125,29 @@ impl Store {
     pub async fn persist_events(&self, events: &[&PersistEvent]) -> Result<()> {
         let cache = self.event_cache();
         let generation = cache.generation();
-        let mut txn = self.begin_write().await?;
-        persist_events(&mut txn, self.backend(), events).await?;
-        txn.commit().await?;
+        let backend = self.backend();
+        let search_texts = search_texts(events);
+        let batch = batch_of(backend, events, &search_texts);
+        match &self.inner.sqlite_writer {
+            // One query from `BEGIN` to `COMMIT` (see [`Batch::run_alone`]).
+            Some(writer) => {
+                let mut writer = writer.lock().await;
+                if writer.open {
+                    writer.roll_back().await;
+                }
+                writer.open = true;
+                if let Err(error) = batch.run_alone(&mut writer.conn).await {
+                    writer.roll_back().await;
+                    return Err(error);
+                }
+                writer.open = false;
+            }
+            None => {
+                let mut txn = self.begin_write().await?;
+                batch.run(&mut txn, backend).await?;
+                txn.commit().await?;
+            }
+        }
         let stored: Vec<StoredEvent> = events.iter().map(|event| stored_form(event)).collect();
         cache.insert_read(generation, &stored);
         let redacted: Vec<&str> =
@@ -195,29 +215,44 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
 /// citing an earlier event of its group would change that, so events that do not join the
 /// forward edge are never grouped with events that do.)
 pub async fn persist_events(conn: &mut AnyConnection, backend: Backend, events: &[&PersistEvent]) -> Result<()> {
-    let mixed = events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities);
-    if mixed {
-        for event in events {
-            write_group(conn, backend, &[event]).await?;
-        }
-        return Ok(());
-    }
-    write_group(conn, backend, events).await
+    let search_texts = search_texts(events);
+    batch_of(backend, events, &search_texts).run(conn, backend).await
 }
 
-/// Writes `events` as one group (see [`persist_events`]).
-async fn write_group(conn: &mut AnyConnection, backend: Backend, events: &[&PersistEvent]) -> Result<()> {
-    let search_texts: Vec<Option<String>> =
-        events.iter().map(|event| event.search_text.as_deref().map(crate::search::index_text)).collect();
+/// The full-text index's form of each event's searchable text.
+fn search_texts(events: &[&PersistEvent]) -> Vec<Option<String>> {
+    events.iter().map(|event| event.search_text.as_deref().map(crate::search::index_text)).collect()
+}
+
+/// The statements of [`persist_events`]: one group, or one per event when some of the events
+/// join the forward edge and others do not.
+fn batch_of<'a>(backend: Backend, events: &[&'a PersistEvent], search_texts: &'a [Option<String>]) -> Batch<'a> {
     let mut batch = Batch::default();
-    for event in events {
-        push_new_room(&mut batch, event);
+    let mixed = events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities);
+    if mixed {
+        for i in 0..events.len() {
+            push_group(&mut batch, backend, &events[i..=i], &search_texts[i..=i]);
+        }
+    } else {
+        push_group(&mut batch, backend, events, search_texts);
     }
-    push_inserts(&mut batch, backend, events, &search_texts);
+    batch
+}
+
+/// The statements that write `events` as one group (see [`persist_events`]).
+fn push_group<'a>(
+    batch: &mut Batch<'a>,
+    backend: Backend,
+    events: &[&'a PersistEvent],
+    search_texts: &'a [Option<String>],
+) {
     for event in events {
-        push_ordered(&mut batch, backend, event);
+        push_new_room(batch, event);
     }
-    batch.run(conn, backend).await
+    push_inserts(batch, backend, events, search_texts);
+    for event in events {
+        push_ordered(batch, backend, event);
+    }
 }
 
 /// The room row created with a create event.
@@ -523,7 +558,7 @@ impl<'a> Rows<'a> {
                 sql.push(' ');
                 sql.push_str(self.tail);
             }
-            batch.push(self.action, sql, chunk.to_vec());
+            batch.push_insert(self.action, sql, chunk.to_vec());
         }
     }
 }
@@ -539,21 +574,28 @@ enum Arg<'a> {
 
 /// One statement of a batch: what it does (for errors), its SQL with `$1..$n`, and its values.
 struct Statement<'a> {
-    action: &'static str,
+    action: Cow<'static, str>,
     sql: Cow<'static, str>,
     args: Vec<Arg<'a>>,
+    /// A plain insert of new rows, whose outcome does not depend on the statements around it
+    /// (so it may run in one statement with its neighbours of the same kind).
+    insert: bool,
 }
 
-/// The statements of one event's write, none of which returns rows.
+/// The statements of one write, none of which returns rows.
 ///
 /// The profile of `send` showed most of the server's time going into handing each statement
-/// to SQLite's connection thread and waking the request's task again afterwards, not into
-/// SQLite itself. SQLite runs several `;`-separated statements of one query in turn, binding
-/// bare `?` parameters to the values of the whole query in order, so there a batch is sent as
-/// one query with its placeholders made positional ([`positional`]), in chunks of at most
-/// [`SQLITE_BATCH_PARAMS`] values: one hand-off per event instead of one per statement.
-/// PostgreSQL accepts only one statement per query with bound values, so there the statements
-/// run one after another.
+/// to the database and waking the request's task again afterwards, not into running it. So
+/// statements are sent together:
+/// - SQLite runs several `;`-separated statements of one query in turn, binding bare `?`
+///   parameters to the values of the whole query in order. There a batch is sent as one query
+///   with its placeholders made positional ([`positional`]), in chunks of at most
+///   [`SQLITE_BATCH_PARAMS`] values; [`Batch::run_alone`] also puts the transaction's `BEGIN`
+///   and `COMMIT` into it.
+/// - PostgreSQL accepts only one statement per query with bound values. There consecutive
+///   plain inserts (the multi-row inserts of [`Rows`]) become one statement, each of them but
+///   the last a data-modifying `WITH` clause ([`postgres_statements`]); the statements whose
+///   outcome depends on what came before them run one after another.
 #[derive(Default)]
 struct Batch<'a> {
     statements: Vec<Statement<'a>>,
@@ -561,37 +603,118 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     fn push(&mut self, action: &'static str, sql: impl Into<Cow<'static, str>>, args: Vec<Arg<'a>>) {
-        self.statements.push(Statement { action, sql: sql.into(), args });
+        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert: false });
     }
 
+    /// Add a plain insert of new rows (see [`Statement::insert`]).
+    fn push_insert(&mut self, action: &'static str, sql: String, args: Vec<Arg<'a>>) {
+        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert: true });
+    }
+
+    /// Run the statements in a transaction the caller holds open on `conn`.
     async fn run(self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
         match backend {
             Backend::Postgres => {
-                for statement in self.statements {
+                for statement in postgres_statements(self.statements) {
                     bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), &statement.args)
                         .execute(&mut *conn)
                         .await
-                        .context(statement.action)?;
+                        .context(&statement.action)?;
                 }
+                Ok(())
             }
-            Backend::Sqlite => {
-                for chunk in sqlite_chunks(&self.statements) {
-                    let mut sql = String::new();
-                    let mut args = Vec::new();
-                    for statement in chunk {
-                        positional(&statement.sql, &statement.args, &mut sql, &mut args);
-                        sql.push_str(";\n");
-                    }
-                    let actions: Vec<&str> = chunk.iter().map(|statement| statement.action).collect();
-                    bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &args)
-                        .execute(&mut *conn)
-                        .await
-                        .context(&actions.join(", "))?;
+            Backend::Sqlite => self.run_sqlite(conn, false).await,
+        }
+    }
+
+    /// SQLite only: run the statements as a transaction of their own on `conn`, which has none
+    /// open, with `BEGIN IMMEDIATE` at the start of the first query and `COMMIT` at the end of
+    /// the last: for the usual write of one query, one hand-off to SQLite's connection thread
+    /// instead of three. When it fails, a transaction may be left open on `conn` for the caller
+    /// to roll back.
+    async fn run_alone(self, conn: &mut AnyConnection) -> Result<()> {
+        self.run_sqlite(conn, true).await
+    }
+
+    async fn run_sqlite(self, conn: &mut AnyConnection, alone: bool) -> Result<()> {
+        let chunks = sqlite_chunks(&self.statements);
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut sql = String::new();
+            if alone && i == 0 {
+                sql.push_str("BEGIN IMMEDIATE;\n");
+            }
+            let mut args = Vec::new();
+            for statement in chunk {
+                positional(&statement.sql, &statement.args, &mut sql, &mut args);
+                sql.push_str(";\n");
+            }
+            if alone && i == last {
+                sql.push_str("COMMIT;\n");
+            }
+            let result = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &args).execute(&mut *conn).await;
+            if let Err(error) = result {
+                let mut actions: Vec<&str> = chunk.iter().map(|statement| &*statement.action).collect();
+                if alone && i == last {
+                    actions.push("commit");
                 }
+                return Err(error).context(&actions.join(", "));
             }
         }
         Ok(())
     }
+}
+
+/// The most values one combined PostgreSQL statement carries (PostgreSQL allows 65535).
+const POSTGRES_BATCH_PARAMS: usize = 8000;
+
+/// `statements` with each run of consecutive plain inserts (up to [`POSTGRES_BATCH_PARAMS`]
+/// values) made into one statement: `WITH s1 AS (insert), s2 AS (insert) insert`.
+/// PostgreSQL runs every data-modifying `WITH` clause exactly once, whether or not the rest of
+/// the statement reads it, and all of them against the same snapshot: that is why only plain
+/// inserts of new rows, which read nothing written by the others, are combined.
+fn postgres_statements<'a>(statements: Vec<Statement<'a>>) -> Vec<Statement<'a>> {
+    let mut out = Vec::with_capacity(statements.len());
+    let mut run = Vec::new();
+    for statement in statements {
+        let fits = run.iter().map(|s: &Statement<'a>| s.args.len()).sum::<usize>() + statement.args.len()
+            <= POSTGRES_BATCH_PARAMS;
+        if !statement.insert || !fits {
+            out.extend(combined(std::mem::take(&mut run)));
+        }
+        if statement.insert {
+            run.push(statement);
+        } else {
+            out.push(statement);
+        }
+    }
+    out.extend(combined(run));
+    out
+}
+
+/// `run` (plain inserts) as one statement (see [`postgres_statements`]).
+fn combined<'a>(mut run: Vec<Statement<'a>>) -> Option<Statement<'a>> {
+    if run.len() <= 1 {
+        return run.pop();
+    }
+    let n = run.len();
+    let (mut sql, mut args) = (String::from("WITH "), Vec::new());
+    let mut actions: Vec<Cow<'static, str>> = Vec::with_capacity(n);
+    for (i, statement) in run.into_iter().enumerate() {
+        if i + 1 < n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("s{i} AS ("));
+            renumber(&statement.sql, args.len(), &mut sql);
+            sql.push_str(")\n");
+        } else {
+            renumber(&statement.sql, args.len(), &mut sql);
+        }
+        args.extend(statement.args);
+        actions.push(statement.action);
+    }
+    Some(Statement { action: actions.join(", ").into(), sql: sql.into(), args, insert: true })
 }
 
 /// Consecutive runs of statements with at most [`SQLITE_BATCH_PARAMS`] values together (a
@@ -698,10 +821,54 @@ mod tests {
 
     #[test]
     fn chunks_respect_the_parameter_limit() {
-        let statement = |n: usize| Statement { action: "t", sql: "x".into(), args: vec![Arg::Int(0); n] };
+        let statement =
+            |n: usize| Statement { action: "t".into(), sql: "x".into(), args: vec![Arg::Int(0); n], insert: false };
         let statements = vec![statement(3000), statement(900), statement(200), statement(5000), statement(1)];
         let sizes: Vec<usize> = sqlite_chunks(&statements).iter().map(|chunk| chunk.len()).collect();
         assert_eq!(sizes, [2, 1, 1, 1], "3000+900 fit, +200 does not; 5000 stands alone");
         assert!(sqlite_chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn postgres_combines_consecutive_inserts() {
+        let insert = |table: &'static str, n: usize| Statement {
+            action: table.into(),
+            sql: format!(
+                "INSERT INTO {table} VALUES ({})",
+                (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            )
+            .into(),
+            args: (0..n).map(|i| Arg::Int(i64::try_from(i).unwrap_or_default())).collect(),
+            insert: true,
+        };
+        let ordered = |n: usize| Statement {
+            action: "ordered".into(),
+            sql: "DELETE FROM x WHERE a = $1".into(),
+            args: vec![Arg::Int(0); n],
+            insert: false,
+        };
+        let statements = vec![insert("a", 2), insert("b", 1), insert("c", 2), ordered(1), insert("d", 1), ordered(1)];
+        let out = postgres_statements(statements);
+        let sql: Vec<&str> = out.iter().map(|statement| &*statement.sql).collect();
+        assert_eq!(
+            sql,
+            [
+                "WITH s0 AS (INSERT INTO a VALUES ($1, $2))\n, s1 AS (INSERT INTO b VALUES ($3))\n\
+                 INSERT INTO c VALUES ($4, $5)",
+                "DELETE FROM x WHERE a = $1",
+                "INSERT INTO d VALUES ($1)",
+                "DELETE FROM x WHERE a = $1",
+            ]
+        );
+        assert_eq!(out[0].args.len(), 5, "the values of all three, in order");
+        assert_eq!(out[0].action, "a, b, c");
+
+        // A run stops before the statement that would take it past the limit.
+        let big = POSTGRES_BATCH_PARAMS / 2 + 1;
+        let sizes: Vec<usize> = postgres_statements(vec![insert("a", big), insert("b", big), insert("c", 1)])
+            .iter()
+            .map(|s| s.args.len())
+            .collect();
+        assert_eq!(sizes, [big, big + 1]);
     }
 }

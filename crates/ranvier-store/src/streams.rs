@@ -14,7 +14,6 @@ use std::{collections::BTreeSet, fmt, str::FromStr, sync::Arc};
 
 use parking_lot::Mutex;
 use ranvier_core::{Result, error::Context};
-use sqlx::AnyPool;
 use tokio::sync::watch;
 
 /// The streams a sync token covers.
@@ -141,7 +140,7 @@ struct StreamsInner {
 
 impl Streams {
     /// Seed every stream from the highest position stored.
-    pub async fn load(pool: &AnyPool) -> Result<Self> {
+    pub async fn load(pool: &crate::readers::Readers) -> Result<Self> {
         let states: [Mutex<StreamState>; STREAM_COUNT] = Default::default();
         for kind in StreamKind::ALL {
             let max = match kind.seed_query() {
