@@ -142,11 +142,20 @@ impl Store {
                 }
                 writer.open = false;
             }
-            None => {
-                let mut txn = self.begin_write().await?;
-                batch.run(&mut txn, backend).await?;
-                txn.commit().await?;
-            }
+            None => match batch.into_one_statement(events) {
+                // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round trips.
+                Ok(statement) => {
+                    bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), &statement.args)
+                        .execute(self.pool())
+                        .await
+                        .context(&statement.action)?;
+                }
+                Err(batch) => {
+                    let mut txn = self.begin_write().await?;
+                    batch.run(&mut txn, backend).await?;
+                    txn.commit().await?;
+                }
+            },
         }
         let stored: Vec<StoredEvent> = events.iter().map(|event| stored_form(event)).collect();
         cache.insert_read(generation, &stored);
@@ -611,6 +620,26 @@ impl<'a> Batch<'a> {
         self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert: true });
     }
 
+    /// PostgreSQL: the whole write of `events` as one statement of data-modifying `WITH`
+    /// clauses, when that gives the same outcome as the statements one after another; else the
+    /// batch back.
+    ///
+    /// Every clause of one statement runs against the same snapshot, so none may depend on what
+    /// another writes, and no two may write the same row. That holds for the write of a single
+    /// event that neither creates its room (the room's row would be inserted and updated) nor
+    /// redacts: its plain inserts add new rows; it removes its prev events from the forward
+    /// extremities and adds itself (its own edges never point at itself); its state group, its
+    /// changes of current state (one per key) and its membership change are rows no other
+    /// clause writes.
+    fn into_one_statement(self, events: &[&PersistEvent]) -> std::result::Result<Statement<'a>, Self> {
+        let single = matches!(events, [event] if event.new_room.is_none() && event.redaction.is_none());
+        let values: usize = self.statements.iter().map(|statement| statement.args.len()).sum();
+        if !single || values > POSTGRES_BATCH_PARAMS || self.statements.is_empty() {
+            return Err(self);
+        }
+        combined(self.statements).ok_or_else(Batch::default)
+    }
+
     /// Run the statements in a transaction the caller holds open on `conn`.
     async fn run(self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
         match backend {
@@ -692,7 +721,7 @@ fn postgres_statements<'a>(statements: Vec<Statement<'a>>) -> Vec<Statement<'a>>
     out
 }
 
-/// `run` (plain inserts) as one statement (see [`postgres_statements`]).
+/// `run` as one statement (see [`postgres_statements`]), `None` when it is empty.
 fn combined<'a>(mut run: Vec<Statement<'a>>) -> Option<Statement<'a>> {
     if run.len() <= 1 {
         return run.pop();
