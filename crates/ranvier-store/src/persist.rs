@@ -218,11 +218,12 @@ pub async fn persist_event(conn: &mut AnyConnection, backend: Backend, event: &P
 ///
 /// Rows that are only ever inserted (the events, their edges, transaction ids, relations,
 /// push actions and search text) go in one multi-row insert per table for the whole group;
-/// then, event after event, what depends on order: forward extremities, state, memberships,
-/// redactions. The outcome is that of writing the events one by one: an extremity is added
-/// unless an edge points at it, whenever that edge was written in the group. (An outlier
-/// citing an earlier event of its group would change that, so events that do not join the
-/// forward edge are never grouped with events that do.)
+/// then the forward extremities of the whole group ([`push_extremities`]); then, event after
+/// event, what depends on order: state, memberships, redactions. The outcome is that of
+/// writing the events one by one: an extremity is added unless an event cites it, whenever
+/// that event was written in the group. (An outlier citing an earlier event of its group would
+/// change that, so events that do not join the forward edge are never grouped with events
+/// that do.)
 pub async fn persist_events(conn: &mut AnyConnection, backend: Backend, events: &[&PersistEvent]) -> Result<()> {
     let search_texts = search_texts(events);
     batch_of(backend, events, &search_texts).run(conn, backend).await
@@ -259,8 +260,52 @@ fn push_group<'a>(
         push_new_room(batch, event);
     }
     push_inserts(batch, backend, events, search_texts);
+    push_extremities(batch, events);
     for event in events {
         push_ordered(batch, backend, event);
+    }
+}
+
+/// Forward extremities pairs per statement of [`push_extremities`].
+const EXTREMITIES_PER_STATEMENT: usize = 400;
+
+/// The forward extremities after a group of events that join the forward edge: the events the
+/// group cites as prev events stop being extremities, and each event of the group that no
+/// other event of the group cites becomes one, unless an event already stored cites it (one
+/// that arrived before its parent, possible over federation; the check is part of the insert).
+/// The outcome is that of updating the extremities event by event, in two statements for the
+/// whole group; what the insert checks in the database is only what was there before the
+/// group, so it may run beside the group's own inserts (see [`Batch::into_one_statement`]).
+fn push_extremities<'a>(batch: &mut Batch<'a>, events: &[&'a PersistEvent]) {
+    if !events.first().is_some_and(|event| event.update_extremities) {
+        return;
+    }
+    let mut cited: Vec<(&str, &str)> = events
+        .iter()
+        .flat_map(|event| event.prev_events.iter().map(|prev| (event.room_id.as_str(), prev.as_str())))
+        .collect();
+    cited.sort_unstable();
+    cited.dedup();
+    for chunk in cited.chunks(EXTREMITIES_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+        let sql = format!("DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES {})", rows.join(", "));
+        let args = chunk.iter().flat_map(|(room_id, event_id)| [Arg::Text(room_id), Arg::Text(event_id)]).collect();
+        batch.push("remove forward extremities", sql, args);
+    }
+    let uncited: Vec<&PersistEvent> = events
+        .iter()
+        .copied()
+        .filter(|event| cited.binary_search(&(event.room_id.as_str(), event.event_id.as_str())).is_err())
+        .collect();
+    for chunk in uncited.chunks(EXTREMITIES_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+        let sql = format!(
+            "INSERT INTO forward_extremities (room_id, event_id) SELECT v.column1, v.column2 FROM (VALUES {}) AS v \
+             WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = v.column2) ON CONFLICT DO NOTHING",
+            rows.join(", ")
+        );
+        let args = chunk.iter().flat_map(|event| [Arg::Text(&event.room_id), Arg::Text(&event.event_id)]).collect();
+        batch.push("add forward extremities", sql, args);
     }
 }
 
@@ -397,27 +442,6 @@ fn push_inserts<'a>(
 
 /// The statements of `event` whose outcome depends on what was written before them.
 fn push_ordered<'a>(batch: &mut Batch<'a>, backend: Backend, event: &'a PersistEvent) {
-    if event.update_extremities {
-        if !event.prev_events.is_empty() {
-            let placeholders: Vec<String> = (0..event.prev_events.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut args = vec![Arg::Text(&event.room_id)];
-            args.extend(event.prev_events.iter().map(|prev| Arg::Text(prev)));
-            batch.push("remove forward extremities", sql, args);
-        }
-        // An event that arrives after its children (possible over federation) is not an
-        // extremity: something already builds on it. The check is part of the insert.
-        batch.push(
-            "add forward extremity",
-            "INSERT INTO forward_extremities (room_id, event_id) SELECT $1, $2 \
-             WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = $2) ON CONFLICT DO NOTHING",
-            vec![Arg::Text(&event.room_id), Arg::Text(&event.event_id)],
-        );
-    }
-
     for group in &event.new_state_groups {
         batch.push(
             "insert state group",
@@ -627,14 +651,24 @@ impl<'a> Batch<'a> {
     /// Every clause of one statement runs against the same snapshot, so none may depend on what
     /// another writes, and no two may write the same row. That holds for the write of a single
     /// event that neither creates its room (the room's row would be inserted and updated) nor
-    /// redacts: its plain inserts add new rows; it removes its prev events from the forward
-    /// extremities and adds itself (its own edges never point at itself); its state group, its
-    /// changes of current state (one per key) and its membership change are rows no other
-    /// clause writes.
+    /// redacts, and for a group of events that change no state (messages): the plain inserts
+    /// add new rows; the forward extremities lose the cited prev events and gain the group's
+    /// uncited events, rows apart, with a check that reads only what was stored before
+    /// ([`push_extremities`]); a single event's state group, changes of current state (one per
+    /// key) and membership change are rows no other clause writes.
     fn into_one_statement(self, events: &[&PersistEvent]) -> std::result::Result<Statement<'a>, Self> {
         let single = matches!(events, [event] if event.new_room.is_none() && event.redaction.is_none());
+        let messages = events.iter().all(|event| {
+            event.new_room.is_none()
+                && event.redaction.is_none()
+                && event.new_state_groups.is_empty()
+                && event.current_state.is_empty()
+                && event.memberships.is_empty()
+                && event.current_state_group.is_none()
+        });
+        let mixed = events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities);
         let values: usize = self.statements.iter().map(|statement| statement.args.len()).sum();
-        if !single || values > POSTGRES_BATCH_PARAMS || self.statements.is_empty() {
+        if !(single || messages && !mixed) || values > POSTGRES_BATCH_PARAMS || self.statements.is_empty() {
             return Err(self);
         }
         combined(self.statements).ok_or_else(Batch::default)

@@ -805,6 +805,20 @@ async fn group_writes_match_single_writes(backend: Backend) {
     assert!(store.persist_events(&[&fresh_one, &group[4]]).await.is_err());
     assert_eq!(store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}")), [("$e6".to_owned(), 6)]);
     assert!(store.get_event("$e7").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+
+    // A small group (on PostgreSQL one statement) whose last event already has a child stored,
+    // as federation can deliver it: neither the group's cited events nor that one become
+    // extremities, and the one the group builds on stops being one.
+    let quiet = |stream: i64, prev: &str| PersistEvent { push_actions: Vec::new(), ..event(stream, prev) };
+    store.persist_event(&quiet(20, "$e11")).await.unwrap_or_else(|e| panic!("{e}"));
+    let small: Vec<PersistEvent> = (7..=11).map(|stream| quiet(stream, &format!("$e{}", stream - 1))).collect();
+    let refs: Vec<&PersistEvent> = small.iter().collect();
+    store.persist_events(&refs).await.unwrap_or_else(|e| panic!("small group: {e}"));
+    assert_eq!(store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}")), [("$e20".to_owned(), 20)]);
+    assert_eq!(
+        store.room_timeline(room, 0, 100, Direction::Forward, 100).await.unwrap_or_else(|e| panic!("{e}")).len(),
+        12
+    );
 }
 
 /// A state snapshot of a large room (more entries than one insert statement carries, and
