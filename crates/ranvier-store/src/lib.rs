@@ -112,6 +112,15 @@ impl SqliteWriter {
         let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         self.open = false;
     }
+
+    /// Roll back what an earlier transaction left open, then mark a new one as open (before
+    /// its `BEGIN` is sent).
+    async fn start(&mut self) {
+        if self.open {
+            self.roll_back().await;
+        }
+        self.open = true;
+    }
 }
 
 /// The connection of a write transaction.
@@ -206,7 +215,7 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url).context("parse database url")?;
         let pool_options = match backend {
             // For the migrations only.
-            Backend::Sqlite => sqlite_pool_options(1),
+            Backend::Sqlite => sqlite_migration_pool_options(),
             Backend::Postgres => postgres_pool_options(max_connections.max(2)),
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
@@ -281,11 +290,8 @@ impl Store {
             return Ok(WriteTxn { conn: TxnConn::Postgres(txn) });
         };
         let mut writer = writer.clone().lock_owned().await;
-        if writer.open {
-            writer.roll_back().await;
-        }
+        writer.start().await;
         // BEGIN IMMEDIATE takes SQLite's write lock up front, where the busy timeout applies.
-        writer.open = true;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut writer.conn).await.context("begin transaction")?;
         Ok(WriteTxn { conn: TxnConn::Sqlite(writer) })
     }
@@ -330,21 +336,15 @@ fn sqlite_readers(max_connections: u32) -> usize {
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
      PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;";
 
-/// Pool options of a SQLite pool of up to `max_connections` connections (the migrations run
-/// on one).
-fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
-        // A connection to a local file cannot go stale the way a network connection can, so
-        // the liveness round trip to the connection's thread before every use is skipped.
-        .test_before_acquire(false)
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
-                Ok(())
-            })
+/// Pool options of the one-connection SQLite pool the migrations run on (closed once they
+/// have run; reads then go through [`readers`]).
+fn sqlite_migration_pool_options() -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(30)).after_connect(|conn, _meta| {
+        Box::pin(async move {
+            sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
+            Ok(())
         })
+    })
 }
 
 /// Convert a stored 0/1 integer into a bool.

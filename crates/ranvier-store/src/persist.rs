@@ -132,10 +132,7 @@ impl Store {
             // One query from `BEGIN` to `COMMIT` (see [`Batch::run_alone`]).
             Some(writer) => {
                 let mut writer = writer.lock().await;
-                if writer.open {
-                    writer.roll_back().await;
-                }
-                writer.open = true;
+                writer.start().await;
                 if let Err(error) = batch.run_alone(&mut writer.conn).await {
                     writer.roll_back().await;
                     return Err(error);
@@ -238,8 +235,7 @@ fn search_texts(events: &[&PersistEvent]) -> Vec<Option<String>> {
 /// join the forward edge and others do not.
 fn batch_of<'a>(backend: Backend, events: &[&'a PersistEvent], search_texts: &'a [Option<String>]) -> Batch<'a> {
     let mut batch = Batch::default();
-    let mixed = events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities);
-    if mixed {
+    if mixed(events) {
         for i in 0..events.len() {
             push_group(&mut batch, backend, &events[i..=i], &search_texts[i..=i]);
         }
@@ -247,6 +243,12 @@ fn batch_of<'a>(backend: Backend, events: &[&'a PersistEvent], search_texts: &'a
         push_group(&mut batch, backend, events, search_texts);
     }
     batch
+}
+
+/// Whether some of `events` join the forward edge and others do not (such events are never
+/// written as one group; see [`persist_events`]).
+fn mixed(events: &[&PersistEvent]) -> bool {
+    events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities)
 }
 
 /// The statements that write `events` as one group (see [`persist_events`]).
@@ -666,9 +668,8 @@ impl<'a> Batch<'a> {
                 && event.memberships.is_empty()
                 && event.current_state_group.is_none()
         });
-        let mixed = events.windows(2).any(|pair| pair[0].update_extremities != pair[1].update_extremities);
         let values: usize = self.statements.iter().map(|statement| statement.args.len()).sum();
-        if !(single || messages && !mixed) || values > POSTGRES_BATCH_PARAMS || self.statements.is_empty() {
+        if !(single || messages && !mixed(events)) || values > POSTGRES_BATCH_PARAMS || self.statements.is_empty() {
             return Err(self);
         }
         combined(self.statements).ok_or_else(Batch::default)

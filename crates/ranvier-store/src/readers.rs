@@ -23,6 +23,9 @@ use sqlx::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// How long a read waits for a SQLite connection before it fails (sqlx's pool waits as long).
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The connections for reads. Cheap to clone; used as a sqlx executor (`&Readers`).
 #[derive(Clone)]
 pub struct Readers {
@@ -40,7 +43,7 @@ impl std::fmt::Debug for Readers {
 
 enum Kind {
     Pool(AnyPool),
-    Sqlite(SqliteReaders),
+    Sqlite(Arc<SqliteReaders>),
 }
 
 /// Up to a fixed number of SQLite connections, opened when first needed and kept open.
@@ -61,7 +64,7 @@ pub struct ReadConn {
 
 enum Conn {
     Pooled(PoolConnection<Any>),
-    Sqlite { conn: AnyConnection, readers: Arc<Kind>, _permit: OwnedSemaphorePermit },
+    Sqlite { conn: AnyConnection, readers: Arc<SqliteReaders>, _permit: OwnedSemaphorePermit },
 }
 
 impl Readers {
@@ -79,7 +82,7 @@ impl Readers {
             idle: parking_lot::Mutex::new(Vec::with_capacity(max)),
             permits: Arc::new(Semaphore::new(max)),
         };
-        Self { kind: Arc::new(Kind::Sqlite(readers)) }
+        Self { kind: Arc::new(Kind::Sqlite(Arc::new(readers))) }
     }
 
     /// PostgreSQL's pool (`None` on SQLite).
@@ -99,13 +102,17 @@ impl Readers {
         let conn = match &*self.kind {
             Kind::Pool(pool) => Conn::Pooled(pool.acquire().await?),
             Kind::Sqlite(readers) => {
-                let permit = readers.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
+                // As sqlx's pool does: an error after a while rather than a wait without end.
+                let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, readers.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .map_err(|_| sqlx::Error::PoolClosed)?;
                 let idle = readers.idle.lock().pop();
                 let conn = match idle {
                     Some(conn) => conn,
                     None => readers.open().await?,
                 };
-                Conn::Sqlite { conn, readers: self.kind.clone(), _permit: permit }
+                Conn::Sqlite { conn, readers: readers.clone(), _permit: permit }
             }
         };
         Ok(ReadConn { conn: Some(conn) })
@@ -137,11 +144,10 @@ impl SqliteReaders {
 impl Drop for ReadConn {
     fn drop(&mut self) {
         if let Some(Conn::Sqlite { conn, readers, _permit }) = self.conn.take()
-            && let Kind::Sqlite(sqlite) = &*readers
-            && !sqlite.permits.is_closed()
+            && !readers.permits.is_closed()
         {
             // Given back before the permit (dropped after this) lets another task in.
-            sqlite.idle.lock().push(conn);
+            readers.idle.lock().push(conn);
         }
     }
 }
