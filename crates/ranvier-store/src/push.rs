@@ -110,16 +110,35 @@ fn pusher_row(t: PusherTuple) -> PusherRow {
 /// parameters.
 const ROOMS_PER_COUNT_QUERY: usize = 500;
 
-/// The condition that an action row `a` is not read: after the user's latest receipt that is
-/// unthreaded or of the row's thread, or, without such a receipt, after the user's current
-/// membership event (so that what came before a join, such as the invite, does not count),
-/// as Synapse does.
-fn unread_condition() -> String {
+/// The query over the unread action rows `a` of user `$1` in the rooms that `rooms` (a
+/// `SELECT` of one `room_id` column) lists: `SELECT {select} … WHERE {filter} {tail}`.
+///
+/// A row is unread when it comes after the user's latest read receipt that is unthreaded or
+/// of the row's thread, or, without such a receipt, after the user's current membership event
+/// (so that what came before a join, such as the invite, does not count), as Synapse does.
+/// The marks that decide this are read once per room (`k`, materialized so that neither
+/// backend folds them back into a lookup per row): rows of the main thread compare with them
+/// directly, and only rows of other threads look up their thread's receipt. The scan of the
+/// index starts at the lowest mark any row of the room can have (the unthreaded receipt if
+/// there is one, which every row's mark is at least; else the lower of the earliest receipt
+/// and the membership), so the rows already read, however many, are not visited.
+fn unread_query(rooms: &str, select: &str, filter: &str, tail: &str) -> String {
+    let receipts = format!(
+        "FROM receipts r WHERE r.user_id = $1 AND r.room_id = rooms.room_id AND r.receipt_type IN ({READ_TYPES})"
+    );
     format!(
-        "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
-         WHERE r.user_id = a.user_id AND r.room_id = a.room_id AND r.thread_id IN ('', a.thread_id) \
-         AND r.receipt_type IN ({READ_TYPES})), (SELECT m.stream_ordering FROM room_memberships m \
-         WHERE m.room_id = a.room_id AND m.user_id = a.user_id), 0)"
+        "WITH rooms(room_id) AS ({rooms}), marks AS MATERIALIZED (SELECT rooms.room_id, \
+         (SELECT MAX(r.event_stream_ordering) {receipts} AND r.thread_id = '') AS unthreaded, \
+         (SELECT MAX(r.event_stream_ordering) {receipts} AND r.thread_id IN ('', 'main')) AS main, \
+         (SELECT MIN(r.event_stream_ordering) {receipts}) AS lowest, \
+         COALESCE((SELECT m.stream_ordering FROM room_memberships m WHERE m.room_id = rooms.room_id \
+         AND m.user_id = $1), 0) AS joined FROM rooms) \
+         SELECT {select} FROM marks k JOIN event_push_actions a ON a.user_id = $1 AND a.room_id = k.room_id \
+         WHERE a.stream_ordering > COALESCE(k.unthreaded, CASE WHEN k.lowest < k.joined THEN k.lowest ELSE k.joined END) \
+         AND CASE WHEN a.thread_id = 'main' THEN a.stream_ordering > COALESCE(k.main, k.joined) \
+         ELSE a.stream_ordering > COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
+         WHERE r.user_id = $1 AND r.room_id = a.room_id AND r.thread_id IN ('', a.thread_id) \
+         AND r.receipt_type IN ({READ_TYPES})), k.joined) END AND {filter} {tail}"
     )
 }
 
@@ -141,13 +160,12 @@ impl Store {
     ) -> Result<Vec<(String, ThreadCounts)>> {
         let mut out = Vec::new();
         for chunk in room_ids.chunks(ROOMS_PER_COUNT_QUERY) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-            let sql = format!(
-                "SELECT a.room_id, a.thread_id, CAST(SUM(a.notify) AS BIGINT), CAST(SUM(a.highlight) AS BIGINT) \
-                 FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering <= $2 \
-                 AND a.room_id IN ({}) AND {} GROUP BY a.room_id, a.thread_id ORDER BY a.room_id, a.thread_id",
-                placeholders.join(", "),
-                unread_condition()
+            let rooms: Vec<String> = (0..chunk.len()).map(|i| format!("SELECT ${}", i + 3)).collect();
+            let sql = unread_query(
+                &rooms.join(" UNION "),
+                "a.room_id, a.thread_id, CAST(SUM(a.notify) AS BIGINT), CAST(SUM(a.highlight) AS BIGINT)",
+                "a.stream_ordering <= $2",
+                "GROUP BY a.room_id, a.thread_id ORDER BY a.room_id, a.thread_id",
             );
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(up_to);
             for room_id in chunk {
@@ -165,11 +183,11 @@ impl Store {
     /// How many of the rooms `user_id` is joined to have unread notifications, and how many
     /// unread notifications they have in all.
     pub async fn unread_totals(&self, user_id: &str) -> Result<(i64, i64)> {
-        let sql = format!(
-            "SELECT COUNT(DISTINCT a.room_id), COUNT(*) FROM event_push_actions a \
-             WHERE a.user_id = $1 AND a.notify = 1 AND {} AND EXISTS (SELECT 1 FROM room_memberships m \
-             WHERE m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join')",
-            unread_condition()
+        let sql = unread_query(
+            "SELECT room_id FROM room_memberships WHERE user_id = $1 AND membership = 'join'",
+            "COUNT(DISTINCT a.room_id), COUNT(*)",
+            "a.notify = 1",
+            "",
         );
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_one(self.pool()).await.context("unread totals")
     }

@@ -181,4 +181,27 @@ async fn pushers(backend: Backend) {
     assert!(!store.delete_pusher(BOB, "org.example", "k1").await.unwrap_or_else(|e| panic!("{e}")));
 }
 
-backend_tests!(push_actions_and_counts, pushers);
+/// Before any unthreaded receipt, a thread's own receipt decides its rows even where it lies
+/// before the join, while the main thread counts from the join: the counts start as low as
+/// the earliest receipt, not at the join.
+async fn counts_around_a_join(backend: Backend) {
+    let (store, _db) = fresh(backend).await;
+    persist(&store, &event(2, "$invite", vec![action("main", false)])).await;
+    persist(&store, &event(3, "$early", vec![action("$root", false)])).await;
+    let mut join = event(5, "$join", vec![]);
+    join.memberships.push(MembershipChange {
+        user_id: BOB.to_owned(),
+        membership: "join".to_owned(),
+        event_id: "$join".to_owned(),
+    });
+    persist(&store, &join).await;
+    persist(&store, &event(6, "$m", vec![action("main", false)])).await;
+    persist(&store, &event(7, "$t", vec![action("$root", true)])).await;
+    receipt(&store, "$root", "$invite", 2, "m.read").await;
+    assert_eq!(counts(&store, i64::MAX).await, [thread("$root", 2, 1), thread("main", 1, 0)]);
+    assert_eq!(store.unread_totals(BOB).await.unwrap_or_else(|e| panic!("{e}")), (1, 3));
+    receipt(&store, "", "$m", 6, "m.read").await;
+    assert_eq!(counts(&store, i64::MAX).await, [thread("$root", 1, 1)]);
+}
+
+backend_tests!(push_actions_and_counts, counts_around_a_join, pushers);
