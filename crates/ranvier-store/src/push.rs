@@ -111,7 +111,8 @@ fn pusher_row(t: PusherTuple) -> PusherRow {
 const ROOMS_PER_COUNT_QUERY: usize = 500;
 
 /// The query over the unread action rows `a` of user `$1` in the rooms that `rooms` (a
-/// `SELECT` of one `room_id` column) lists: `SELECT {select} … WHERE {filter} {tail}`.
+/// `SELECT` or `VALUES` of one column, each room once) lists: `SELECT {select} … WHERE
+/// {filter} {tail}`.
 ///
 /// A row is unread when it comes after the user's latest read receipt that is unthreaded or
 /// of the row's thread, or, without such a receipt, after the user's current membership event
@@ -159,10 +160,14 @@ impl Store {
         up_to: i64,
     ) -> Result<Vec<(String, ThreadCounts)>> {
         let mut out = Vec::new();
+        // Each room once: its rows would otherwise be counted once per mention.
+        let mut room_ids = room_ids.to_vec();
+        room_ids.sort_unstable();
+        room_ids.dedup();
         for chunk in room_ids.chunks(ROOMS_PER_COUNT_QUERY) {
-            let rooms: Vec<String> = (0..chunk.len()).map(|i| format!("SELECT ${}", i + 3)).collect();
+            let rooms: Vec<String> = (0..chunk.len()).map(|i| format!("(${})", i + 3)).collect();
             let sql = unread_query(
-                &rooms.join(" UNION "),
+                &format!("VALUES {}", rooms.join(", ")),
                 "a.room_id, a.thread_id, CAST(SUM(a.notify) AS BIGINT), CAST(SUM(a.highlight) AS BIGINT)",
                 "a.stream_ordering <= $2",
                 "GROUP BY a.room_id, a.thread_id ORDER BY a.room_id, a.thread_id",

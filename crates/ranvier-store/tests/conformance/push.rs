@@ -41,6 +41,17 @@ fn event(stream: i64, id: &str, actions: Vec<NewPushAction>) -> PersistEvent {
     }
 }
 
+/// Bob's join at `stream`, `$join`.
+fn join(stream: i64) -> PersistEvent {
+    let mut join = event(stream, "$join", vec![]);
+    join.memberships.push(MembershipChange {
+        user_id: BOB.to_owned(),
+        membership: "join".to_owned(),
+        event_id: "$join".to_owned(),
+    });
+    join
+}
+
 async fn persist(store: &Store, event: &PersistEvent) {
     store.persist_event(event).await.unwrap_or_else(|e| panic!("persist {}: {e}", event.event_id));
 }
@@ -59,10 +70,10 @@ async fn receipt(store: &Store, thread: &str, event_id: &str, position: i64, rec
 }
 
 /// Bob's unread counts in [`ROOM`], checked against the several-rooms read (which must give
-/// the same rows for the room, and nothing for a room without outcomes).
+/// the same rows for the room, named twice, and nothing for a room without outcomes).
 async fn counts(store: &Store, up_to: i64) -> Vec<ThreadCounts> {
     let one = store.unread_counts(BOB, ROOM, up_to).await.unwrap_or_else(|e| panic!("unread counts: {e}"));
-    let rooms = [ROOM.to_owned(), "!other:test".to_owned()];
+    let rooms = [ROOM.to_owned(), "!other:test".to_owned(), ROOM.to_owned()];
     let several = store.unread_counts_in_rooms(BOB, &rooms, up_to).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(several.iter().all(|(room_id, _)| room_id == ROOM), "{several:?}");
     assert_eq!(several.into_iter().map(|(_, counts)| counts).collect::<Vec<_>>(), one);
@@ -77,13 +88,7 @@ fn thread(thread_id: &str, notifications: i64, highlights: i64) -> ThreadCounts 
 /// reads every thread, a threaded one its own; a redaction forgets its target's outcome.
 async fn push_actions_and_counts(backend: Backend) {
     let (store, _db) = fresh(backend).await;
-    let mut join = event(1, "$join", vec![]);
-    join.memberships.push(MembershipChange {
-        user_id: BOB.to_owned(),
-        membership: "join".to_owned(),
-        event_id: "$join".to_owned(),
-    });
-    persist(&store, &join).await;
+    persist(&store, &join(1)).await;
     persist(&store, &event(2, "$m1", vec![action("main", false)])).await;
     persist(&store, &event(3, "$m2", vec![action("main", true)])).await;
     persist(&store, &event(4, "$t1", vec![action("$root", false)])).await;
@@ -188,13 +193,7 @@ async fn counts_around_a_join(backend: Backend) {
     let (store, _db) = fresh(backend).await;
     persist(&store, &event(2, "$invite", vec![action("main", false)])).await;
     persist(&store, &event(3, "$early", vec![action("$root", false)])).await;
-    let mut join = event(5, "$join", vec![]);
-    join.memberships.push(MembershipChange {
-        user_id: BOB.to_owned(),
-        membership: "join".to_owned(),
-        event_id: "$join".to_owned(),
-    });
-    persist(&store, &join).await;
+    persist(&store, &join(5)).await;
     persist(&store, &event(6, "$m", vec![action("main", false)])).await;
     persist(&store, &event(7, "$t", vec![action("$root", true)])).await;
     receipt(&store, "$root", "$invite", 2, "m.read").await;
