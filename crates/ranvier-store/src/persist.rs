@@ -268,9 +268,6 @@ fn push_group<'a>(
     }
 }
 
-/// Forward extremities pairs per statement of [`push_extremities`].
-const EXTREMITIES_PER_STATEMENT: usize = 400;
-
 /// The forward extremities after a group of events that join the forward edge: the events the
 /// group cites as prev events stop being extremities, and each event of the group that no
 /// other event of the group cites becomes one, unless an event already stored cites it (one
@@ -288,27 +285,28 @@ fn push_extremities<'a>(batch: &mut Batch<'a>, events: &[&'a PersistEvent]) {
         .collect();
     cited.sort_unstable();
     cited.dedup();
-    for chunk in cited.chunks(EXTREMITIES_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-        let sql = format!("DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES {})", rows.join(", "));
-        let args = chunk.iter().flat_map(|(room_id, event_id)| [Arg::Text(room_id), Arg::Text(event_id)]).collect();
-        batch.push("remove forward extremities", sql, args);
+    let mut removed = Rows::new(
+        "remove forward extremities",
+        "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES",
+        "($1, $2)",
+        ")",
+    );
+    for (room_id, event_id) in &cited {
+        removed.add([Arg::Text(room_id), Arg::Text(event_id)]);
     }
-    let uncited: Vec<&PersistEvent> = events
-        .iter()
-        .copied()
-        .filter(|event| cited.binary_search(&(event.room_id.as_str(), event.event_id.as_str())).is_err())
-        .collect();
-    for chunk in uncited.chunks(EXTREMITIES_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-        let sql = format!(
-            "INSERT INTO forward_extremities (room_id, event_id) SELECT v.column1, v.column2 FROM (VALUES {}) AS v \
-             WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = v.column2) ON CONFLICT DO NOTHING",
-            rows.join(", ")
-        );
-        let args = chunk.iter().flat_map(|event| [Arg::Text(&event.room_id), Arg::Text(&event.event_id)]).collect();
-        batch.push("add forward extremities", sql, args);
+    removed.push_ordered_into(batch);
+    let mut added = Rows::new(
+        "add forward extremities",
+        "INSERT INTO forward_extremities (room_id, event_id) SELECT v.column1, v.column2 FROM (VALUES",
+        "($1, $2)",
+        ") AS v WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = v.column2) ON CONFLICT DO NOTHING",
+    );
+    for event in events {
+        if cited.binary_search(&(event.room_id.as_str(), event.event_id.as_str())).is_err() {
+            added.add([Arg::Text(&event.room_id), Arg::Text(&event.event_id)]);
+        }
     }
+    added.push_ordered_into(batch);
 }
 
 /// The room row created with a create event.
@@ -554,14 +552,14 @@ const SQLITE_BATCH_PARAMS: usize = 4000;
 /// 32766, PostgreSQL 65535), and the rows of a typical group of events go in one statement.
 const ROW_PARAMS: usize = 1000;
 
-/// Rows of one table, written by multi-row inserts of at most [`ROW_PARAMS`] values.
+/// Rows of one table, written by multi-row statements of at most [`ROW_PARAMS`] values.
 struct Rows<'a> {
     action: &'static str,
-    /// `INSERT INTO table (columns) VALUES`.
+    /// `INSERT INTO table (columns) VALUES`, or another statement's text up to its rows.
     head: &'static str,
     /// One row's values, numbered from `$1`.
     row: &'static str,
-    /// What follows the rows (`ON CONFLICT …`), or nothing.
+    /// What follows the rows (`ON CONFLICT …`, the rest of the statement), or nothing.
     tail: &'static str,
     /// Values a row.
     width: usize,
@@ -579,7 +577,17 @@ impl<'a> Rows<'a> {
         self.args.extend(values);
     }
 
+    /// Add the rows as plain inserts (see [`Statement::insert`]).
     fn push_into(self, batch: &mut Batch<'a>) {
+        self.push_statements(batch, true);
+    }
+
+    /// Add the rows as statements whose outcome depends on what ran before them.
+    fn push_ordered_into(self, batch: &mut Batch<'a>) {
+        self.push_statements(batch, false);
+    }
+
+    fn push_statements(self, batch: &mut Batch<'a>, insert: bool) {
         let rows_per_statement = (ROW_PARAMS / self.width).max(1);
         for chunk in self.args.chunks(rows_per_statement * self.width) {
             let mut sql = format!("{} ", self.head);
@@ -593,7 +601,11 @@ impl<'a> Rows<'a> {
                 sql.push(' ');
                 sql.push_str(self.tail);
             }
-            batch.push_insert(self.action, sql, chunk.to_vec());
+            if insert {
+                batch.push_insert(self.action, sql, chunk.to_vec());
+            } else {
+                batch.push(self.action, sql, chunk.to_vec());
+            }
         }
     }
 }
