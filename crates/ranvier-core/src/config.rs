@@ -63,7 +63,8 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://user@host/db`. Defaults to `{data_dir}/ranvier.db`.
     pub url: Option<String>,
     /// Size of the connection pool. On SQLite, reads use at most twice as many connections
-    /// as there are cores, whatever this says (writes have their own connection).
+    /// as there are cores, whatever this says (writes have their own connection). On
+    /// PostgreSQL, events are written on a pool of their own, a quarter as large (at least 2).
     pub max_connections: u32,
     /// Memory for recently read and written events, in MiB (0 turns the cache off).
     pub event_cache_mb: u32,

@@ -49,7 +49,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use ranvier_core::{Error, Result, error::Context};
 use sqlx::{
-    Any, AnyConnection, Connection, Transaction,
+    Any, AnyConnection, AnyPool, Connection, Transaction,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -86,6 +86,9 @@ struct StoreInner {
     /// writer's own commits never do, so the pages each write touches stay cached. It is not
     /// pooled: a transaction takes it with no hand-over through a pool.
     sqlite_writer: Option<Arc<Mutex<SqliteWriter>>>,
+    /// PostgreSQL only: the connections events are written on ([`Store::persist_events`]),
+    /// which plan every statement generically (see [`postgres_event_writer_options`]).
+    postgres_event_writer: Option<AnyPool>,
     backend: Backend,
     streams: Streams,
     /// Events by id (see [`event_cache`]).
@@ -220,22 +223,27 @@ impl Store {
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
-        let (readers, sqlite_writer) = match backend {
+        let (readers, sqlite_writer, postgres_event_writer) = match backend {
             // Opened after the migrations so that they start on the final schema.
             Backend::Sqlite => {
                 pool.close().await;
                 let mut conn = AnyConnection::connect_with(&options).await.context("connect to database (writer)")?;
                 sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut conn).await.context("set up the writer connection")?;
                 let readers = Readers::sqlite(options, SQLITE_PRAGMAS, sqlite_readers(max_connections));
-                (readers, Some(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))))
+                (readers, Some(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))), None)
             }
-            Backend::Postgres => (Readers::pool(pool), None),
+            Backend::Postgres => {
+                let writer = postgres_event_writer_options(event_writer_connections(max_connections))
+                    .connect_lazy_with(options.clone());
+                (Readers::pool(pool), None, Some(writer))
+            }
         };
         let streams = Streams::load(&readers).await?;
         Ok(Self {
             inner: Arc::new(StoreInner {
                 readers,
                 sqlite_writer,
+                postgres_event_writer,
                 backend,
                 streams,
                 events: EventCache::new(event_cache_bytes),
@@ -248,6 +256,11 @@ impl Store {
     /// The connections for reads, used as a sqlx executor.
     pub fn pool(&self) -> &Readers {
         &self.inner.readers
+    }
+
+    /// PostgreSQL's event writer (`None` on SQLite).
+    pub(crate) fn postgres_event_writer(&self) -> Option<&AnyPool> {
+        self.inner.postgres_event_writer.as_ref()
     }
 
     /// The event cache.
@@ -319,6 +332,28 @@ fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
                 Ok(sqlx::Connection::ping(conn).await.is_ok())
             })
         })
+}
+
+/// How many connections PostgreSQL's event writer gets for `max_connections` asked for: a
+/// quarter, at least two. Events of one room commit one group at a time, so these serve
+/// different rooms at once.
+fn event_writer_connections(max_connections: u32) -> u32 {
+    (max_connections / 4).max(2)
+}
+
+/// Pool options of PostgreSQL's event writer: [`postgres_pool_options`], each connection set
+/// to plan every prepared statement generically. A group's statement is one of many texts
+/// (one per count of rows in each table), and PostgreSQL otherwise plans a prepared statement
+/// afresh at each of its first five runs on each connection before it settles on a generic
+/// plan. Inserts of given values have nothing a plan could fit to the values, so the generic
+/// plan is the same plan, made once.
+fn postgres_event_writer_options(max_connections: u32) -> AnyPoolOptions {
+    postgres_pool_options(max_connections).after_connect(|conn, _meta| {
+        Box::pin(async move {
+            sqlx::raw_sql("SET plan_cache_mode = force_generic_plan").execute(conn).await?;
+            Ok(())
+        })
+    })
 }
 
 /// How many read connections SQLite gets for `max_connections` asked for: at least two, and

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use ranvier_core::{Result, error::Context};
+use ranvier_core::{Error, Result, error::Context};
 use sqlx::AnyConnection;
 
 use crate::{Backend, Store, events::StoredEvent};
@@ -139,20 +139,26 @@ impl Store {
                 }
                 writer.open = false;
             }
-            None => match batch.into_one_statement(events) {
-                // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round trips.
-                Ok(statement) => {
-                    bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), &statement.args)
-                        .execute(self.pool())
-                        .await
-                        .context(&statement.action)?;
+            None => {
+                let Some(writer) = self.postgres_event_writer() else {
+                    return Err(Error::internal("a store without a SQLite writer has no PostgreSQL event writer"));
+                };
+                match batch.into_one_statement(events) {
+                    // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round
+                    // trips.
+                    Ok(statement) => {
+                        bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), &statement.args)
+                            .execute(writer)
+                            .await
+                            .context(&statement.action)?;
+                    }
+                    Err(batch) => {
+                        let mut txn = writer.begin().await.context("begin transaction")?;
+                        batch.run(&mut txn, backend).await?;
+                        txn.commit().await.context("commit transaction")?;
+                    }
                 }
-                Err(batch) => {
-                    let mut txn = self.begin_write().await?;
-                    batch.run(&mut txn, backend).await?;
-                    txn.commit().await?;
-                }
-            },
+            }
         }
         let stored: Vec<StoredEvent> = events.iter().map(|event| stored_form(event)).collect();
         cache.insert_read(generation, &stored);
