@@ -44,6 +44,7 @@ pub mod social;
 pub mod streams;
 pub mod sync;
 pub mod uia;
+mod unread_cache;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -97,6 +98,8 @@ struct StoreInner {
     key_counts: e2ee::keys::KeyCountCache,
     /// Users' memberships (see [`sync`]).
     memberships: sync::MembershipCache,
+    /// Unread counts by user and room (see [`unread_cache`]).
+    unread: unread_cache::UnreadCache,
 }
 
 /// SQLite's writer connection.
@@ -249,6 +252,7 @@ impl Store {
                 events: EventCache::new(event_cache_bytes),
                 key_counts: KeyedCache::new(e2ee::keys::KEY_COUNT_CAPACITY),
                 memberships: KeyedCache::new(sync::MEMBERSHIP_CACHE_CAPACITY),
+                unread: unread_cache::UnreadCache::new(unread_cache::UNREAD_CACHE_CAPACITY),
             }),
         })
     }
@@ -271,6 +275,11 @@ impl Store {
     /// The cache of devices' key counts.
     pub(crate) fn key_count_cache(&self) -> &e2ee::keys::KeyCountCache {
         &self.inner.key_counts
+    }
+
+    /// The cache of unread counts.
+    pub(crate) fn unread_cache(&self) -> &unread_cache::UnreadCache {
+        &self.inner.unread
     }
 
     /// The cache of users' memberships.

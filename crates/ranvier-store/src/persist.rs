@@ -128,6 +128,7 @@ impl Store {
         let backend = self.backend();
         let search_texts = search_texts(events);
         let batch = batch_of(backend, events, &search_texts);
+        let unread = self.unread_cache().writing(events.iter().map(|event| event.room_id.as_str()));
         match &self.inner.sqlite_writer {
             // One query from `BEGIN` to `COMMIT` (see [`Batch::run_alone`]).
             Some(writer) => {
@@ -160,6 +161,7 @@ impl Store {
                 }
             }
         }
+        unread.events_committed(events);
         let stored: Vec<StoredEvent> = events.iter().map(|event| stored_form(event)).collect();
         cache.insert_read(generation, &stored);
         let redacted: Vec<&str> =

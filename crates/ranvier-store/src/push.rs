@@ -5,9 +5,11 @@
 //! An event counts as read for a user when its position is at or below the user's latest
 //! read receipt (`m.read` or `m.read.private`) that is unthreaded or of the event's thread.
 
+use std::collections::HashMap;
+
 use ranvier_core::{Result, error::Context};
 
-use crate::Store;
+use crate::{Store, unread_cache::Lookup};
 
 /// The receipt types that move a user's read position.
 const READ_TYPES: &str = "'m.read', 'm.read.private'";
@@ -152,18 +154,65 @@ impl Store {
     }
 
     /// [`Self::unread_counts`] for several rooms in one query (a few hundred rooms per query):
-    /// `(room_id, counts)` rows, rooms with nothing unread left out.
+    /// `(room_id, counts)` rows ordered by room and thread, rooms with nothing unread left out.
+    /// Rooms whose counts the unread cache holds are not read again (see
+    /// [`crate::unread_cache`]).
     pub async fn unread_counts_in_rooms(
         &self,
         user_id: &str,
         room_ids: &[String],
         up_to: i64,
     ) -> Result<Vec<(String, ThreadCounts)>> {
+        let cache = self.unread_cache();
         let mut out = Vec::new();
         // Each room once: its rows would otherwise be counted once per mention.
         let mut room_ids = room_ids.to_vec();
         room_ids.sort_unstable();
         room_ids.dedup();
+        let mut loads = Vec::new();
+        let mut misses = Vec::new();
+        for room_id in room_ids {
+            match cache.lookup(user_id, &room_id, up_to) {
+                Lookup::Hit(threads) => out.extend(threads.into_iter().map(|counts| (room_id.clone(), counts))),
+                Lookup::Load(epoch) => {
+                    loads.push((room_id.clone(), epoch));
+                    misses.push(room_id);
+                }
+                Lookup::Uncached => misses.push(room_id),
+            }
+        }
+        let read = match self.read_unread_counts(user_id, &misses, up_to).await {
+            Ok(read) => read,
+            Err(error) => {
+                for (room_id, epoch) in &loads {
+                    cache.abandon(user_id, room_id, *epoch);
+                }
+                return Err(error);
+            }
+        };
+        if !loads.is_empty() {
+            let mut by_room: HashMap<&str, Vec<ThreadCounts>> = HashMap::new();
+            for (room_id, counts) in &read {
+                by_room.entry(room_id.as_str()).or_default().push(counts.clone());
+            }
+            for (room_id, epoch) in &loads {
+                let threads = by_room.get(room_id.as_str()).map_or(&[][..], Vec::as_slice);
+                cache.loaded(user_id, room_id, *epoch, up_to, threads);
+            }
+        }
+        out.extend(read);
+        out.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.thread_id.cmp(&y.thread_id)));
+        Ok(out)
+    }
+
+    /// [`Self::unread_counts_in_rooms`] read from the database, for distinct `room_ids`.
+    async fn read_unread_counts(
+        &self,
+        user_id: &str,
+        room_ids: &[String],
+        up_to: i64,
+    ) -> Result<Vec<(String, ThreadCounts)>> {
+        let mut out = Vec::new();
         for chunk in room_ids.chunks(ROOMS_PER_COUNT_QUERY) {
             let rooms: Vec<String> = (0..chunk.len()).map(|i| format!("(${})", i + 3)).collect();
             let sql = unread_query(

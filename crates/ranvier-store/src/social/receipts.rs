@@ -36,6 +36,7 @@ impl Store {
     /// receipt would have moved back and nothing was written.
     pub async fn put_receipt(&self, receipt: &NewReceipt<'_>) -> Result<Option<i64>> {
         let guard = self.streams().allocate(StreamKind::Receipts);
+        let unread = self.unread_cache().writing([receipt.room_id]);
         let mut txn = self.begin_write().await?;
         let written = sqlx::query(
             "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, event_stream_ordering, ts, stream_pos)
@@ -57,6 +58,7 @@ impl Store {
         .context("put receipt")?
         .rows_affected();
         txn.commit().await?;
+        unread.receipt_committed(receipt.user_id, receipt.room_id);
         Ok((written > 0).then(|| guard.position()))
     }
 

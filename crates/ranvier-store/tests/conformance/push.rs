@@ -203,4 +203,45 @@ async fn counts_around_a_join(backend: Backend) {
     assert_eq!(counts(&store, i64::MAX).await, [thread("$root", 1, 1)]);
 }
 
-backend_tests!(push_actions_and_counts, counts_around_a_join, pushers);
+/// Counts the store keeps in memory between reads follow every write that changes them: each
+/// is checked against a second store on the same database, which reads them afresh.
+async fn remembered_counts_follow_writes(backend: Backend) {
+    let (store, db) = fresh(backend).await;
+    let fresh_counts = |up_to: i64| {
+        let url = db.url();
+        async move {
+            let other = Store::open(&url, 2).await.unwrap_or_else(|e| panic!("open: {e}"));
+            other.unread_counts(BOB, ROOM, up_to).await.unwrap_or_else(|e| panic!("unread counts: {e}"))
+        }
+    };
+    persist(&store, &join(1)).await;
+    persist(&store, &event(2, "$m1", vec![action("main", false)])).await;
+    assert_eq!(counts(&store, 2).await, [thread("main", 1, 0)]);
+    // New outcomes after the remembered counts, read up to each position.
+    persist(&store, &event(3, "$m2", vec![action("main", true)])).await;
+    persist(&store, &event(4, "$t1", vec![action("$root", false)])).await;
+    assert_eq!(counts(&store, 3).await, [thread("main", 2, 1)]);
+    assert_eq!(counts(&store, 4).await, [thread("$root", 1, 0), thread("main", 2, 1)]);
+    assert_eq!(counts(&store, 4).await, fresh_counts(4).await);
+    assert_eq!(counts(&store, 3).await, fresh_counts(3).await, "before the remembered position");
+    // A receipt, a redaction, and the user leaving and joining again.
+    receipt(&store, "main", "$m1", 2, "m.read").await;
+    assert_eq!(counts(&store, 4).await, [thread("$root", 1, 0), thread("main", 1, 1)]);
+    persist(&store, &event(5, "$t2", vec![action("$root", true)])).await;
+    let mut redaction = event(6, "$redaction", vec![]);
+    redaction.redaction = Some(Redaction { target_event_id: "$t1".to_owned(), redacted_pdu: "{}".to_owned() });
+    persist(&store, &redaction).await;
+    assert_eq!(counts(&store, 6).await, [thread("$root", 1, 1), thread("main", 1, 1)]);
+    assert_eq!(counts(&store, 6).await, fresh_counts(6).await);
+    let mut rejoin = join(7);
+    rejoin.event_id = "$rejoin".to_owned();
+    rejoin.memberships[0].event_id = "$rejoin".to_owned();
+    persist(&store, &rejoin).await;
+    persist(&store, &event(8, "$m3", vec![action("main", false)])).await;
+    // The main timeline's receipt decides what of it is read; the thread, without a receipt,
+    // counts from the new join.
+    assert_eq!(counts(&store, 8).await, [thread("main", 2, 1)]);
+    assert_eq!(counts(&store, 8).await, fresh_counts(8).await);
+}
+
+backend_tests!(push_actions_and_counts, counts_around_a_join, remembered_counts_follow_writes, pushers);
