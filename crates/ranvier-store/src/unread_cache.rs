@@ -18,7 +18,8 @@
 //!   room, and a write that ended without saying what it changed (failed or cut short) every
 //!   entry of its rooms;
 //! - counts read from the database are kept only if no write of any room began while they
-//!   were read.
+//!   were read (a read cut short leaves its placeholder, which the first read after the next
+//!   write replaces).
 //!
 //! Bounded by the number of entries: when full, the cache starts afresh.
 
@@ -102,6 +103,7 @@ impl UnreadCache {
             return Lookup::Uncached;
         }
         let key = (user_id.to_owned(), room_id.to_owned());
+        let current = inner.epoch;
         match inner.entries.get_mut(&key) {
             Some(Entry::Ready { as_of, threads, pending }) if up_to >= *as_of => {
                 let (now, later): (Vec<_>, Vec<_>) =
@@ -111,14 +113,17 @@ impl UnreadCache {
                 *as_of = up_to;
                 Lookup::Hit(threads.clone())
             }
-            Some(_) => Lookup::Uncached,
-            None => {
+            // Another read of the counts is under way, with nothing written since it began.
+            Some(Entry::Loading { epoch }) if *epoch == current => Lookup::Uncached,
+            Some(Entry::Ready { .. }) => Lookup::Uncached,
+            // Absent, or a read that will not be kept (a write began since; or it was cut short
+            // and never ended): read afresh.
+            _ => {
                 if inner.entries.len() >= self.capacity {
                     inner.entries.clear();
                 }
-                let epoch = inner.epoch;
-                inner.entries.insert(key, Entry::Loading { epoch });
-                Lookup::Load(epoch)
+                inner.entries.insert(key, Entry::Loading { epoch: current });
+                Lookup::Load(current)
             }
         }
     }
@@ -347,8 +352,16 @@ mod tests {
         assert!(matches!(cache.lookup("@a:x", "!r:x", 5), Lookup::Uncached), "another read meanwhile");
         // A write of another room begins while the counts are read.
         cache.writing(["!other:x"]).events_committed(&[]);
+        let Lookup::Load(again) = cache.lookup("@a:x", "!r:x", 5) else { panic!("a write began: read afresh") };
         cache.loaded("@a:x", "!r:x", epoch, 5, &[counts("main", 1, 0)]);
-        assert!(matches!(cache.lookup("@a:x", "!r:x", 5), Lookup::Load(_)), "read while a write began");
+        assert!(matches!(cache.lookup("@a:x", "!r:x", 5), Lookup::Uncached), "the first read is not kept");
+        cache.loaded("@a:x", "!r:x", again, 5, &[counts("main", 2, 0)]);
+        assert_eq!(hit(&cache, 5), vec![counts("main", 2, 0)]);
+        // A read that began before a write is not kept, even when no later read replaced it.
+        let Lookup::Load(epoch) = cache.lookup("@b:x", "!r:x", 5) else { panic!("expected a load") };
+        cache.writing(["!other:x"]).events_committed(&[]);
+        cache.loaded("@b:x", "!r:x", epoch, 5, &[]);
+        assert!(matches!(cache.lookup("@b:x", "!r:x", 5), Lookup::Load(_)), "read while a write began");
     }
 
     #[test]
