@@ -80,16 +80,8 @@ pub struct Store {
 struct StoreInner {
     /// The connections reads run on (on PostgreSQL, also write transactions).
     readers: Readers,
-    /// SQLite only: the one connection every [`Store::begin_write`] transaction uses, under a
-    /// lock held for the whole transaction (SQLite has one writer; serialising in-process
-    /// avoids `SQLITE_BUSY`). SQLite drops a connection's page cache whenever another
-    /// connection has committed since its last transaction; with one writer connection, the
-    /// writer's own commits never do, so the pages each write touches stay cached. It is not
-    /// pooled: a transaction takes it with no hand-over through a pool.
-    sqlite_writer: Option<Arc<Mutex<SqliteWriter>>>,
-    /// PostgreSQL only: the connections events are written on ([`Store::persist_events`]),
-    /// which plan every statement generically (see [`postgres_event_writer_options`]).
-    postgres_event_writer: Option<AnyPool>,
+    /// The connections writes run on.
+    writer: Writer,
     backend: Backend,
     streams: Streams,
     /// Events by id (see [`event_cache`]).
@@ -100,6 +92,21 @@ struct StoreInner {
     memberships: sync::MembershipCache,
     /// Unread counts by user and room (see [`unread_cache`]).
     unread: unread_cache::UnreadCache,
+}
+
+/// The connections writes run on, by backend.
+enum Writer {
+    /// The one connection every SQLite write uses, under a lock held for the whole transaction
+    /// (SQLite has one writer; serialising in-process avoids `SQLITE_BUSY`). SQLite drops a
+    /// connection's page cache whenever another connection has committed since its last
+    /// transaction; with one writer connection, the writer's own commits never do, so the pages
+    /// each write touches stay cached. It is not pooled: a transaction takes it with no
+    /// hand-over through a pool.
+    Sqlite(Arc<Mutex<SqliteWriter>>),
+    /// PostgreSQL: events are written on a pool of their own whose connections plan every
+    /// statement generically (see [`postgres_event_writer_options`]); other writes take
+    /// connections from the readers' pool.
+    Postgres { events: AnyPool },
 }
 
 /// SQLite's writer connection.
@@ -226,27 +233,26 @@ impl Store {
         };
         let pool = pool_options.connect_with(options.clone()).await.context("connect to database")?;
         migrate::run(&pool, backend).await?;
-        let (readers, sqlite_writer, postgres_event_writer) = match backend {
+        let (readers, writer) = match backend {
             // Opened after the migrations so that they start on the final schema.
             Backend::Sqlite => {
                 pool.close().await;
                 let mut conn = AnyConnection::connect_with(&options).await.context("connect to database (writer)")?;
                 sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut conn).await.context("set up the writer connection")?;
                 let readers = Readers::sqlite(options, SQLITE_PRAGMAS, sqlite_readers(max_connections));
-                (readers, Some(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))), None)
+                (readers, Writer::Sqlite(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))))
             }
             Backend::Postgres => {
-                let writer = postgres_event_writer_options(event_writer_connections(max_connections))
+                let events = postgres_event_writer_options(event_writer_connections(max_connections))
                     .connect_lazy_with(options.clone());
-                (Readers::pool(pool), None, Some(writer))
+                (Readers::pool(pool), Writer::Postgres { events })
             }
         };
         let streams = Streams::load(&readers).await?;
         Ok(Self {
             inner: Arc::new(StoreInner {
                 readers,
-                sqlite_writer,
-                postgres_event_writer,
+                writer,
                 backend,
                 streams,
                 events: EventCache::new(event_cache_bytes),
@@ -260,11 +266,6 @@ impl Store {
     /// The connections for reads, used as a sqlx executor.
     pub fn pool(&self) -> &Readers {
         &self.inner.readers
-    }
-
-    /// PostgreSQL's event writer (`None` on SQLite).
-    pub(crate) fn postgres_event_writer(&self) -> Option<&AnyPool> {
-        self.inner.postgres_event_writer.as_ref()
     }
 
     /// The event cache.
@@ -304,7 +305,7 @@ impl Store {
 
     /// Begin a write transaction (taking the SQLite writer lock first).
     pub async fn begin_write(&self) -> Result<WriteTxn> {
-        let Some(writer) = &self.inner.sqlite_writer else {
+        let Writer::Sqlite(writer) = &self.inner.writer else {
             let Some(pool) = self.inner.readers.postgres_pool() else {
                 return Err(Error::internal("a store without a SQLite writer has no PostgreSQL pool"));
             };

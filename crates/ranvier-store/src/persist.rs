@@ -7,10 +7,10 @@
 
 use std::borrow::Cow;
 
-use ranvier_core::{Error, Result, error::Context};
+use ranvier_core::{Result, error::Context};
 use sqlx::AnyConnection;
 
-use crate::{Backend, Store, events::StoredEvent};
+use crate::{Backend, Store, Writer, events::StoredEvent};
 
 /// A state group to create: `prev_group` plus `entries`, or a full snapshot without `prev_group`.
 #[derive(Clone, Debug)]
@@ -129,9 +129,9 @@ impl Store {
         let search_texts = search_texts(events);
         let batch = batch_of(backend, events, &search_texts);
         let unread = self.unread_cache().writing(events.iter().map(|event| event.room_id.as_str()));
-        match &self.inner.sqlite_writer {
+        match &self.inner.writer {
             // One query from `BEGIN` to `COMMIT` (see [`Batch::run_alone`]).
-            Some(writer) => {
+            Writer::Sqlite(writer) => {
                 let mut writer = writer.lock().await;
                 writer.start().await;
                 if let Err(error) = batch.run_alone(&mut writer.conn).await {
@@ -140,10 +140,7 @@ impl Store {
                 }
                 writer.open = false;
             }
-            None => {
-                let Some(writer) = self.postgres_event_writer() else {
-                    return Err(Error::internal("a store without a SQLite writer has no PostgreSQL event writer"));
-                };
+            Writer::Postgres { events: writer } => {
                 match batch.into_one_statement(events) {
                     // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round
                     // trips.
