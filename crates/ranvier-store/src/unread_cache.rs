@@ -68,7 +68,11 @@ pub enum Lookup {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<(String, String), Entry>,
+    /// Entries by room, then user: a write finds its room's entries, and a room's entries are
+    /// dropped together, without a key built per lookup.
+    rooms: HashMap<String, HashMap<String, Entry>>,
+    /// Entries in all rooms.
+    len: usize,
     /// Writes begun so far.
     epoch: u64,
     /// Rooms with writes under way, and how many.
@@ -76,8 +80,36 @@ struct Inner {
 }
 
 impl Inner {
+    fn get_mut(&mut self, room_id: &str, user_id: &str) -> Option<&mut Entry> {
+        self.rooms.get_mut(room_id)?.get_mut(user_id)
+    }
+
+    /// Put `entry` in, starting afresh first when `capacity` entries are held.
+    fn insert(&mut self, room_id: &str, user_id: &str, entry: Entry, capacity: usize) {
+        if self.len >= capacity {
+            self.rooms.clear();
+            self.len = 0;
+        }
+        let room = self.rooms.entry(room_id.to_owned()).or_default();
+        if room.insert(user_id.to_owned(), entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, room_id: &str, user_id: &str) {
+        let Some(room) = self.rooms.get_mut(room_id) else { return };
+        if room.remove(user_id).is_some() {
+            self.len -= 1;
+        }
+        if room.is_empty() {
+            self.rooms.remove(room_id);
+        }
+    }
+
     fn drop_room(&mut self, room_id: &str) {
-        self.entries.retain(|(_, room), _| room != room_id);
+        if let Some(room) = self.rooms.remove(room_id) {
+            self.len -= room.len();
+        }
     }
 }
 
@@ -102,9 +134,8 @@ impl UnreadCache {
         if inner.writing.contains_key(room_id) {
             return Lookup::Uncached;
         }
-        let key = (user_id.to_owned(), room_id.to_owned());
         let current = inner.epoch;
-        match inner.entries.get_mut(&key) {
+        match inner.get_mut(room_id, user_id) {
             Some(Entry::Ready { as_of, threads, pending }) if up_to >= *as_of => {
                 let (now, later): (Vec<_>, Vec<_>) =
                     std::mem::take(pending).into_iter().partition(|p| p.position <= up_to);
@@ -119,10 +150,7 @@ impl UnreadCache {
             // Absent, or a read that will not be kept (a write began since; or it was cut short
             // and never ended): read afresh.
             _ => {
-                if inner.entries.len() >= self.capacity {
-                    inner.entries.clear();
-                }
-                inner.entries.insert(key, Entry::Loading { epoch: current });
+                inner.insert(room_id, user_id, Entry::Loading { epoch: current }, self.capacity);
                 Lookup::Load(current)
             }
         }
@@ -133,13 +161,12 @@ impl UnreadCache {
     pub fn loaded(&self, user_id: &str, room_id: &str, epoch: u64, up_to: i64, threads: &[ThreadCounts]) {
         let mut inner = self.inner.lock();
         let current = inner.epoch;
-        let key = (user_id.to_owned(), room_id.to_owned());
-        let Some(entry) = inner.entries.get_mut(&key) else { return };
+        let Some(entry) = inner.get_mut(room_id, user_id) else { return };
         if !matches!(entry, Entry::Loading { epoch: loading } if *loading == epoch) {
             return;
         }
         if current != epoch {
-            inner.entries.remove(&key);
+            inner.remove(room_id, user_id);
             return;
         }
         let mut threads = threads.to_vec();
@@ -150,9 +177,8 @@ impl UnreadCache {
     /// Give up a [`Lookup::Load`] numbered `epoch` whose read failed.
     pub fn abandon(&self, user_id: &str, room_id: &str, epoch: u64) {
         let mut inner = self.inner.lock();
-        let key = (user_id.to_owned(), room_id.to_owned());
-        if matches!(inner.entries.get(&key), Some(Entry::Loading { epoch: loading }) if *loading == epoch) {
-            inner.entries.remove(&key);
+        if matches!(inner.get_mut(room_id, user_id), Some(Entry::Loading { epoch: loading }) if *loading == epoch) {
+            inner.remove(room_id, user_id);
         }
     }
 
@@ -185,9 +211,9 @@ impl UnreadWrite<'_> {
         let cache = self.cache;
         let mut inner = cache.inner.lock();
         for event in events {
+            let Some(room) = inner.rooms.get_mut(&event.room_id) else { continue };
             for action in &event.push_actions {
-                let key = (action.user_id.clone(), event.room_id.clone());
-                let Some(Entry::Ready { as_of, threads, pending }) = inner.entries.get_mut(&key) else { continue };
+                let Some(Entry::Ready { as_of, threads, pending }) = room.get_mut(&action.user_id) else { continue };
                 pending.push(Pending {
                     position: event.stream_ordering,
                     thread_id: action.thread_id.clone(),
@@ -201,7 +227,7 @@ impl UnreadWrite<'_> {
                 }
             }
             for change in &event.memberships {
-                inner.entries.remove(&(change.user_id.clone(), event.room_id.clone()));
+                inner.remove(&event.room_id, &change.user_id);
             }
             if event.redaction.is_some() {
                 inner.drop_room(&event.room_id);
@@ -214,7 +240,7 @@ impl UnreadWrite<'_> {
     pub fn receipt_committed(mut self, user_id: &str, room_id: &str) {
         let cache = self.cache;
         let mut inner = cache.inner.lock();
-        inner.entries.remove(&(user_id.to_owned(), room_id.to_owned()));
+        inner.remove(room_id, user_id);
         self.end(&mut inner);
     }
 
