@@ -145,7 +145,7 @@ impl Store {
                     // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round
                     // trips.
                     Ok(statement) => {
-                        bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), &statement.args)
+                        bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), statement.args)
                             .execute(writer)
                             .await
                             .context(&statement.action)?;
@@ -267,7 +267,7 @@ fn push_group<'a>(
         push_new_room(batch, event);
     }
     push_inserts(batch, backend, events, search_texts);
-    push_extremities(batch, events);
+    push_extremities(batch, backend, events);
     for event in events {
         push_ordered(batch, backend, event);
     }
@@ -280,7 +280,7 @@ fn push_group<'a>(
 /// The outcome is that of updating the extremities event by event, in two statements for the
 /// whole group; what the insert checks in the database is only what was there before the
 /// group, so it may run beside the group's own inserts (see [`Batch::into_one_statement`]).
-fn push_extremities<'a>(batch: &mut Batch<'a>, events: &[&'a PersistEvent]) {
+fn push_extremities<'a>(batch: &mut Batch<'a>, backend: Backend, events: &[&'a PersistEvent]) {
     if !events.first().is_some_and(|event| event.update_extremities) {
         return;
     }
@@ -290,22 +290,12 @@ fn push_extremities<'a>(batch: &mut Batch<'a>, events: &[&'a PersistEvent]) {
         .collect();
     cited.sort_unstable();
     cited.dedup();
-    let mut removed = Rows::new(
-        "remove forward extremities",
-        "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES",
-        "($1, $2)",
-        ")",
-    );
+    let mut removed = Rows::new("remove forward extremities", backend, REMOVE_EXTREMITIES);
     for (room_id, event_id) in &cited {
         removed.add([Arg::Text(room_id), Arg::Text(event_id)]);
     }
     removed.push_ordered_into(batch);
-    let mut added = Rows::new(
-        "add forward extremities",
-        "INSERT INTO forward_extremities (room_id, event_id) SELECT v.column1, v.column2 FROM (VALUES",
-        "($1, $2)",
-        ") AS v WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = v.column2) ON CONFLICT DO NOTHING",
-    );
+    let mut added = Rows::new("add forward extremities", backend, ADD_EXTREMITIES);
     for event in events {
         if cited.binary_search(&(event.room_id.as_str(), event.event_id.as_str())).is_err() {
             added.add([Arg::Text(&event.room_id), Arg::Text(&event.event_id)]);
@@ -339,49 +329,13 @@ fn push_inserts<'a>(
     events: &[&'a PersistEvent],
     search_texts: &'a [Option<String>],
 ) {
-    let mut rows_of_events = Rows::new(
-        "insert events",
-        "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
-         origin_server_ts, pdu, outlier, rejected_reason, soft_failed, redacted_by, state_group) VALUES",
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13)",
-        "",
-    );
-    let mut edges = Rows::new(
-        "insert event edges",
-        "INSERT INTO event_edges (event_id, prev_event_id) VALUES",
-        "($1, $2)",
-        "ON CONFLICT DO NOTHING",
-    );
-    let mut auth = Rows::new(
-        "insert auth edges",
-        "INSERT INTO event_auth (event_id, auth_event_id) VALUES",
-        "($1, $2)",
-        "ON CONFLICT DO NOTHING",
-    );
-    // A transaction already recorded keeps its first event: the room service answers retries
-    // with that one, and a write that races a retry must not fail the events grouped with it.
-    let mut txns = Rows::new(
-        "record transaction ids",
-        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES",
-        "($1, $2, $3, $4)",
-        "ON CONFLICT DO NOTHING",
-    );
-    let mut relations = Rows::new(
-        "record relations",
-        "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, sender, event_type, \
-         stream_ordering) VALUES",
-        "($1, $2, $3, $4, $5, $6, $7)",
-        "ON CONFLICT DO NOTHING",
-    );
-    let mut push_actions = Rows::new(
-        "insert push actions",
-        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, \
-         highlight, actions, ts) VALUES",
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        "ON CONFLICT DO NOTHING",
-    );
-    let mut search =
-        Rows::new("index event text", crate::search::index_head(backend), crate::search::index_row(backend), "");
+    let mut rows_of_events = Rows::new("insert events", backend, EVENTS);
+    let mut edges = Rows::new("insert event edges", backend, EVENT_EDGES);
+    let mut auth = Rows::new("insert auth edges", backend, AUTH_EDGES);
+    let mut txns = Rows::new("record transaction ids", backend, TXN_IDS);
+    let mut relations = Rows::new("record relations", backend, RELATIONS);
+    let mut push_actions = Rows::new("insert push actions", backend, PUSH_ACTIONS);
+    let mut search = Rows::new("index event text", backend, crate::search::index_rows(backend));
     for (event, search_text) in events.iter().zip(search_texts) {
         rows_of_events.add([
             Arg::Int(event.stream_ordering),
@@ -459,19 +413,11 @@ fn push_ordered<'a>(batch: &mut Batch<'a>, backend: Backend, event: &'a PersistE
             ],
         );
         // Snapshots of large rooms hold thousands of entries: they go in multi-row inserts.
-        for chunk in group.entries.chunks(STATE_ENTRIES_PER_INSERT) {
-            let rows: Vec<String> =
-                (0..chunk.len()).map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4)).collect();
-            let sql = format!(
-                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {}",
-                rows.join(", ")
-            );
-            let mut args = vec![Arg::Int(group.id)];
-            for (event_type, state_key, event_id) in chunk {
-                args.extend([Arg::Text(event_type), Arg::Text(state_key), Arg::Text(event_id)]);
-            }
-            batch.push("insert state group entries", sql, args);
+        let mut entries = Rows::new("insert state group entries", backend, STATE_GROUP_ENTRIES);
+        for (event_type, state_key, event_id) in &group.entries {
+            entries.add([Arg::Int(group.id), Arg::Text(event_type), Arg::Text(state_key), Arg::Text(event_id)]);
         }
+        entries.push_ordered_into(batch);
     }
 
     for change in &event.current_state {
@@ -546,35 +492,140 @@ fn push_ordered<'a>(batch: &mut Batch<'a>, backend: Backend, event: &'a PersistE
     }
 }
 
-/// State group entries per multi-row insert: 3 parameters a row keeps a statement far below
-/// both backends' parameter limits.
-const STATE_ENTRIES_PER_INSERT: usize = 200;
-
 /// The most parameters one combined SQLite statement carries (SQLite allows 32766).
 const SQLITE_BATCH_PARAMS: usize = 4000;
 
-/// The most values one multi-row insert binds: far below both backends' limits (SQLite
-/// 32766, PostgreSQL 65535), and the rows of a typical group of events go in one statement.
+/// SQLite: the most values one multi-row insert binds, far below SQLite's limit of 32766;
+/// the rows of a typical group of events go in one statement.
 const ROW_PARAMS: usize = 1000;
 
-/// Rows of one table, written by multi-row statements of at most [`ROW_PARAMS`] values.
+/// How the rows of one table are written, on each backend.
+///
+/// On SQLite the rows are bound values in a `VALUES` list, at most [`ROW_PARAMS`] values a
+/// statement. On PostgreSQL a single row is written the same way, and two or more go into
+/// one JSON array bound as `$1`, which `json_to_recordset` turns back into rows. So there are
+/// two texts for each table whatever the number of rows, and each connection plans each of
+/// them once. With a text per row count, PostgreSQL parsed and planned each new group size
+/// afresh on each connection, and the ten-user `send` spent much of a short run doing that.
+/// (A single row stays a `VALUES` row because its text never varies, and binding it directly
+/// is cheaper than going through JSON: a one-user `send` was 8% slower with JSON.)
+pub(crate) struct RowsSql {
+    /// The statement's text up to its rows (`INSERT INTO table (columns) VALUES`).
+    pub head: &'static str,
+    /// One row's values, numbered from `$1`.
+    pub row: &'static str,
+    /// What follows the rows (`ON CONFLICT …`, the rest of the statement), or nothing.
+    pub tail: &'static str,
+    /// PostgreSQL, two or more rows: the whole statement, reading its rows from
+    /// `json_to_recordset($1::json) AS r(name type, …)`, one name for each placeholder of
+    /// `row`, in the same order.
+    pub json: &'static str,
+}
+
+const EVENTS: RowsSql = RowsSql {
+    head: "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+           origin_server_ts, pdu, outlier, rejected_reason, soft_failed, redacted_by, state_group) VALUES",
+    row: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13)",
+    tail: "",
+    json: "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+           origin_server_ts, pdu, outlier, rejected_reason, soft_failed, state_group) \
+           SELECT * FROM json_to_recordset($1::json) AS r(stream_ordering bigint, event_id text, room_id text, \
+           sender text, event_type text, state_key text, depth bigint, origin_server_ts bigint, pdu text, \
+           outlier bigint, rejected_reason text, soft_failed bigint, state_group bigint)",
+};
+
+const EVENT_EDGES: RowsSql = RowsSql {
+    head: "INSERT INTO event_edges (event_id, prev_event_id) VALUES",
+    row: "($1, $2)",
+    tail: "ON CONFLICT DO NOTHING",
+    json: "INSERT INTO event_edges (event_id, prev_event_id) \
+           SELECT * FROM json_to_recordset($1::json) AS r(event_id text, prev_event_id text) ON CONFLICT DO NOTHING",
+};
+
+const AUTH_EDGES: RowsSql = RowsSql {
+    head: "INSERT INTO event_auth (event_id, auth_event_id) VALUES",
+    row: "($1, $2)",
+    tail: "ON CONFLICT DO NOTHING",
+    json: "INSERT INTO event_auth (event_id, auth_event_id) \
+           SELECT * FROM json_to_recordset($1::json) AS r(event_id text, auth_event_id text) ON CONFLICT DO NOTHING",
+};
+
+/// A transaction already recorded keeps its first event: the room service answers retries
+/// with that one, and a write that races a retry must not fail the events grouped with it.
+const TXN_IDS: RowsSql = RowsSql {
+    head: "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES",
+    row: "($1, $2, $3, $4)",
+    tail: "ON CONFLICT DO NOTHING",
+    json: "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) \
+           SELECT * FROM json_to_recordset($1::json) AS r(user_id text, device_id text, txn_id text, event_id text) \
+           ON CONFLICT DO NOTHING",
+};
+
+const RELATIONS: RowsSql = RowsSql {
+    head: "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, sender, event_type, \
+           stream_ordering) VALUES",
+    row: "($1, $2, $3, $4, $5, $6, $7)",
+    tail: "ON CONFLICT DO NOTHING",
+    json: "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, sender, event_type, \
+           stream_ordering) \
+           SELECT * FROM json_to_recordset($1::json) AS r(event_id text, relates_to_id text, rel_type text, \
+           room_id text, sender text, event_type text, stream_ordering bigint) ON CONFLICT DO NOTHING",
+};
+
+const PUSH_ACTIONS: RowsSql = RowsSql {
+    head: "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, \
+           highlight, actions, ts) VALUES",
+    row: "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    tail: "ON CONFLICT DO NOTHING",
+    json: "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, notify, \
+           highlight, actions, ts) \
+           SELECT * FROM json_to_recordset($1::json) AS r(user_id text, room_id text, event_id text, \
+           stream_ordering bigint, thread_id text, notify bigint, highlight bigint, actions text, ts bigint) \
+           ON CONFLICT DO NOTHING",
+};
+
+const STATE_GROUP_ENTRIES: RowsSql = RowsSql {
+    head: "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES",
+    row: "($1, $2, $3, $4)",
+    tail: "",
+    json: "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) \
+           SELECT * FROM json_to_recordset($1::json) AS r(state_group bigint, event_type text, state_key text, \
+           event_id text)",
+};
+
+const REMOVE_EXTREMITIES: RowsSql = RowsSql {
+    head: "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES",
+    row: "($1, $2)",
+    tail: ")",
+    json: "DELETE FROM forward_extremities WHERE (room_id, event_id) IN \
+           (SELECT * FROM json_to_recordset($1::json) AS r(room_id text, event_id text))",
+};
+
+/// The check reads only what was stored before the statement (see [`push_extremities`]).
+const ADD_EXTREMITIES: RowsSql = RowsSql {
+    head: "INSERT INTO forward_extremities (room_id, event_id) SELECT v.column1, v.column2 FROM (VALUES",
+    row: "($1, $2)",
+    tail: ") AS v WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = v.column2) \
+           ON CONFLICT DO NOTHING",
+    json: "INSERT INTO forward_extremities (room_id, event_id) SELECT r.room_id, r.event_id \
+           FROM json_to_recordset($1::json) AS r(room_id text, event_id text) \
+           WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = r.event_id) ON CONFLICT DO NOTHING",
+};
+
+/// Rows of one table, written as [`RowsSql`] says.
 struct Rows<'a> {
     action: &'static str,
-    /// `INSERT INTO table (columns) VALUES`, or another statement's text up to its rows.
-    head: &'static str,
-    /// One row's values, numbered from `$1`.
-    row: &'static str,
-    /// What follows the rows (`ON CONFLICT …`, the rest of the statement), or nothing.
-    tail: &'static str,
+    backend: Backend,
+    sql: RowsSql,
     /// Values a row.
     width: usize,
     args: Vec<Arg<'a>>,
 }
 
 impl<'a> Rows<'a> {
-    fn new(action: &'static str, head: &'static str, row: &'static str, tail: &'static str) -> Self {
-        let width = row.matches('$').count();
-        Self { action, head, row, tail, width, args: Vec::new() }
+    fn new(action: &'static str, backend: Backend, sql: RowsSql) -> Self {
+        let width = sql.row.matches('$').count();
+        Self { action, backend, sql, width, args: Vec::new() }
     }
 
     fn add<const N: usize>(&mut self, values: [Arg<'a>; N]) {
@@ -593,35 +644,103 @@ impl<'a> Rows<'a> {
     }
 
     fn push_statements(self, batch: &mut Batch<'a>, insert: bool) {
+        if self.args.is_empty() {
+            return;
+        }
+        if self.backend == Backend::Postgres && self.args.len() > self.width {
+            let rows = json_rows(&record_names(self.sql.json), &self.args);
+            batch.push_statement(self.action, self.sql.json, vec![Arg::Owned(rows)], insert);
+            return;
+        }
         let rows_per_statement = (ROW_PARAMS / self.width).max(1);
         for chunk in self.args.chunks(rows_per_statement * self.width) {
-            let mut sql = format!("{} ", self.head);
+            let mut sql = format!("{} ", self.sql.head);
             for row in 0..chunk.len() / self.width {
                 if row > 0 {
                     sql.push_str(", ");
                 }
-                renumber(self.row, row * self.width, &mut sql);
+                renumber(self.sql.row, row * self.width, &mut sql);
             }
-            if !self.tail.is_empty() {
+            if !self.sql.tail.is_empty() {
                 sql.push(' ');
-                sql.push_str(self.tail);
+                sql.push_str(self.sql.tail);
             }
-            if insert {
-                batch.push_insert(self.action, sql, chunk.to_vec());
-            } else {
-                batch.push(self.action, sql, chunk.to_vec());
-            }
+            batch.push_statement(self.action, sql, chunk.to_vec(), insert);
+        }
+    }
+}
+
+/// The names of the record that `json_to_recordset($1::json) AS r(name type, …)` in `sql`
+/// declares, in order.
+fn record_names(sql: &'static str) -> Vec<&'static str> {
+    let Some((_, record)) = sql.split_once("AS r(") else { return Vec::new() };
+    let record = record.split_once(')').map_or(record, |(inside, _)| inside);
+    record.split(',').filter_map(|column| column.split_whitespace().next()).collect()
+}
+
+/// `args`, `names.len()` values a row, as a JSON array of one object per row keyed by `names`.
+fn json_rows(names: &[&str], args: &[Arg<'_>]) -> String {
+    // Strings and integers always serialise; an empty text would fail the statement, not
+    // write nothing.
+    serde_json::to_string(&JsonRows { names, args }).unwrap_or_default()
+}
+
+/// See [`json_rows`].
+struct JsonRows<'s, 'a> {
+    names: &'s [&'s str],
+    args: &'s [Arg<'a>],
+}
+
+impl serde::Serialize for JsonRows<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let width = self.names.len().max(1);
+        let mut rows = serializer.serialize_seq(Some(self.args.len() / width))?;
+        for row in self.args.chunks(width) {
+            rows.serialize_element(&JsonRow { names: self.names, values: row })?;
+        }
+        rows.end()
+    }
+}
+
+/// One row of [`JsonRows`]: an object of `names` and `values`.
+struct JsonRow<'s, 'a> {
+    names: &'s [&'s str],
+    values: &'s [Arg<'a>],
+}
+
+impl serde::Serialize for JsonRow<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut row = serializer.serialize_map(Some(self.values.len()))?;
+        for (name, value) in self.names.iter().zip(self.values) {
+            row.serialize_entry(name, value)?;
+        }
+        row.end()
+    }
+}
+
+impl serde::Serialize for Arg<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Arg::Text(text) => serializer.serialize_str(text),
+            Arg::OptText(text) => serde::Serialize::serialize(text, serializer),
+            Arg::Int(n) => serializer.serialize_i64(*n),
+            Arg::OptInt(n) => serde::Serialize::serialize(n, serializer),
+            Arg::Owned(text) => serializer.serialize_str(text),
         }
     }
 }
 
 /// A value bound to a batched statement.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Arg<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
     Int(i64),
     OptInt(Option<i64>),
+    /// A text made for the statement (the JSON rows of [`RowsSql::json`]).
+    Owned(String),
 }
 
 /// One statement of a batch: what it does (for errors), its SQL with `$1..$n`, and its values.
@@ -655,12 +774,18 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     fn push(&mut self, action: &'static str, sql: impl Into<Cow<'static, str>>, args: Vec<Arg<'a>>) {
-        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert: false });
+        self.push_statement(action, sql, args, false);
     }
 
-    /// Add a plain insert of new rows (see [`Statement::insert`]).
-    fn push_insert(&mut self, action: &'static str, sql: String, args: Vec<Arg<'a>>) {
-        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert: true });
+    /// Add a statement, a plain insert of new rows or not (see [`Statement::insert`]).
+    fn push_statement(
+        &mut self,
+        action: &'static str,
+        sql: impl Into<Cow<'static, str>>,
+        args: Vec<Arg<'a>>,
+        insert: bool,
+    ) {
+        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert });
     }
 
     /// PostgreSQL: the whole write of `events` as one statement of data-modifying `WITH`
@@ -697,7 +822,7 @@ impl<'a> Batch<'a> {
         match backend {
             Backend::Postgres => {
                 for statement in postgres_statements(self.statements) {
-                    bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), &statement.args)
+                    bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), statement.args)
                         .execute(&mut *conn)
                         .await
                         .context(&statement.action)?;
@@ -733,7 +858,7 @@ impl<'a> Batch<'a> {
             if alone && i == last {
                 sql.push_str("COMMIT;\n");
             }
-            let result = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &args).execute(&mut *conn).await;
+            let result = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *conn).await;
             if let Err(error) = result {
                 let mut actions: Vec<&str> = chunk.iter().map(|statement| &*statement.action).collect();
                 if alone && i == last {
@@ -818,14 +943,15 @@ fn sqlite_chunks<'s, 'a>(statements: &'s [Statement<'a>]) -> Vec<&'s [Statement<
 
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    args: &[Arg<'_>],
+    args: Vec<Arg<'_>>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     for arg in args {
-        query = match *arg {
+        query = match arg {
             Arg::Text(value) => query.bind(value.to_owned()),
             Arg::OptText(value) => query.bind(value.map(str::to_owned)),
             Arg::Int(value) => query.bind(value),
             Arg::OptInt(value) => query.bind(value),
+            Arg::Owned(value) => query.bind(value),
         };
     }
     query
@@ -852,7 +978,7 @@ fn positional<'a>(sql: &str, args: &[Arg<'a>], out: &mut String, out_args: &mut 
         };
         out.push_str(&rest[..at]);
         out.push('?');
-        out_args.push(*arg);
+        out_args.push(arg.clone());
         rest = &rest[at + 1 + digits..];
     }
     out.push_str(rest);
@@ -878,6 +1004,71 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_records_name_every_placeholder() {
+        let all = [
+            ("events", EVENTS),
+            ("edges", EVENT_EDGES),
+            ("auth", AUTH_EDGES),
+            ("txns", TXN_IDS),
+            ("relations", RELATIONS),
+            ("push actions", PUSH_ACTIONS),
+            ("state group entries", STATE_GROUP_ENTRIES),
+            ("remove extremities", REMOVE_EXTREMITIES),
+            ("add extremities", ADD_EXTREMITIES),
+            ("search", crate::search::index_rows(Backend::Sqlite)),
+            ("search", crate::search::index_rows(Backend::Postgres)),
+        ];
+        for (name, sql) in all {
+            let names = record_names(sql.json);
+            assert_eq!(names.len(), sql.row.matches('$').count(), "{name}: {names:?}");
+            assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')), "{name}: {names:?}");
+            assert_eq!(sql.json.matches('$').count(), 1, "{name}: all rows are one value");
+        }
+        assert_eq!(record_names(PUSH_ACTIONS.json)[3], "stream_ordering");
+    }
+
+    #[test]
+    fn rows_become_json_objects() {
+        let args = [
+            Arg::Text("a\"b\\c\n"),
+            Arg::OptText(None),
+            Arg::Int(-7),
+            Arg::Text("é"),
+            Arg::OptText(Some("x")),
+            Arg::OptInt(Some(i64::MAX)),
+        ];
+        let json = json_rows(&["t", "o", "n"], &args);
+        assert_eq!(json, r#"[{"t":"a\"b\\c\n","o":null,"n":-7},{"t":"é","o":"x","n":9223372036854775807}]"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed[0]["t"], "a\"b\\c\n");
+    }
+
+    #[test]
+    fn postgres_rows_are_one_text_whatever_their_number() {
+        let texts = |n: usize| {
+            let mut batch = Batch::default();
+            let mut rows = Rows::new("edges", Backend::Postgres, EVENT_EDGES);
+            for _ in 0..n {
+                rows.add([Arg::Text("$e"), Arg::Text("$p")]);
+            }
+            rows.push_into(&mut batch);
+            batch.statements.iter().map(|s| (s.sql.to_string(), s.args.len())).collect::<Vec<_>>()
+        };
+        assert_eq!(texts(2), texts(700), "one text and one value for 2 rows and for 700");
+        assert_eq!(texts(2).len(), 1);
+        assert_eq!(texts(2)[0].1, 1);
+        assert_eq!(texts(1), [(format!("{} {}", EVENT_EDGES.head, "($1, $2) ON CONFLICT DO NOTHING"), 2)]);
+        assert!(texts(0).is_empty());
+        let mut batch = Batch::default();
+        let mut rows = Rows::new("edges", Backend::Sqlite, EVENT_EDGES);
+        for _ in 0..700 {
+            rows.add([Arg::Text("$e"), Arg::Text("$p")]);
+        }
+        rows.push_into(&mut batch);
+        assert_eq!(batch.statements.len(), 2, "SQLite: at most {ROW_PARAMS} values a statement");
+    }
 
     #[test]
     fn placeholders_are_shifted() {

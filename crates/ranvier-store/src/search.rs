@@ -176,20 +176,26 @@ impl SearchQuery {
     }
 }
 
-/// The head of the multi-row insert that indexes events (see [`index_row`]).
-pub(crate) fn index_head(backend: Backend) -> &'static str {
+/// The rows that index events: `$1` an event's stream position, `$2` its text (as
+/// [`index_text`] made it). SQLite's index is an FTS5 table keyed by rowid; PostgreSQL's a
+/// `tsvector` column.
+pub(crate) fn index_rows(backend: Backend) -> crate::persist::RowsSql {
+    let json = "INSERT INTO event_search (stream_ordering, vector) \
+                SELECT stream_ordering, to_tsvector('english', value) \
+                FROM json_to_recordset($1::json) AS r(stream_ordering bigint, value text)";
     match backend {
-        Backend::Sqlite => "INSERT INTO event_search (rowid, value) VALUES",
-        Backend::Postgres => "INSERT INTO event_search (stream_ordering, vector) VALUES",
-    }
-}
-
-/// One row of [`index_head`]: `$1` the event's stream position, `$2` its text (as
-/// [`index_text`] made it).
-pub(crate) fn index_row(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "($1, $2)",
-        Backend::Postgres => "($1, to_tsvector('english', $2))",
+        Backend::Sqlite => crate::persist::RowsSql {
+            head: "INSERT INTO event_search (rowid, value) VALUES",
+            row: "($1, $2)",
+            tail: "",
+            json,
+        },
+        Backend::Postgres => crate::persist::RowsSql {
+            head: "INSERT INTO event_search (stream_ordering, vector) VALUES",
+            row: "($1, to_tsvector('english', $2))",
+            tail: "",
+            json,
+        },
     }
 }
 
