@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""code_order.py — the functions of one binary that a profile saw run, for the linker's
+symbol ordering file (see scripts/bench/code-order.sh).
+
+  code_order.py callgrind BINARY OUT...      functions of BINARY in callgrind outputs, by
+                                             self cost, most expensive first
+  code_order.py faults BINARY ORDER < SCRIPT functions of BINARY whose code took a page fault
+                                             (`perf script -F ip,addr,sym,dso --no-demangle`
+                                             of `perf record -e page-faults -d`), less those
+                                             ORDER already lists
+
+Names are printed as the symbol table holds them (mangled), one a line.
+"""
+
+import collections
+import re
+import sys
+
+# `fn=(12) name` defines a compressed name, `fn=(12)` uses it; `ob=`, `cob=` and `cfn=` alike.
+NAME = re.compile(r"^(ob|fn|cob|cfn)=(?:\((\d+)\))?\s*(.*)$")
+
+
+def callgrind_functions(binary, paths):
+    """Self cost of every function of `binary` in the callgrind outputs `paths`."""
+    cost = collections.Counter()
+    for path in paths:
+        names = {"ob": {}, "fn": {}}
+        ob = fn = None
+        after_call = False
+        with open(path, errors="replace") as out:
+            for line in out:
+                match = NAME.match(line.rstrip("\n"))
+                if match:
+                    kind, ident, name = match.groups()
+                    table = names["ob" if kind.endswith("ob") else "fn"]
+                    if ident is not None and name:
+                        table[ident] = name
+                    resolved = table.get(ident, name) if ident is not None else name
+                    if kind == "ob":
+                        ob = resolved
+                    elif kind == "fn":
+                        fn, after_call = resolved, False
+                    continue
+                if line.startswith("calls="):
+                    # The cost line after `calls=` is the callee's inclusive cost.
+                    after_call = True
+                    continue
+                if line[:1].isdigit() or line[:1] in "+-*":
+                    if after_call:
+                        after_call = False
+                        continue
+                    parts = line.split()
+                    if ob == binary and fn and len(parts) >= 2 and parts[1].isdigit():
+                        cost[fn] += int(parts[1])
+    return cost
+
+
+def clean(name):
+    """`name` without callgrind's recursion mark (`f'2`), or None for an address."""
+    name = re.sub(r"'\d+$", "", name)
+    return None if name.startswith("0x") or name.startswith("(") else name
+
+
+def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "callgrind":
+        seen = set()
+        for name, _ in callgrind_functions(sys.argv[2], sys.argv[3:]).most_common():
+            name = clean(name)
+            if name and name not in seen:
+                seen.add(name)
+                print(name)
+    elif len(sys.argv) == 4 and sys.argv[1] == "faults":
+        binary = sys.argv[2]
+        with open(sys.argv[3]) as order:
+            listed = {line.strip() for line in order}
+        seen = set()
+        for line in sys.stdin:
+            # `ADDR ADDRSYM (DSO) IP IPSYM (DSO)`: a fault on code has IP == ADDR.
+            parts = line.split()
+            if len(parts) >= 6 and parts[0] == parts[3] and parts[5] == f"({binary})":
+                name = parts[4]
+                if name not in listed and name not in seen and name != "[unknown]":
+                    seen.add(name)
+                    print(name)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
