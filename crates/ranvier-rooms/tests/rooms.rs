@@ -10,7 +10,7 @@ use ranvier_rooms::{
     format::{FormatOptions, client_event},
     read::MembersQuery,
 };
-use ranvier_store::{Store, events::StoredEvent, persist::TxnKey};
+use ranvier_store::{Backend, Store, events::StoredEvent, persist::TxnKey};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, signatures::Ed25519KeyPair};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -446,10 +446,24 @@ async fn failed_group_commit_is_recovered(rooms: Rooms) {
     let message = |body: &str| EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": body }));
     let committed = rooms.send_event(&room, &alice, message("kept"), None).await.unwrap();
 
-    // Break the write path: the auth edges' table goes away (nothing reads it before the
-    // commit), so the commit fails.
+    // Break the write path: every write to the auth edges' table fails (nothing reads it
+    // before the commit), so the commit fails.
     let pool = rooms.store().pool().clone();
-    sqlx::query("ALTER TABLE event_auth RENAME TO event_auth_away").execute(&pool).await.unwrap();
+    let (break_writes, mend_writes) = match rooms.store().backend() {
+        // On SQLite the table stays: a write whose cached statement must be prepared again
+        // after a schema change, and cannot be, leaves the statement in a state that sqlx-sqlite
+        // 0.9.0 cannot reset (its connection thread panics and the write never answers). A
+        // trigger fails the insert while it runs instead, as a full disk or a broken
+        // constraint would.
+        Backend::Sqlite => (
+            "CREATE TRIGGER event_auth_broken BEFORE INSERT ON event_auth BEGIN SELECT RAISE(ABORT, 'broken'); END",
+            "DROP TRIGGER event_auth_broken",
+        ),
+        Backend::Postgres => {
+            ("ALTER TABLE event_auth RENAME TO event_auth_away", "ALTER TABLE event_auth_away RENAME TO event_auth")
+        }
+    };
+    sqlx::query(break_writes).execute(&pool).await.unwrap();
     let failures: Vec<_> = (0..4)
         .map(|i| {
             let rooms = rooms.clone();
@@ -462,7 +476,7 @@ async fn failed_group_commit_is_recovered(rooms: Rooms) {
         let error = failure.await.unwrap().expect_err("the commit failed");
         assert_eq!(kind(&error), None, "an internal error, not a client one: {error}");
     }
-    sqlx::query("ALTER TABLE event_auth_away RENAME TO event_auth").execute(&pool).await.unwrap();
+    sqlx::query(mend_writes).execute(&pool).await.unwrap();
 
     let next = rooms.send_event(&room, &alice, message("after"), None).await.unwrap();
     assert_eq!(rooms.store().prev_event_ids(next.as_str()).await.unwrap(), vec![committed.to_string()]);
