@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use ranvier_core::{Result, error::Context};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
-use crate::{Store, flag};
+use crate::{
+    Store, flag,
+    txn_filter::{DEVICE_LIMIT, Known},
+};
 
 /// A stored PDU and its bookkeeping.
 #[derive(Clone, Debug)]
@@ -407,8 +410,36 @@ impl Store {
             .context("room members")
     }
 
-    /// The event a client transaction produced, if it was already sent.
+    /// The event a client transaction produced, if it was already sent. A transaction id the
+    /// device never used is usually known to be new without a read (see [`crate::txn_filter`]).
     pub async fn txn_event_id(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+        match self.txn_filter().check(user_id, device_id, txn_id) {
+            Known::New => return Ok(None),
+            Known::Maybe => {}
+            Known::Unloaded(generation) => {
+                // One read loads the device's ids and answers this look-up.
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT txn_id, event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 LIMIT $3",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .bind(i64::try_from(DEVICE_LIMIT + 1).unwrap_or(i64::MAX))
+                .fetch_all(self.pool())
+                .await
+                .context("get transaction ids")?;
+                let complete = rows.len() <= DEVICE_LIMIT;
+                self.txn_filter().load(
+                    user_id,
+                    device_id,
+                    generation,
+                    rows.iter().map(|(txn, _)| txn.as_str()),
+                    complete,
+                );
+                if complete {
+                    return Ok(rows.into_iter().find(|(txn, _)| txn == txn_id).map(|(_, event_id)| event_id));
+                }
+            }
+        }
         sqlx::query_scalar("SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
             .bind(user_id)
             .bind(device_id)

@@ -43,6 +43,7 @@ pub mod search;
 pub mod social;
 pub mod streams;
 pub mod sync;
+mod txn_filter;
 pub mod uia;
 mod unread_cache;
 
@@ -92,6 +93,8 @@ struct StoreInner {
     memberships: sync::MembershipCache,
     /// Unread counts by user and room (see [`unread_cache`]).
     unread: unread_cache::UnreadCache,
+    /// The client transaction ids devices have used (see [`txn_filter`]).
+    txn_filter: txn_filter::TxnFilter,
 }
 
 /// The connections writes run on, by backend.
@@ -259,6 +262,7 @@ impl Store {
                 key_counts: KeyedCache::new(e2ee::keys::KEY_COUNT_CAPACITY),
                 memberships: KeyedCache::new(sync::MEMBERSHIP_CACHE_CAPACITY),
                 unread: unread_cache::UnreadCache::new(unread_cache::UNREAD_CACHE_CAPACITY),
+                txn_filter: txn_filter::TxnFilter::default(),
             }),
         })
     }
@@ -281,6 +285,11 @@ impl Store {
     /// The cache of unread counts.
     pub(crate) fn unread_cache(&self) -> &unread_cache::UnreadCache {
         &self.inner.unread
+    }
+
+    /// The client transaction ids devices have used.
+    pub(crate) fn txn_filter(&self) -> &txn_filter::TxnFilter {
+        &self.inner.txn_filter
     }
 
     /// The cache of users' memberships.

@@ -680,6 +680,12 @@ async fn room_graph_round_trip(backend: Backend) {
     assert_eq!(store.streams().current(StreamKind::Events), 8, "after reopen, events continue from the stored maximum");
     let again = ids(store.room_timeline(room, 0, 100, Direction::Forward, 100).await.unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(again.len(), 5, "everything is still there after reopening");
+    // The first look-up of a device loads its transaction ids; later ones answer from them.
+    for round in ["loading", "loaded"] {
+        let txn = |txn_id| store.txn_event_id(alice, "DEV", txn_id);
+        assert_eq!(txn("t1").await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("$message"), "{round}");
+        assert_eq!(txn("t2").await.unwrap_or_else(|e| panic!("{e}")), None, "{round}: a new id");
+    }
 }
 
 /// The forward extremities follow the DAG even when a parent is stored after its child (as
