@@ -129,9 +129,12 @@ impl Store {
         let search_texts = search_texts(events);
         let batch = batch_of(backend, events, &search_texts);
         let unread = self.unread_cache().writing(events.iter().map(|event| event.room_id.as_str()));
-        for txn in events.iter().filter_map(|event| event.txn.as_ref()) {
-            self.txn_filter().record(&txn.user_id, &txn.device_id, &txn.txn_id);
-        }
+        let _recorded = self.txn_filter().record(
+            events
+                .iter()
+                .filter_map(|event| event.txn.as_ref())
+                .map(|txn| (txn.user_id.as_str(), txn.device_id.as_str(), txn.txn_id.as_str())),
+        );
         match &self.inner.writer {
             // One query from `BEGIN` to `COMMIT` (see [`Batch::run_alone`]).
             Writer::Sqlite(writer) => {

@@ -11,16 +11,17 @@
 //! - Every id is recorded ([`TxnFilter::record`]) before the write that stores it begins,
 //!   whether or not its device is loaded. A load therefore misses nothing: an id stored before
 //!   the load's read is in its rows, and any other was recorded.
-//! - When the hashes outgrow their bound, they are all forgotten and the generation moves on;
-//!   a load that began in an earlier generation does not mark its device loaded, since ids
-//!   recorded while it ran may have been forgotten.
+//! - When the hashes outgrow their bound, all are forgotten but those of writes still under
+//!   way (which a later load may not find stored yet), and the generation moves on; a load
+//!   that began in an earlier generation does not mark its device loaded, since ids recorded
+//!   while it ran may have been forgotten.
 //! - A device with more stored ids than [`DEVICE_LIMIT`] is never loaded: each of its sends
 //!   reads the database, as every send did before.
 //! - One process writes the events (see `ARCHITECTURE.md`): ids stored by another process
 //!   would not be recorded here.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     hash::{BuildHasher, RandomState},
 };
 
@@ -58,14 +59,17 @@ struct Inner {
     loaded: HashSet<(String, String)>,
     /// Devices with more than [`DEVICE_LIMIT`] stored ids.
     large: HashSet<(String, String)>,
+    /// Hashes recorded for writes still under way, with how many such writes hold each.
+    pending: HashMap<u64, usize>,
     generation: u64,
 }
 
 impl Inner {
-    /// Forget every hash and loaded device if the hashes outgrew their bound.
+    /// Forget every hash but those of writes under way, and every loaded device, if the
+    /// hashes outgrew their bound.
     fn bound(&mut self) {
         if self.seen.len() > TOTAL_LIMIT {
-            self.seen = HashSet::new();
+            self.seen = self.pending.keys().copied().collect();
             self.loaded = HashSet::new();
             self.generation += 1;
         }
@@ -97,12 +101,19 @@ impl TxnFilter {
         }
     }
 
-    /// Note `txn_id` as used, before the write that stores it.
-    pub(crate) fn record(&self, user_id: &str, device_id: &str, txn_id: &str) {
-        let hash = self.hash(user_id, device_id, txn_id);
-        let mut inner = self.inner.lock();
-        inner.seen.insert(hash);
-        inner.bound();
+    /// Note the ids `(user, device, txn)` as used, before the write that stores them; the
+    /// write is under way until the answer is dropped.
+    pub(crate) fn record<'t>(&self, txns: impl IntoIterator<Item = (&'t str, &'t str, &'t str)>) -> Recorded<'_> {
+        let hashes: Vec<u64> = txns.into_iter().map(|(user, device, txn)| self.hash(user, device, txn)).collect();
+        if !hashes.is_empty() {
+            let mut inner = self.inner.lock();
+            for hash in &hashes {
+                inner.seen.insert(*hash);
+                *inner.pending.entry(*hash).or_default() += 1;
+            }
+            inner.bound();
+        }
+        Recorded { filter: self, hashes }
     }
 
     /// Take in the stored ids of a device, read after [`TxnFilter::check`] answered
@@ -135,6 +146,29 @@ impl TxnFilter {
     }
 }
 
+/// The ids of a write under way (see [`TxnFilter::record`]).
+pub(crate) struct Recorded<'a> {
+    filter: &'a TxnFilter,
+    hashes: Vec<u64>,
+}
+
+impl Drop for Recorded<'_> {
+    fn drop(&mut self) {
+        if self.hashes.is_empty() {
+            return;
+        }
+        let mut inner = self.filter.inner.lock();
+        for hash in &self.hashes {
+            if let Some(count) = inner.pending.get_mut(hash) {
+                *count -= 1;
+                if *count == 0 {
+                    inner.pending.remove(hash);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +182,7 @@ mod tests {
         filter.load("@a:x", "D", generation, ["t0"], true);
         assert_eq!(filter.check("@a:x", "D", "t0"), Known::Maybe, "a stored id");
         assert_eq!(filter.check("@a:x", "D", "t1"), Known::New, "an id never used");
-        filter.record("@a:x", "D", "t1");
+        drop(filter.record([("@a:x", "D", "t1")]));
         assert_eq!(filter.check("@a:x", "D", "t1"), Known::Maybe, "a recorded id");
         assert!(matches!(filter.check("@a:x", "E", "t1"), Known::Unloaded(_)), "another device");
         assert!(matches!(filter.check("@b:x", "D", "t2"), Known::Unloaded(_)), "another user");
@@ -161,7 +195,7 @@ mod tests {
             panic!("a device starts unloaded");
         };
         // Stored after the load's read, so not among its rows.
-        filter.record("@a:x", "D", "t2");
+        drop(filter.record([("@a:x", "D", "t2")]));
         filter.load("@a:x", "D", generation, ["t1"], true);
         assert_eq!(filter.check("@a:x", "D", "t2"), Known::Maybe);
         assert_eq!(filter.check("@a:x", "D", "t3"), Known::New);
@@ -177,12 +211,22 @@ mod tests {
         let Known::Unloaded(stale) = filter.check("@b:x", "D", "t") else {
             panic!("a device starts unloaded");
         };
+        // A write under way while the hashes outgrow their bound.
+        let under_way = filter.record([("@d:x", "D", "t")]);
         for i in 0..=TOTAL_LIMIT {
-            filter.record("@c:x", "D", &i.to_string());
+            drop(filter.record([("@c:x", "D", i.to_string().as_str())]));
         }
-        // Everything was forgotten, the loaded device too.
+        // Everything was forgotten, the loaded device too, but for the write under way.
         assert!(matches!(filter.check("@a:x", "D", "t"), Known::Unloaded(g) if g == before + 1));
         assert!(matches!(filter.check("@c:x", "D", "0"), Known::Unloaded(_)));
+        let Known::Unloaded(now) = filter.check("@d:x", "D", "u") else {
+            panic!("forgotten");
+        };
+        // Loaded before that write is stored: its id is still known.
+        filter.load("@d:x", "D", now, [], true);
+        assert_eq!(filter.check("@d:x", "D", "t"), Known::Maybe);
+        drop(under_way);
+        assert!(filter.inner.lock().pending.is_empty(), "nothing is left under way");
         // A load that began before is not trusted.
         filter.load("@b:x", "D", stale, [], true);
         assert!(matches!(filter.check("@b:x", "D", "t"), Known::Unloaded(_)));
