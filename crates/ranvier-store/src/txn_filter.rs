@@ -90,8 +90,8 @@ impl TxnFilter {
     /// What is known of `txn_id` from `user_id`'s device `device_id`.
     pub(crate) fn check(&self, user_id: &str, device_id: &str, txn_id: &str) -> Known {
         let hash = self.hash(user_id, device_id, txn_id);
-        let inner = self.inner.lock();
         let device = (user_id.to_owned(), device_id.to_owned());
+        let inner = self.inner.lock();
         if inner.seen.contains(&hash) || inner.large.contains(&device) {
             Known::Maybe
         } else if inner.loaded.contains(&device) {
