@@ -12,8 +12,10 @@
 //!   scenarios left 12 to 17 MB of code resident. The list holds every function the
 //!   scenarios run (about 4.5 MB); with them together, 6 to 7.5 MB stays resident.
 //!   `scripts/bench/code-order.sh` regenerates the list from a profile. A name the build does
-//!   not define (after a change of compiler or dependency) is skipped without a word; its
-//!   function then lies where the compiler put it, which costs memory, never correctness.
+//!   not define (after almost any change of code, compiler or dependency: a function made
+//!   local to one of a crate's code units carries a number derived from the unit's code) is
+//!   skipped without a word; its function then lies where the compiler put it, which costs
+//!   memory, never correctness.
 fn main() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
