@@ -124,18 +124,12 @@ impl Push {
             if self.ignored_by(&user_id).await?.contains(sender) {
                 continue;
             }
-            let ruleset = self.ruleset(&user_id).await?;
+            let rules = self.user_rules(&user_id).await?;
             let mut context = PushConditionRoomCtx::new(room_id.clone(), member_count, user_id.clone(), display_name);
             if let Some(power_levels) = &power_levels {
                 context = context.with_power_levels(power_levels.clone());
             }
-            let mut actions: &[Action] = &[];
-            for rule in ruleset.iter() {
-                if rule.applies(&flattened, &context).await {
-                    actions = rule.actions();
-                    break;
-                }
-            }
+            let actions = rules.actions(&user_id, &flattened, &context).await;
             let notify = actions.iter().any(Action::should_notify);
             let highlight = actions.iter().any(Action::is_highlight);
             if !notify && !highlight {

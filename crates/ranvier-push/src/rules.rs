@@ -8,6 +8,12 @@
 //!
 //! Loaded rulesets are cached in memory; every change goes through [`Push::update_rules`],
 //! which writes the account data and replaces the cached copy, one change at a time.
+//!
+//! Most users never change their rules. Their server defaults differ only in two rules that
+//! name the user (`.m.rule.invite_for_me`, `.m.rule.is_user_mention`), so the cache keeps one
+//! copy of the defaults for all of them ([`UserRules::Defaults`]) and evaluation builds those
+//! two rules for the user it runs for. A ruleset of its own would take about 3 KB per user, for
+//! every member of every room a message is evaluated in.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -16,9 +22,11 @@ use ruma::{
     OwnedUserId, UserId,
     api::client::push::PushRule,
     push::{
-        Action, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule, NewPushRule,
-        NewSimplePushRule, RemovePushRuleError, RuleKind, Ruleset,
+        Action, AnyPushRuleRef, ConditionalPushRule, FlattenedJson, InsertPushRuleError, NewConditionalPushRule,
+        NewPatternedPushRule, NewPushRule, NewSimplePushRule, PredefinedOverrideRuleId, PushConditionRoomCtx,
+        RemovePushRuleError, RuleKind, Ruleset,
     },
+    user_id,
 };
 use serde_json::{Value, json};
 
@@ -31,25 +39,101 @@ pub const PUSH_RULES: &str = "m.push_rules";
 const CACHE_USERS: usize = 50_000;
 
 /// The in-memory rulesets and the lock that orders changes to them.
-#[derive(Default)]
 pub(crate) struct RuleCache {
-    rulesets: parking_lot::Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    /// `None` for a user with nothing stored: [`RuleCache::defaults`] applies.
+    rulesets: parking_lot::Mutex<HashMap<OwnedUserId, Option<Arc<Ruleset>>>>,
+    /// The server defaults, built for a placeholder user; see [`UserRules::Defaults`].
+    defaults: Ruleset,
     writes: tokio::sync::Mutex<()>,
 }
 
+impl Default for RuleCache {
+    fn default() -> Self {
+        Self {
+            rulesets: parking_lot::Mutex::default(),
+            defaults: Ruleset::server_default(user_id!("@defaults:ranvier.invalid")),
+            writes: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+/// A user's rules, as evaluation uses them.
+pub enum UserRules<'a> {
+    /// Nothing stored: the server defaults. The two default rules that name a user are those
+    /// of a placeholder here; [`UserRules::actions`] runs the user's own instead.
+    Defaults(&'a Ruleset),
+    /// The user's stored rules, merged with the defaults.
+    Stored(Arc<Ruleset>),
+}
+
+impl UserRules<'_> {
+    /// The actions of the first of `user_id`'s rules that applies to `event` (none if no rule
+    /// does). `context` is the user's.
+    pub async fn actions(&self, user_id: &UserId, event: &FlattenedJson, context: &PushConditionRoomCtx) -> &[Action] {
+        match self {
+            UserRules::Stored(ruleset) => {
+                for rule in ruleset.iter() {
+                    if rule.applies(event, context).await {
+                        return rule.actions();
+                    }
+                }
+            }
+            UserRules::Defaults(defaults) => {
+                for rule in defaults.iter() {
+                    let own = match rule.rule_id() {
+                        id if id == PredefinedOverrideRuleId::InviteForMe.as_str() => {
+                            Some(ConditionalPushRule::invite_for_me(user_id))
+                        }
+                        id if id == PredefinedOverrideRuleId::IsUserMention.as_str() => {
+                            Some(ConditionalPushRule::is_user_mention(user_id))
+                        }
+                        _ => None,
+                    };
+                    let applies = match &own {
+                        Some(own) => AnyPushRuleRef::Override(own).applies(event, context).await,
+                        None => rule.applies(event, context).await,
+                    };
+                    if applies {
+                        // The user's own copy has the same actions as the placeholder's.
+                        return rule.actions();
+                    }
+                }
+            }
+        }
+        &[]
+    }
+}
+
 impl Push {
-    /// A user's push rules (from the cache, else loaded and cached).
+    /// A user's push rules for evaluation (from the cache, else loaded and cached).
+    pub async fn user_rules(&self, user_id: &UserId) -> Result<UserRules<'_>> {
+        let cache = &self.inner.rules;
+        let cached = cache.rulesets.lock().get(user_id).cloned();
+        let ruleset = match cached {
+            Some(ruleset) => ruleset,
+            None => {
+                let stored = self.store().get_account_data(user_id.as_str(), "", PUSH_RULES).await?;
+                let ruleset = stored.map(|stored| Arc::new(load(user_id, Some(&stored))));
+                let mut rulesets = cache.rulesets.lock();
+                if rulesets.len() >= CACHE_USERS {
+                    rulesets.clear();
+                }
+                rulesets.entry(user_id.to_owned()).or_insert(ruleset).clone()
+            }
+        };
+        Ok(match ruleset {
+            Some(ruleset) => UserRules::Stored(ruleset),
+            None => UserRules::Defaults(&cache.defaults),
+        })
+    }
+
+    /// A user's push rules, whole (the server defaults are built for a user who has nothing
+    /// stored).
     pub async fn ruleset(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
-        if let Some(ruleset) = self.inner.rules.rulesets.lock().get(user_id) {
-            return Ok(ruleset.clone());
-        }
-        let stored = self.store().get_account_data(user_id.as_str(), "", PUSH_RULES).await?;
-        let ruleset = Arc::new(load(user_id, stored.as_deref()));
-        let mut cache = self.inner.rules.rulesets.lock();
-        if cache.len() >= CACHE_USERS {
-            cache.clear();
-        }
-        Ok(cache.entry(user_id.to_owned()).or_insert(ruleset).clone())
+        Ok(match self.user_rules(user_id).await? {
+            UserRules::Stored(ruleset) => ruleset,
+            UserRules::Defaults(_) => Arc::new(Ruleset::server_default(user_id)),
+        })
     }
 
     /// The content of a user's `m.push_rules` account data: `{"global": ruleset}`.
@@ -64,7 +148,7 @@ impl Push {
         change(&mut ruleset)?;
         let text = content(&ruleset).to_string();
         self.store().set_account_data(user_id.as_str(), "", PUSH_RULES, &text).await?;
-        self.inner.rules.rulesets.lock().insert(user_id.to_owned(), Arc::new(ruleset));
+        self.inner.rules.rulesets.lock().insert(user_id.to_owned(), Some(Arc::new(ruleset)));
         Ok(())
     }
 
@@ -253,6 +337,43 @@ mod tests {
         let ids: Vec<&str> = loaded.override_.iter().map(|rule| rule.rule_id.as_str()).collect();
         assert_eq!(&ids[..3], [".m.rule.master", "first", "second"]);
         assert!(!loaded.override_.get("second").unwrap().enabled);
+    }
+
+    /// The shared defaults decide as the user's own copy of the server defaults would: a mention
+    /// or an invite of that user, not of another, highlights or notifies.
+    #[tokio::test]
+    async fn shared_defaults_act_as_the_users_own() {
+        let alice = user_id!("@alice:example.org");
+        let bob = user_id!("@bob:example.org");
+        let cache = RuleCache::default();
+        let own = UserRules::Stored(Arc::new(Ruleset::server_default(alice)));
+        let shared = UserRules::Defaults(&cache.defaults);
+        let context = PushConditionRoomCtx::new(
+            room_id!("!r:example.org").to_owned(),
+            3u32.into(),
+            alice.to_owned(),
+            "Alice".into(),
+        );
+        let events = [
+            json!({"type": "m.room.message", "sender": bob, "content": {"msgtype": "m.text", "body": "hi"}}),
+            json!({"type": "m.room.message", "sender": bob,
+                "content": {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": [alice]}}}),
+            json!({"type": "m.room.message", "sender": bob,
+                "content": {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": ["@carol:example.org"]}}}),
+            json!({"type": "m.room.member", "sender": bob, "state_key": alice, "content": {"membership": "invite"}}),
+            json!({"type": "m.room.member", "sender": bob, "state_key": "@carol:example.org",
+                "content": {"membership": "invite"}}),
+        ];
+        let mut outcomes = Vec::new();
+        for event in events {
+            let raw = ruma::serde::Raw::new(&event).unwrap();
+            let flattened = FlattenedJson::from_raw(&raw);
+            let expected = own.actions(alice, &flattened, &context).await;
+            let actions = shared.actions(alice, &flattened, &context).await;
+            assert_eq!(serde_json::to_value(actions).unwrap(), serde_json::to_value(expected).unwrap(), "{event}");
+            outcomes.push((actions.iter().any(Action::should_notify), actions.iter().any(Action::is_highlight)));
+        }
+        assert_eq!(outcomes, [(true, false), (true, true), (true, false), (true, false), (false, false)]);
     }
 
     #[test]
