@@ -1,5 +1,6 @@
-//! Server resource probes read from `/proc/PID`: CPU seconds (utime + stime) and peak
-//! resident memory (`VmHWM`, reset through `clear_refs` before each measured phase).
+//! Server resource probes read from `/proc/PID`: CPU seconds (utime + stime), peak resident
+//! memory (`VmHWM`, reset through `clear_refs` before each measured phase) and the resident
+//! memory the phase started from (`VmRSS`).
 
 use std::fs;
 
@@ -40,6 +41,7 @@ fn reset_peak(pid: u32) -> bool {
 pub struct Probe {
     pid: Option<u32>,
     cpu_start: Option<f64>,
+    rss_start: Option<u64>,
     peak_reset: bool,
 }
 
@@ -47,10 +49,12 @@ impl Probe {
     pub fn start(pid: Option<u32>) -> Self {
         let peak_reset = pid.is_some_and(reset_peak);
         let cpu_start = pid.and_then(cpu_secs);
-        Self { pid, cpu_start, peak_reset }
+        let rss_start = pid.and_then(|pid| status_kb(pid, "VmRSS"));
+        Self { pid, cpu_start, rss_start, peak_reset }
     }
 
-    /// Adds `server_cpu_secs` and `server_peak_rss_kb` to the figures when known.
+    /// Adds `server_cpu_secs`, `server_peak_rss_kb` and `server_start_rss_kb` (what the phase
+    /// started from: memory that earlier phases left, such as caches) to the figures when known.
     pub fn finish(self, figures: &mut Map<String, Value>) {
         let Some(pid) = self.pid else { return };
         if let (Some(start), Some(end)) = (self.cpu_start, cpu_secs(pid)) {
@@ -61,6 +65,9 @@ impl Probe {
             if !self.peak_reset {
                 figures.insert("server_peak_rss_since_start".into(), json!(true));
             }
+        }
+        if let Some(start) = self.rss_start {
+            figures.insert("server_start_rss_kb".into(), json!(start));
         }
     }
 }
