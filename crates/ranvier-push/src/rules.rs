@@ -339,6 +339,28 @@ mod tests {
         assert!(!loaded.override_.get("second").unwrap().enabled);
     }
 
+    /// The server defaults of two users differ only in the rules that [`UserRules::actions`]
+    /// builds for the user it runs for (a newer ruma naming the user in another rule would make
+    /// the shared copy wrong).
+    #[test]
+    fn defaults_name_the_user_only_in_the_rules_built_per_user() {
+        let per_user =
+            [PredefinedOverrideRuleId::InviteForMe.as_str(), PredefinedOverrideRuleId::IsUserMention.as_str()];
+        let alice = Ruleset::server_default(user_id!("@alice:example.org"));
+        let bob = Ruleset::server_default(user_id!("@bob:example.org"));
+        let rules = |ruleset: &Ruleset| -> Vec<(String, Value)> {
+            ruleset
+                .iter()
+                .map(|rule| (rule.rule_id().to_owned(), serde_json::to_value(PushRule::from(rule)).unwrap()))
+                .collect()
+        };
+        let (alice, bob) = (rules(&alice), rules(&bob));
+        assert_eq!(alice.len(), bob.len());
+        let differing: Vec<&str> =
+            alice.iter().zip(&bob).filter(|(a, b)| a != b).map(|((id, _), _)| id.as_str()).collect();
+        assert_eq!(differing, per_user);
+    }
+
     /// The shared defaults decide as the user's own copy of the server defaults would: a mention
     /// or an invite of that user, not of another, highlights or notifies.
     #[tokio::test]
