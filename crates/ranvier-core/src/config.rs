@@ -62,12 +62,14 @@ pub struct ServerNoticesConfig {
 pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://user@host/db`. Defaults to `{data_dir}/ranvier.db`.
     pub url: Option<String>,
-    /// Size of the connection pool. On SQLite, reads use at most twice as many connections
-    /// as there are cores, whatever this says (writes have their own connection). On
-    /// PostgreSQL, events are written on a pool of their own, a quarter as large (at least 2).
+    /// Size of the connection pool. On SQLite, reads use at most one connection per core (at
+    /// least 2), whatever this says (writes have their own connection). On PostgreSQL, events
+    /// are written on a pool of their own, a quarter as large (at least 2).
     pub max_connections: u32,
     /// Memory for recently read and written events, in MiB (0 turns the cache off).
     pub event_cache_mb: u32,
+    /// SQLite only: the page cache of each connection, in KiB.
+    pub sqlite_cache_kb: u32,
 }
 
 /// Who may create accounts.
@@ -448,7 +450,7 @@ impl Default for ClamAvConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 16, event_cache_mb: 16 }
+        Self { url: None, max_connections: 16, event_cache_mb: 16, sqlite_cache_kb: 512 }
     }
 }
 
@@ -586,6 +588,8 @@ default_room_version = "12"
 max_connections = 16
 # Memory for recently read and written events, in MiB (0 turns the cache off).
 event_cache_mb = 16
+# SQLite only: the page cache of each connection, in KiB.
+sqlite_cache_kb = 512
 
 [registration]
 # Open registration. This server listens on loopback by default; before exposing it,

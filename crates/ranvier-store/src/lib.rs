@@ -65,6 +65,16 @@ use readers::{ReadConn, Readers};
 /// The default size of the event cache: 16 MiB.
 pub const DEFAULT_EVENT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The default page cache of each SQLite connection, in KiB (SQLite's own default is 2000).
+///
+/// A reader's cache is emptied whenever another connection has committed since its last read
+/// (SQLite's WAL mode cannot tell which pages changed), so on a server that writes all the
+/// time a reader's cache holds little more than the pages of its current read. The writer's
+/// cache keeps the pages its inserts touch; pages missing from either come from the
+/// operating system's file cache. 512 KiB for each took about 2 MB off the benchmark's
+/// resident size with no change in its send, fan-out or sync figures.
+pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
+
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -208,13 +218,20 @@ impl std::ops::DerefMut for WriteTxn {
 
 impl Store {
     /// Connect to `url` (`sqlite://PATH` or `postgres://...`), run pending migrations and load
-    /// the stream positions, with an event cache of [`DEFAULT_EVENT_CACHE_BYTES`].
+    /// the stream positions, with an event cache of [`DEFAULT_EVENT_CACHE_BYTES`] and SQLite page
+    /// caches of [`DEFAULT_SQLITE_CACHE_KIB`].
     pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
-        Self::open_with_cache(url, max_connections, DEFAULT_EVENT_CACHE_BYTES).await
+        Self::open_with_cache(url, max_connections, DEFAULT_EVENT_CACHE_BYTES, DEFAULT_SQLITE_CACHE_KIB).await
     }
 
-    /// [`Store::open`] with an event cache of `event_cache_bytes` (0 turns it off).
-    pub async fn open_with_cache(url: &str, max_connections: u32, event_cache_bytes: usize) -> Result<Self> {
+    /// [`Store::open`] with an event cache of `event_cache_bytes` (0 turns it off) and, on
+    /// SQLite, a page cache of `sqlite_cache_kib` KiB for each connection (at least 4).
+    pub async fn open_with_cache(
+        url: &str,
+        max_connections: u32,
+        event_cache_bytes: usize,
+        sqlite_cache_kib: u32,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -240,9 +257,13 @@ impl Store {
             // Opened after the migrations so that they start on the final schema.
             Backend::Sqlite => {
                 pool.close().await;
+                let setup = sqlite_setup(sqlite_cache_kib);
                 let mut conn = AnyConnection::connect_with(&options).await.context("connect to database (writer)")?;
-                sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut conn).await.context("set up the writer connection")?;
-                let readers = Readers::sqlite(options, SQLITE_PRAGMAS, sqlite_readers(max_connections));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(setup.clone()))
+                    .execute(&mut conn)
+                    .await
+                    .context("set up the writer connection")?;
+                let readers = Readers::sqlite(options, setup, sqlite_readers(max_connections));
                 (readers, Writer::Sqlite(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))))
             }
             Backend::Postgres => {
@@ -389,6 +410,11 @@ fn sqlite_readers(max_connections: u32) -> usize {
 /// journals stay in memory rather than in a file created and deleted for each.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
      PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;";
+
+/// [`SQLITE_PRAGMAS`] and a page cache of `cache_kib` KiB (a negative `cache_size` is in KiB).
+fn sqlite_setup(cache_kib: u32) -> String {
+    format!("{SQLITE_PRAGMAS} PRAGMA cache_size=-{};", cache_kib.max(4))
+}
 
 /// Pool options of the one-connection SQLite pool the migrations run on (closed once they
 /// have run; reads then go through [`readers`]).

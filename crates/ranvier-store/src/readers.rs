@@ -50,7 +50,7 @@ enum Kind {
 struct SqliteReaders {
     options: AnyConnectOptions,
     /// Settings run on each connection once it is open.
-    setup: &'static str,
+    setup: String,
     /// Connections not in use.
     idle: parking_lot::Mutex<Vec<AnyConnection>>,
     /// One permit per connection that may be in use.
@@ -75,7 +75,7 @@ impl Readers {
 
     /// Reads on up to `max` SQLite connections opened with `options`, each set up with the
     /// statements in `setup`.
-    pub(crate) fn sqlite(options: AnyConnectOptions, setup: &'static str, max: usize) -> Self {
+    pub(crate) fn sqlite(options: AnyConnectOptions, setup: String, max: usize) -> Self {
         let readers = SqliteReaders {
             options,
             setup,
@@ -136,7 +136,7 @@ impl Readers {
 impl SqliteReaders {
     async fn open(&self) -> sqlx::Result<AnyConnection> {
         let mut conn = AnyConnection::connect_with(&self.options).await?;
-        sqlx::raw_sql(self.setup).execute(&mut conn).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(self.setup.clone())).execute(&mut conn).await?;
         Ok(conn)
     }
 }

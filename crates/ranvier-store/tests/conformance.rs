@@ -923,6 +923,28 @@ async fn writes_visible_to_readers_at_once(backend: Backend) {
     }
 }
 
+/// Every SQLite connection, the writer's and each reader's, gets the page cache it is opened
+/// with (PostgreSQL has no such setting; the store opens there all the same).
+async fn sqlite_page_cache_follows_the_setting(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let store = Store::open_with_cache(&db.url(), 4, 0, 300).await.unwrap_or_else(|e| panic!("open store: {e}"));
+    if backend != Backend::Sqlite {
+        return;
+    }
+    // Two reads at once use two reader connections.
+    let (a, b) = tokio::join!(
+        sqlx::query_as::<_, (i64,)>("PRAGMA cache_size").fetch_one(store.pool()),
+        sqlx::query_as::<_, (i64,)>("PRAGMA cache_size").fetch_one(store.pool()),
+    );
+    for read in [a, b] {
+        assert_eq!(read.unwrap_or_else(|e| panic!("{e}")).0, -300, "a reader's cache_size (negative: KiB)");
+    }
+    let mut txn = store.begin_write().await.unwrap_or_else(|e| panic!("{e}"));
+    let (size,): (i64,) =
+        sqlx::query_as("PRAGMA cache_size").fetch_one(&mut *txn).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(size, -300, "the writer's cache_size (negative: KiB)");
+}
+
 /// The tables migrations 0011 and 0012 rebuild (SQLite) or re-key (PostgreSQL), in the shape
 /// they had before them, so that the migrations can be run again over rows written in that
 /// shape.
@@ -1104,6 +1126,7 @@ async fn dropped_write_transactions_leave_nothing(backend: Backend) {
 
 backend_tests!(
     dropped_write_transactions_leave_nothing,
+    sqlite_page_cache_follows_the_setting,
     cached_reads_follow_redactions,
     extremities_with_late_parents,
     group_writes_match_single_writes,

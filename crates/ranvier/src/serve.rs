@@ -38,6 +38,7 @@ pub async fn open_store(config: &Config) -> Result<Store> {
         &config.database_url(),
         config.database.max_connections,
         config.database.event_cache_mb as usize * 1024 * 1024,
+        config.database.sqlite_cache_kb,
     )
     .await
 }
