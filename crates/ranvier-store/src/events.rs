@@ -107,7 +107,7 @@ impl Store {
         let generation = cache.generation();
         let cached = events.len();
         // Chunked IN lists keep each statement within both backends' parameter limits.
-        for chunk in missing.chunks(200) {
+        for chunk in missing.chunks(200).map(crate::in_list) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders.join(", "));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -75,6 +75,20 @@ pub const DEFAULT_EVENT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// resident size with no change in its send, fan-out or sync figures.
 pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
 
+/// The values of an `IN (...)` list, padded to the next power of two by repeating the last
+/// one (which an `IN` test ignores), so that lists of any length share a few statement texts.
+///
+/// Each connection prepares and keeps every statement text it runs, and SQLite compiles an
+/// `IN` list into a program that grows with the list: a text per length filled the
+/// connections' statement caches with near-copies of the same query.
+pub(crate) fn in_list<T>(values: &[T]) -> Vec<&T> {
+    let mut out: Vec<&T> = values.iter().collect();
+    if let Some(last) = values.last() {
+        out.resize(values.len().next_power_of_two(), last);
+    }
+    out
+}
+
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -430,4 +444,20 @@ fn sqlite_migration_pool_options() -> AnyPoolOptions {
 /// Convert a stored 0/1 integer into a bool.
 pub fn flag(value: i64) -> bool {
     value != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_list;
+
+    #[test]
+    fn in_lists_are_padded_with_their_last_value_to_a_power_of_two() {
+        let values = ["a", "b", "c", "d", "e"];
+        assert_eq!(in_list(&values), [&"a", &"b", &"c", &"d", &"e", &"e", &"e", &"e"]);
+        assert_eq!(in_list(&values[..4]), [&"a", &"b", &"c", &"d"]);
+        assert_eq!(in_list(&values[..1]), [&"a"]);
+        assert!(in_list::<&str>(&[]).is_empty());
+        let lengths: std::collections::BTreeSet<usize> = (1..=200).map(|n| in_list(&vec![0; n]).len()).collect();
+        assert_eq!(lengths.into_iter().collect::<Vec<_>>(), [1, 2, 4, 8, 16, 32, 64, 128, 256]);
+    }
 }

@@ -83,7 +83,7 @@ impl Store {
         if rel_types.is_empty() {
             return Ok(out);
         }
-        for chunk in parent_ids.chunks(IDS_PER_QUERY) {
+        for chunk in parent_ids.chunks(IDS_PER_QUERY).map(crate::in_list) {
             let types: Vec<String> = (0..rel_types.len()).map(|i| format!("${}", i + 3)).collect();
             let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3 + rel_types.len())).collect();
             let sql = format!(
@@ -124,7 +124,7 @@ impl Store {
         rel_type: &str,
     ) -> Result<Vec<(String, StoredEvent)>> {
         let mut out = Vec::new();
-        for chunk in parent_ids.chunks(IDS_PER_QUERY) {
+        for chunk in parent_ids.chunks(IDS_PER_QUERY).map(crate::in_list) {
             let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
                 "SELECT {}, r.relates_to_id FROM event_relations r JOIN events e ON e.event_id = r.event_id \
@@ -159,8 +159,8 @@ impl Store {
         if senders.is_empty() {
             return Ok(out);
         }
-        for senders in senders.chunks(IDS_PER_QUERY) {
-            for chunk in parent_ids.chunks(IDS_PER_QUERY) {
+        for senders in senders.chunks(IDS_PER_QUERY).map(crate::in_list) {
+            for chunk in parent_ids.chunks(IDS_PER_QUERY).map(crate::in_list) {
                 let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
                 let from: Vec<String> = (0..senders.len()).map(|i| format!("${}", i + 3 + chunk.len())).collect();
                 let sql = format!(
@@ -173,8 +173,8 @@ impl Store {
                 for id in chunk {
                     query = query.bind(id);
                 }
-                for sender in senders {
-                    query = query.bind(sender);
+                for sender in &senders {
+                    query = query.bind(*sender);
                 }
                 for (parent, count) in query.fetch_all(self.pool()).await.context("relation counts by senders")? {
                     *out.entry(parent).or_default() += count;
@@ -193,7 +193,7 @@ impl Store {
         rel_type: &str,
     ) -> Result<HashMap<String, Vec<String>>> {
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        for chunk in parent_ids.chunks(IDS_PER_QUERY) {
+        for chunk in parent_ids.chunks(IDS_PER_QUERY).map(crate::in_list) {
             let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
                 "SELECT relates_to_id, event_id FROM event_relations \
@@ -214,7 +214,7 @@ impl Store {
     /// Timeline events at the given stream positions, in no particular order.
     pub async fn events_at_positions(&self, positions: &[i64]) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::with_capacity(positions.len());
-        for chunk in positions.chunks(IDS_PER_QUERY) {
+        for chunk in positions.chunks(IDS_PER_QUERY).map(crate::in_list) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql =
                 format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering IN ({})", placeholders.join(", "));

@@ -89,7 +89,7 @@ impl Store {
         if keys.is_empty() {
             return Ok(out);
         }
-        for chunk in state_groups.chunks(100) {
+        for chunk in state_groups.chunks(100).map(crate::in_list) {
             let mut params = 0usize;
             let mut next = || {
                 params += 1;
@@ -283,7 +283,7 @@ impl Store {
         event_ids: &[String],
     ) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
-        for chunk in event_ids.chunks(200) {
+        for chunk in event_ids.chunks(200).map(crate::in_list) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             // Selected by event id alone, so that the event-id index is the one used; the owner
             // is checked on the few rows found.
@@ -314,7 +314,7 @@ impl Store {
         limit: i64,
     ) -> Result<HashMap<String, (HashMap<String, i64>, Vec<String>)>> {
         let mut out: HashMap<String, (HashMap<String, i64>, Vec<String>)> = HashMap::new();
-        for chunk in room_ids.chunks(200) {
+        for chunk in room_ids.chunks(200).map(crate::in_list) {
             let placeholders = |first: usize| -> String {
                 (first..first + chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
             };
@@ -324,8 +324,8 @@ impl Store {
                 placeholders(1)
             );
             let mut counts = sqlx::query_as::<_, (String, String, i64)>(AssertSqlSafe(counts_sql));
-            for room in chunk {
-                counts = counts.bind(room);
+            for room in &chunk {
+                counts = counts.bind(*room);
             }
             for (room_id, membership, count) in counts.fetch_all(self.pool()).await.context("room member counts")? {
                 out.entry(room_id).or_default().0.insert(membership, count);
@@ -339,8 +339,8 @@ impl Store {
                 placeholders(3)
             );
             let mut heroes = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(heroes_sql)).bind(user_id).bind(limit);
-            for room in chunk {
-                heroes = heroes.bind(room);
+            for room in &chunk {
+                heroes = heroes.bind(*room);
             }
             for (room_id, hero) in heroes.fetch_all(self.pool()).await.context("room heroes")? {
                 out.entry(room_id).or_default().1.push(hero);

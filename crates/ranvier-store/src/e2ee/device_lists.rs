@@ -95,7 +95,7 @@ impl Store {
     /// Which of `candidates` are joined to a room that `user_id` is joined to.
     pub async fn users_sharing_a_room(&self, user_id: &str, candidates: &[String]) -> Result<HashSet<String>> {
         let mut sharing = HashSet::new();
-        for chunk in candidates.chunks(200) {
+        for chunk in candidates.chunks(200).map(crate::in_list) {
             let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT DISTINCT other.user_id FROM room_memberships mine \

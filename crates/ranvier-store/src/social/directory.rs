@@ -45,7 +45,7 @@ impl Store {
             .map(|column| format!("e.{}", column.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        for chunk in room_ids.chunks(200) {
+        for chunk in room_ids.chunks(200).map(crate::in_list) {
             let sql = format!(
                 "SELECT {columns} FROM current_state c JOIN events e ON e.event_id = c.event_id
                  WHERE c.state_key = '' AND c.room_id IN ({}) AND c.event_type IN ({})",
@@ -70,7 +70,7 @@ impl Store {
     /// The joined member count of each of `room_ids` (rooms without members are absent).
     pub async fn joined_counts(&self, room_ids: &[String]) -> Result<HashMap<String, i64>> {
         let mut out = HashMap::new();
-        for chunk in room_ids.chunks(200) {
+        for chunk in room_ids.chunks(200).map(crate::in_list) {
             let sql = format!(
                 "SELECT room_id, COUNT(*) FROM room_memberships WHERE membership = 'join' AND room_id IN ({})
                  GROUP BY room_id",

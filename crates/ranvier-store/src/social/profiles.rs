@@ -199,7 +199,7 @@ impl Store {
     /// The rooms each of `user_ids` is joined to: `(user_id, room_id)`.
     pub async fn joined_rooms_of_users(&self, user_ids: &[String]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for chunk in user_ids.chunks(200) {
+        for chunk in user_ids.chunks(200).map(crate::in_list) {
             let sql = format!(
                 "SELECT user_id, room_id FROM room_memberships WHERE membership = 'join' AND user_id IN ({})",
                 super::placeholders(1, chunk.len())

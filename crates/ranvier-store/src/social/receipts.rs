@@ -73,7 +73,7 @@ impl Store {
         private_type: &str,
     ) -> Result<Vec<ReceiptRow>> {
         let mut out = Vec::new();
-        for chunk in room_ids.chunks(200) {
+        for chunk in room_ids.chunks(200).map(crate::in_list) {
             let sql = format!(
                 "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
                  WHERE stream_pos > $1 AND stream_pos <= $2 AND (receipt_type <> $3 OR user_id = $4)
