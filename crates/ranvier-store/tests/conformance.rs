@@ -931,7 +931,7 @@ async fn sqlite_page_cache_follows_the_setting(backend: Backend) {
     if backend != Backend::Sqlite {
         return;
     }
-    // Two reads at once use two reader connections.
+    // Two reads at once, so that a second reader connection is likely to be opened too.
     let (a, b) = tokio::join!(
         sqlx::query_as::<_, (i64,)>("PRAGMA cache_size").fetch_one(store.pool()),
         sqlx::query_as::<_, (i64,)>("PRAGMA cache_size").fetch_one(store.pool()),
