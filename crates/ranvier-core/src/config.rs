@@ -29,6 +29,8 @@ pub struct Config {
     pub log: String,
     /// The room version of new rooms unless the client asks for another.
     pub default_room_version: String,
+    /// The threads that serve requests; 0 picks them by [`Config::worker_threads`].
+    pub worker_threads: usize,
     pub database: DatabaseConfig,
     pub registration: RegistrationConfig,
     pub limits: LimitsConfig,
@@ -279,6 +281,7 @@ impl Default for Config {
             signing_key_path: None,
             log: "info,ruma_state_res=warn".into(),
             default_room_version: "12".into(),
+            worker_threads: 0,
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
             limits: LimitsConfig::default(),
@@ -509,6 +512,25 @@ impl Config {
         }
     }
 
+    /// Whether the database is the embedded SQLite one.
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
+    }
+
+    /// How many threads serve requests on a machine of `cores` cores: `worker_threads` when
+    /// set, else one per core, less one on SQLite (at least one). SQLite's work runs on its
+    /// connections' own threads (the writer, and a reader per core), and every write waits on
+    /// the writer's thread: a request handed there leaves its worker idle, and with a worker on
+    /// every core the idle ones are woken to look for work the others could have done, each
+    /// time, for nothing.
+    pub fn worker_threads(&self, cores: usize) -> usize {
+        match self.worker_threads {
+            0 if self.is_sqlite() => cores.saturating_sub(1).max(1),
+            0 => cores.max(1),
+            n => n,
+        }
+    }
+
     /// The path of the signing key file.
     pub fn signing_key_path(&self) -> PathBuf {
         self.signing_key_path.clone().unwrap_or_else(|| self.data_dir.join("signing.key"))
@@ -580,6 +602,9 @@ log = "info,ruma_state_res=warn"
 
 # Room version for new rooms.
 default_room_version = "12"
+
+# Threads serving requests; 0 means one per core (less one on SQLite, whose own threads need it).
+worker_threads = 0
 
 [database]
 # Leave unset for the embedded SQLite database in data_dir.
@@ -725,6 +750,22 @@ mod tests {
         assert_eq!(config.server_notices.system_user_localpart, "notices");
         assert_eq!(config.server_notices.system_user_display_name.as_deref(), Some("Server Notices"));
         assert_eq!(config.server_notices.room_name, "Server Notices");
+    }
+
+    #[test]
+    fn worker_threads_leave_sqlite_a_core() {
+        let sqlite = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, []).unwrap();
+        assert!(sqlite.is_sqlite());
+        assert_eq!(sqlite.worker_threads(8), 7);
+        assert_eq!(sqlite.worker_threads(2), 1);
+        assert_eq!(sqlite.worker_threads(1), 1);
+        let env = [("RANVIER_DATABASE__URL".to_owned(), "postgres://ranvier@127.0.0.1/ranvier".to_owned())];
+        let postgres = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, env).unwrap();
+        assert!(!postgres.is_sqlite());
+        assert_eq!(postgres.worker_threads(2), 2);
+        let env = [("RANVIER_WORKER_THREADS".to_owned(), "3".to_owned())];
+        let set = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, env).unwrap();
+        assert_eq!(set.worker_threads(2), 3);
     }
 
     #[test]
