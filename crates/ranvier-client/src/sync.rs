@@ -15,27 +15,34 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
 }
 
 async fn sync(State(state): State<AppState>, req: Authed<v3::Request>) -> Result<Json<SyncResponse>, ErrorResponse> {
-    let user_id = req.user_id().as_str().to_owned();
-    let body = req.body;
-    let filter = match body.filter {
-        None => FilterDefinition::default(),
-        Some(v3::Filter::FilterDefinition(definition)) => {
-            ranvier_sync::filter::validate(&definition)?;
-            definition
-        }
-        Some(v3::Filter::FilterId(id)) => state.sync.stored_or_inline_filter(&user_id, &id).await?,
-        Some(_) => FilterDefinition::default(),
-    };
-    let since = body.since.as_deref().map(SyncService::parse_token).transpose()?;
-    // The user counts as syncing (and so present) until the response is built.
-    let _presence = state.social.set_presence_from_sync(&req.identity.user_id, Some(&body.set_presence)).await?;
-    let request = SyncRequest {
-        user_id,
-        device_id: req.identity.device_id.as_str().to_owned(),
-        filter,
-        since,
-        full_state: body.full_state,
-        timeout: effective_timeout(body.timeout, state.config.limits.max_sync_timeout_ms),
+    // A waiting sync holds its future's whole state, and a future has room for the largest
+    // state of everything it awaits inline: the request is resolved in a block of its own (the
+    // parsed body is dropped before the wait) by boxed futures.
+    let (request, _presence) = {
+        let body = req.body;
+        let user_id = req.identity.user_id.as_str().to_owned();
+        let filter = match body.filter {
+            None => FilterDefinition::default(),
+            Some(v3::Filter::FilterDefinition(definition)) => {
+                ranvier_sync::filter::validate(&definition)?;
+                definition
+            }
+            Some(v3::Filter::FilterId(id)) => Box::pin(state.sync.stored_or_inline_filter(&user_id, &id)).await?,
+            Some(_) => FilterDefinition::default(),
+        };
+        let since = body.since.as_deref().map(SyncService::parse_token).transpose()?;
+        // The user counts as syncing (and so present) until the response is built.
+        let presence =
+            Box::pin(state.social.set_presence_from_sync(&req.identity.user_id, Some(&body.set_presence))).await?;
+        let request = SyncRequest {
+            user_id,
+            device_id: req.identity.device_id.as_str().to_owned(),
+            filter: Box::new(filter),
+            since,
+            full_state: body.full_state,
+            timeout: effective_timeout(body.timeout, state.config.limits.max_sync_timeout_ms),
+        };
+        (request, presence)
     };
     Ok(Json(state.sync.sync(request).await?))
 }

@@ -214,9 +214,10 @@ where
     type Rejection = Rejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (body, token) = parse::<T, S>(req, state).await?;
+        // Boxed, as in `Authed`'s extraction.
+        let (body, token) = Box::pin(parse::<T, S>(req, state)).await?;
         let identity = match token {
-            Some(token) => Some(state.authenticate(&token).await?),
+            Some(token) => Some(Box::pin(state.authenticate(&token)).await?),
             None => None,
         };
         Ok(Ruma { body, identity })
@@ -237,8 +238,11 @@ where
         let Some(token) = access_token(&parts) else {
             return Err(Error::matrix(ErrorKind::MissingToken, "Missing access token").into());
         };
-        let identity = state.authenticate(&token).await?;
-        let (body, _) = parse::<T, S>(Request::from_parts(parts, body), state).await?;
+        // Both steps run boxed: the handler's future holds room for the largest state of
+        // everything it awaits inline, for as long as the request lasts (a waiting `/sync`
+        // too), and these two are larger than most handlers.
+        let identity = Box::pin(state.authenticate(&token)).await?;
+        let (body, _) = Box::pin(parse::<T, S>(Request::from_parts(parts, body), state)).await?;
         Ok(Authed { body, identity, access_token: token })
     }
 }

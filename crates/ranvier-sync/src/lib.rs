@@ -154,6 +154,10 @@ impl SyncService {
     /// The wait is on the store's change notifier, never a poll. A pass that finds nothing for
     /// this user moves the starting point up to where it looked, so the next wake-up only
     /// looks at what is newer still.
+    ///
+    /// The passes run as boxed futures: a future holds room for the largest state of every
+    /// future it awaits inline, and a waiting sync (one per connected client) would otherwise
+    /// hold a whole pass's worth while it waits.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResponse> {
         let mut changes = self.store().streams().subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
@@ -180,21 +184,18 @@ impl SyncService {
                     Some(memberships) => memberships,
                     None => {
                         let position = now.get(StreamKind::Events);
-                        let rows = self.store().memberships_of(&request.user_id).await?;
+                        let rows = Box::pin(self.store().memberships_of(&request.user_id)).await?;
                         known_memberships.insert(KnownMemberships::new(position, rows))
                     }
                 };
-                let window = self
-                    .inner
-                    .recent
-                    .window(
-                        self.store(),
-                        &request.user_id,
-                        &memberships.rooms,
-                        known.get(StreamKind::Events),
-                        now.get(StreamKind::Events),
-                    )
-                    .await?;
+                let window = Box::pin(self.inner.recent.window(
+                    self.store(),
+                    &request.user_id,
+                    &memberships.rooms,
+                    known.get(StreamKind::Events),
+                    now.get(StreamKind::Events),
+                ))
+                .await?;
                 if let Some(window) = window {
                     let touched = window.own_membership.is_some()
                         || window.rooms.keys().any(|room_id| memberships.joined.contains(room_id));
@@ -205,7 +206,7 @@ impl SyncService {
                         {
                             continue;
                         }
-                        return self.quiet_response(&request, now).await;
+                        return Box::pin(self.quiet_response(&request, now)).await;
                     }
                     // The memberships read earlier still hold when no event since changed them.
                     if window.own_membership.is_none_or(|position| position <= memberships.position) {
@@ -221,18 +222,18 @@ impl SyncService {
                 }
             }
             if has_news || request.full_state {
-                let response = self.compute(&request, since, now, hint).await?;
+                let response = Box::pin(self.compute(&request, since, now, hint)).await?;
                 if since.is_none() || request.full_state || !response.is_empty() || request.timeout.is_zero() {
                     return Ok(response);
                 }
                 since = Some(now);
             } else if request.timeout.is_zero() {
-                return self.quiet_response(&request, now).await;
+                return Box::pin(self.quiet_response(&request, now)).await;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 // The deadline passed (or the store is shutting down): nothing new.
-                _ => return self.quiet_response(&request, since.unwrap_or(now)).await,
+                _ => return Box::pin(self.quiet_response(&request, since.unwrap_or(now))).await,
             }
         }
     }

@@ -53,7 +53,8 @@ const STRIPPED_STATE_TYPES: [&str; 6] = [
 pub struct SyncRequest {
     pub user_id: String,
     pub device_id: String,
-    pub filter: FilterDefinition,
+    /// Boxed: a definition is about a kilobyte, and a waiting `/sync` holds its request.
+    pub filter: Box<FilterDefinition>,
     pub since: Option<StreamToken>,
     pub full_state: bool,
     /// How long to wait for something new (already capped by the server's limit).

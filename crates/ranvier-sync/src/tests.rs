@@ -45,7 +45,7 @@ async fn sync_with(
     let request = SyncRequest {
         user_id: user.to_owned(),
         device_id: device.to_owned(),
-        filter: filter(filter_json),
+        filter: Box::new(filter(filter_json)),
         since: since.map(|s| SyncService::parse_token(s).expect("token")),
         full_state: false,
         timeout: Duration::from_millis(timeout_ms),
@@ -308,7 +308,7 @@ async fn limited_incremental_sync_carries_state_delta() {
         let request = SyncRequest {
             user_id: ALICE.to_owned(),
             device_id: "DEV".to_owned(),
-            filter: FilterDefinition::default(),
+            filter: Box::default(),
             since: Some(SyncService::parse_token(&since).expect("token")),
             full_state: true,
             timeout: Duration::ZERO,
@@ -740,7 +740,7 @@ async fn stored_filters_per_user() {
         let request = SyncRequest {
             user_id: ALICE.to_owned(),
             device_id: "DEV".to_owned(),
-            filter: resolved,
+            filter: Box::new(resolved),
             since: None,
             full_state: false,
             timeout: Duration::ZERO,

@@ -6,6 +6,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use ranvier_client::{AppState, Services};
 use ranvier_core::{Config, Result, config::DEFAULT_CONFIG_TOML, error::Context};
 use ranvier_store::Store;
+use tower::Layer;
 use tower_http::cors::{Any, CorsLayer};
 
 /// Read the config file (writing the commented default first if absent) and apply
@@ -65,13 +66,20 @@ pub async fn serve(config: Config) -> Result<()> {
     if state.config.federation.enabled {
         start_federation_listener(&state).await?;
     }
-    let app = ranvier_client::router(state).layer(catch_panic).layer(cors);
+    // The layers wrap the router once, not each route (`Router::layer`): each layer on a
+    // router boxes every request's future once more, and a waiting `/sync` keeps its
+    // boxes for as long as it waits.
+    let app = cors.layer(catch_panic.layer(ranvier_client::router(state)));
+    let app = tower::ServiceExt::<axum::extract::Request>::map_response(app, |response: http::Response<_>| {
+        response.map(axum::body::Body::new)
+    });
 
     let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, "listening for clients");
     // Connection info gives handlers the client address, which keys the per-address rate limits.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serve http")?;
     tracing::info!("shut down");
     Ok(())
