@@ -184,6 +184,43 @@ async fn unrecognized(backend: Backend) {
     }
 }
 
+/// Clients in browsers need CORS (the spec's "Web Browser Clients"): a preflight `OPTIONS` is
+/// answered, and every answer, errors included, allows any origin.
+async fn cors_headers(backend: Backend) {
+    let server = start(backend).await;
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    let origin = "https://app.example";
+    let allows = |headers: &reqwest::header::HeaderMap, name: &str, wanted: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value == "*" || value.split(',').any(|item| item.trim().eq_ignore_ascii_case(wanted)))
+    };
+    let preflight = http
+        .request(Method::OPTIONS, format!("{base}/_matrix/client/v3/sync"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .expect("preflight answered");
+    assert_eq!(preflight.status().as_u16(), 200, "preflight");
+    let headers = preflight.headers();
+    assert!(allows(headers, "access-control-allow-origin", origin), "preflight origin: {headers:?}");
+    assert!(allows(headers, "access-control-allow-methods", "GET"), "preflight methods: {headers:?}");
+    assert!(allows(headers, "access-control-allow-headers", "authorization"), "preflight headers: {headers:?}");
+    for (path, status) in [
+        ("/_matrix/client/versions", 200),
+        ("/_matrix/client/v3/account/whoami", 401),
+        ("/_matrix/client/v3/no_such_endpoint", 404),
+    ] {
+        let reply = http.get(format!("{base}{path}")).header("Origin", origin).send().await.expect("answered");
+        assert_eq!(reply.status().as_u16(), status, "{path}");
+        assert!(allows(reply.headers(), "access-control-allow-origin", origin), "{path}: {:?}", reply.headers());
+    }
+}
+
 /// Registration errors: a taken name, an invalid name.
 async fn registration_errors(backend: Backend) {
     let server = start(backend).await;
@@ -611,6 +648,7 @@ backend_tests!(
     forbidden,
     not_found,
     unrecognized,
+    cors_headers,
     registration_errors,
     event_too_large,
     request_too_large,
