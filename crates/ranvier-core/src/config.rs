@@ -514,7 +514,7 @@ impl Config {
 
     /// Whether the database is the embedded SQLite one.
     pub fn is_sqlite(&self) -> bool {
-        self.database_url().starts_with("sqlite:")
+        is_sqlite_url(&self.database_url())
     }
 
     /// How many threads serve requests on a machine of `cores` cores: `worker_threads` when
@@ -549,6 +549,11 @@ impl Config {
         }
         url
     }
+}
+
+/// Whether a database URL names a SQLite database (`sqlite://PATH`).
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {

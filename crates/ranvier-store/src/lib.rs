@@ -247,7 +247,7 @@ impl Store {
         sqlite_cache_kib: u32,
     ) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
+        let backend = if ranvier_core::config::is_sqlite_url(url) {
             Backend::Sqlite
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
