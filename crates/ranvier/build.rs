@@ -7,10 +7,14 @@
 //!   binary by name.
 //! - On x86-64, where Rust links with its own LLD, the functions listed in `code-order.txt`
 //!   come first in the code, in that order. The kernel maps a binary's code into memory in
-//!   64 KiB blocks around each page the process runs, and the functions a server runs are
-//!   spread over all of its 22 MB of code: laid out as compiled, running the benchmark
-//!   scenarios left 12 to 17 MB of code resident. The list holds every function the
-//!   scenarios run (about 4.5 MB); with them together, 6 to 7.5 MB stays resident.
+//!   blocks around each page the process runs (64 KiB, or a whole cached folio of up to some
+//!   megabytes on recent kernels), and the functions a server runs are spread over all of
+//!   its 22 MB of code: laid out as compiled, running the benchmark scenarios left 12 to
+//!   17 MB of code resident. The list holds every function the scenarios run (about 4.5 MB),
+//!   in the order the server first runs them: start-up first, then each scenario's new code.
+//!   With them together, 6 to 7.5 MB stays resident at the end of a run, and the code of
+//!   work the server has not done yet stays out of memory until it does (at start-up about 4
+//!   instead of 6.4 MB).
 //!   `scripts/bench/code-order.sh` regenerates the list from a profile. A name the build does
 //!   not define (after almost any change of code, compiler or dependency: a function made
 //!   local to one of a crate's code units carries a number derived from the unit's code) is

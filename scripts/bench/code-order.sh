@@ -4,8 +4,10 @@
 # `ranvier` binary's code, together (see crates/ranvier/build.rs for why).
 #
 # 1. Builds the release binary, then runs it under callgrind through every ranvier-bench
-#    scenario, once on SQLite and once on PostgreSQL, and lists each function of the binary
-#    that ran, most expensive first.
+#    scenario, once on SQLite and once on PostgreSQL, with a profile dump after start-up and
+#    after each scenario, and lists each function of the binary that ran, by the phase that
+#    first ran it (start-up, then the scenarios in the benchmark's order), then by cost: the
+#    code the server has not run yet stays out of memory.
 # 2. When perf is installed: links with that list, runs the scenarios again natively while
 #    recording page faults, and appends each function whose code faulted outside the list
 #    (code that runs only on the real CPU, such as SHA extensions valgrind lacks).
@@ -19,7 +21,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 ORDER="$REPO/crates/ranvier/code-order.txt"
 WORK="$(mktemp -d /var/tmp/ranvier-code-order.XXXXXX)"
-PORT=18019
+PORT="${CODE_ORDER_PORT:-18019}"
+PGDB="${CODE_ORDER_PGDB:-ranvier_code_order}"
 PG=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q)
 log() { echo "[code-order] $*" >&2; }
 
@@ -56,12 +59,12 @@ run_scenarios() {
         echo 'enabled = false'
         if [[ $db == postgres ]]; then
             echo '[database]'
-            echo 'url = "postgres://postgres@127.0.0.1/ranvier_code_order"'
+            echo "url = \"postgres://postgres@127.0.0.1/$PGDB\""
         fi
     } > "$WORK/ranvier.toml"
     if [[ $db == postgres ]]; then
-        "${PG[@]}" -c "DROP DATABASE IF EXISTS ranvier_code_order" postgres
-        "${PG[@]}" -c "CREATE DATABASE ranvier_code_order ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' \
+        "${PG[@]}" -c "DROP DATABASE IF EXISTS $PGDB" postgres
+        "${PG[@]}" -c "CREATE DATABASE $PGDB ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' \
             TEMPLATE template0" postgres
     fi
     "$@" "$TARGET/release/ranvier" serve --config "$WORK/ranvier.toml" >"$WORK/server-$db.log" 2>&1 &
@@ -71,20 +74,41 @@ run_scenarios() {
         kill -0 "$SERVER_PID" 2>/dev/null || { echo "server did not start, see $WORK/server-$db.log" >&2; exit 1; }
         sleep 0.5
     done
-    "$TARGET/release/ranvier-bench" --url "http://127.0.0.1:$PORT" --scenarios all --scale 1 \
-        --case-timeout-secs 3000 >"$WORK/bench-$db.jsonl" 2>"$WORK/bench-$db.err"
+    if [[ $PHASES == 1 ]]; then
+        # One callgrind dump per phase: start-up, then each scenario.
+        callgrind_control -d "$SERVER_PID" >/dev/null
+        for scenario in $SCENARIOS; do
+            bench "$db" "$scenario"
+            callgrind_control -d "$SERVER_PID" >/dev/null
+        done
+    else
+        bench "$db" all
+    fi
     stop_server
+}
+
+bench() { # db scenarios
+    "$TARGET/release/ranvier-bench" --url "http://127.0.0.1:$PORT" --scenarios "$2" --scale 1 \
+        --case-timeout-secs 3000 >>"$WORK/bench-$1.jsonl" 2>>"$WORK/bench-$1.err"
 }
 
 log "building"
 build
 BINARY="$TARGET/release/ranvier"
+SCENARIOS="register login create_rooms send fanout initial_sync join_large"
+RUNS=()
 for db in sqlite postgres; do
     log "callgrind, $db"
-    run_scenarios "$db" valgrind --tool=callgrind --demangle=no --dump-instr=no \
+    PHASES=1 run_scenarios "$db" valgrind --tool=callgrind --demangle=no --dump-instr=no \
         --callgrind-out-file="$WORK/callgrind-$db.out"
+    # Dumps are numbered from 1 in the order taken: start-up, then each scenario.
+    dumps=()
+    for i in $(seq 1 $(($(wc -w <<< "$SCENARIOS") + 1))); do
+        dumps+=("$WORK/callgrind-$db.out.$i")
+    done
+    RUNS+=("$(IFS=,; echo "${dumps[*]}")")
 done
-python3 "$REPO/scripts/bench/code_order.py" callgrind "$BINARY" "$WORK"/callgrind-*.out > "$WORK/order.txt"
+python3 "$REPO/scripts/bench/code_order.py" phases "$BINARY" "${RUNS[@]}" > "$WORK/order.txt"
 cp "$WORK/order.txt" "$ORDER"
 log "$(wc -l < "$ORDER") functions from callgrind"
 
@@ -92,7 +116,7 @@ if command -v perf >/dev/null; then
     build
     for db in sqlite postgres; do
         log "page faults, $db"
-        run_scenarios "$db" perf record -q -e page-faults -c 1 -d -o "$WORK/faults-$db.data"
+        PHASES=0 run_scenarios "$db" perf record -q -e page-faults -c 1 -d -o "$WORK/faults-$db.data"
     done
     for db in sqlite postgres; do
         perf script --no-demangle -i "$WORK/faults-$db.data" -F ip,addr,sym,dso 2>/dev/null

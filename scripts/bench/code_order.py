@@ -2,8 +2,10 @@
 """code_order.py — the functions of one binary that a profile saw run, for the linker's
 symbol ordering file (see scripts/bench/code-order.sh).
 
-  code_order.py callgrind BINARY OUT...      functions of BINARY in callgrind outputs, by
-                                             self cost, most expensive first
+  code_order.py phases BINARY RUN...         functions of BINARY by the phase that first ran
+                                             them, then by self cost; each RUN is a
+                                             comma-separated list of the callgrind dumps of one
+                                             run, one dump per phase, in phase order
   code_order.py faults BINARY ORDER < SCRIPT functions of BINARY whose code took a page fault
                                              (`perf script -F ip,addr,sym,dso --no-demangle`
                                              of `perf record -e page-faults -d`), less those
@@ -61,14 +63,30 @@ def clean(name):
     return None if name.startswith("0x") or name.startswith("(") else name
 
 
+def phase_order(binary, runs):
+    """The functions of `binary` that ran in `runs` (each a list of per-phase dumps), ordered
+    by the first phase any run ran them in, then by total self cost, most expensive first.
+
+    The server's resident code grows phase by phase (start-up, then each scenario in turn),
+    so code laid out in that order keeps what has not run yet out of memory: the kernel maps
+    code in blocks around each page that runs (whole cached folios, up to megabytes, on recent
+    kernels), and a block that holds a single function of a later phase is mapped as a whole.
+    """
+    first, total = {}, collections.Counter()
+    for dumps in runs:
+        for phase, path in enumerate(dumps):
+            for name, cost in callgrind_functions(binary, [path]).items():
+                name = clean(name)
+                if name and cost > 0:
+                    total[name] += cost
+                    first[name] = min(first.get(name, phase), phase)
+    return sorted(total, key=lambda name: (first[name], -total[name], name))
+
+
 def main():
-    if len(sys.argv) >= 4 and sys.argv[1] == "callgrind":
-        seen = set()
-        for name, _ in callgrind_functions(sys.argv[2], sys.argv[3:]).most_common():
-            name = clean(name)
-            if name and name not in seen:
-                seen.add(name)
-                print(name)
+    if len(sys.argv) >= 4 and sys.argv[1] == "phases":
+        for name in phase_order(sys.argv[2], [run.split(",") for run in sys.argv[3:]]):
+            print(name)
     elif len(sys.argv) == 4 and sys.argv[1] == "faults":
         binary = sys.argv[2]
         with open(sys.argv[3]) as order:
