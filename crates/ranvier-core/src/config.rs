@@ -453,7 +453,7 @@ impl Default for ClamAvConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 16, event_cache_mb: 16, sqlite_cache_kb: 512 }
+        Self { url: None, max_connections: 16, event_cache_mb: 16, sqlite_cache_kb: 256 }
     }
 }
 
@@ -619,7 +619,7 @@ max_connections = 16
 # Memory for recently read and written events, in MiB (0 turns the cache off).
 event_cache_mb = 16
 # SQLite only: the page cache of each connection, in KiB.
-sqlite_cache_kb = 512
+sqlite_cache_kb = 256
 
 [registration]
 # Open registration. This server listens on loopback by default; before exposing it,

@@ -71,9 +71,10 @@ pub const DEFAULT_EVENT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// (SQLite's WAL mode cannot tell which pages changed), so on a server that writes all the
 /// time a reader's cache holds little more than the pages of its current read. The writer's
 /// cache keeps the pages its inserts touch; pages missing from either come from the
-/// operating system's file cache. 512 KiB for each took about 2 MB off the benchmark's
-/// resident size with no change in its send, fan-out or sync figures.
-pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
+/// operating system's file cache. 512 KiB for each (instead of 2000) took about 2 MB off the
+/// benchmark's resident size with no change in its send, fan-out or sync figures, and 256
+/// another 0.3–1.2 MB from `create_rooms` on, again with none (128 gained little more).
+pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 256;
 
 /// The values of an `IN (...)` list, padded to the next power of two by repeating the last
 /// one (which an `IN` test ignores), so that lists of any length share a few statement texts.

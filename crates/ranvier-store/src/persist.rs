@@ -501,20 +501,21 @@ fn push_ordered<'a>(batch: &mut Batch<'a>, backend: Backend, event: &'a PersistE
 /// The most parameters one combined SQLite statement carries (SQLite allows 32766).
 const SQLITE_BATCH_PARAMS: usize = 4000;
 
-/// SQLite: the most values one multi-row insert binds, far below SQLite's limit of 32766;
-/// the rows of a typical group of events go in one statement.
-const ROW_PARAMS: usize = 1000;
-
 /// How the rows of one table are written, on each backend.
 ///
-/// On SQLite the rows are bound values in a `VALUES` list, at most [`ROW_PARAMS`] values a
-/// statement. On PostgreSQL a single row is written the same way, and two or more go into
-/// one JSON array bound as `$1`, which `json_to_recordset` turns back into rows. So there are
-/// two texts for each table whatever the number of rows, and each connection plans each of
-/// them once. With a text per row count, PostgreSQL parsed and planned each new group size
-/// afresh on each connection, and the ten-user `send` spent much of a short run doing that.
+/// A single row is a `VALUES` row of bound values. Two or more go into one JSON array bound as
+/// `$1`, which PostgreSQL's `json_to_recordset` ([`RowsSql::json`]) or SQLite's `json_each`
+/// ([`sqlite_json_sql`]) turns back into rows. So there are two texts for each table whatever
+/// the number of rows, and each connection prepares each of them once:
+/// - with a text per row count, PostgreSQL parsed and planned each new group size afresh on
+///   each connection, and the ten-user `send` spent much of a short run doing that;
+/// - on SQLite, where a group's statements run as one text from `BEGIN` to `COMMIT`, each
+///   group shape and each room size (the push outcomes are a row per member) was a text of
+///   its own, and the writer kept up to a hundred of them prepared.
+///
 /// (A single row stays a `VALUES` row because its text never varies, and binding it directly
-/// is cheaper than going through JSON: a one-user `send` was 8% slower with JSON.)
+/// is cheaper than going through JSON: on PostgreSQL a one-user `send` was 8% slower with
+/// JSON.)
 pub(crate) struct RowsSql {
     /// The statement's text up to its rows (`INSERT INTO table (columns) VALUES`).
     pub head: &'static str,
@@ -653,27 +654,63 @@ impl<'a> Rows<'a> {
         if self.args.is_empty() {
             return;
         }
-        if self.backend == Backend::Postgres && self.args.len() > self.width {
-            let rows = json_rows(&record_names(self.sql.json), &self.args);
-            batch.push_statement(self.action, self.sql.json, vec![Arg::Owned(rows)], insert);
+        if self.args.len() > self.width {
+            match self.backend {
+                Backend::Postgres => {
+                    let rows = json_rows(&record_names(self.sql.json), &self.args);
+                    batch.push_statement(self.action, self.sql.json, vec![Arg::Owned(rows)], insert);
+                }
+                Backend::Sqlite => {
+                    let rows = json_arrays(self.width, &self.args);
+                    batch.push_statement(self.action, sqlite_json_sql(&self.sql), vec![Arg::Owned(rows)], insert);
+                }
+            }
             return;
         }
-        let rows_per_statement = (ROW_PARAMS / self.width).max(1);
-        for chunk in self.args.chunks(rows_per_statement * self.width) {
-            let mut sql = format!("{} ", self.sql.head);
-            for row in 0..chunk.len() / self.width {
-                if row > 0 {
-                    sql.push_str(", ");
-                }
-                renumber(self.sql.row, row * self.width, &mut sql);
-            }
-            if !self.sql.tail.is_empty() {
-                sql.push(' ');
-                sql.push_str(self.sql.tail);
-            }
-            batch.push_statement(self.action, sql, chunk.to_vec(), insert);
+        // One row.
+        let mut sql = format!("{} ", self.sql.head);
+        renumber(self.sql.row, 0, &mut sql);
+        if !self.sql.tail.is_empty() {
+            sql.push(' ');
+            sql.push_str(self.sql.tail);
         }
+        batch.push_statement(self.action, sql, self.args, insert);
     }
+}
+
+/// SQLite, two or more rows: `sql` reading its rows from `json_each($1)`, where `$1` is a JSON
+/// array of one array of values per row ([`json_arrays`]). The `VALUES` list that ends
+/// `sql.head` becomes a `SELECT` of the row's expressions, each `$n` read as `value->>(n-1)`
+/// (a JSON string comes out as text, a number as an integer, `null` as NULL), named
+/// `column1`, `column2`… as a `VALUES` list's columns are. An `INSERT … SELECT` gets
+/// `WHERE true` before the tail, which SQLite needs to parse an `ON CONFLICT` after a `SELECT`.
+fn sqlite_json_sql(sql: &RowsSql) -> String {
+    let head = sql.head.strip_suffix("VALUES").unwrap_or(sql.head);
+    let row = sql.row.trim().trim_start_matches('(').trim_end_matches(')');
+    let mut select = String::from("SELECT ");
+    for (i, value) in row.split(',').enumerate() {
+        if i > 0 {
+            select.push_str(", ");
+        }
+        let value = value.trim();
+        match value.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => select.push_str(&format!("value->>{}", n - 1)),
+            None => select.push_str(value),
+        }
+        select.push_str(&format!(" AS column{}", i + 1));
+    }
+    select.push_str(" FROM json_each($1)");
+    if !head.trim_end().ends_with('(') {
+        select.push_str(" WHERE true");
+    }
+    format!("{head}{select} {}", sql.tail)
+}
+
+/// `args`, `width` values a row, as a JSON array of one array per row.
+fn json_arrays(width: usize, args: &[Arg<'_>]) -> String {
+    let rows: Vec<&[Arg<'_>]> = args.chunks(width.max(1)).collect();
+    // Strings and integers always serialise.
+    serde_json::to_string(&rows).unwrap_or_default()
 }
 
 /// The names of the record that `json_to_recordset($1::json) AS r(name type, …)` in `sql`
@@ -1052,28 +1089,44 @@ mod tests {
     }
 
     #[test]
-    fn postgres_rows_are_one_text_whatever_their_number() {
-        let texts = |n: usize| {
-            let mut batch = Batch::default();
-            let mut rows = Rows::new("edges", Backend::Postgres, EVENT_EDGES);
-            for _ in 0..n {
-                rows.add([Arg::Text("$e"), Arg::Text("$p")]);
-            }
-            rows.push_into(&mut batch);
-            batch.statements.iter().map(|s| (s.sql.to_string(), s.args.len())).collect::<Vec<_>>()
-        };
-        assert_eq!(texts(2), texts(700), "one text and one value for 2 rows and for 700");
-        assert_eq!(texts(2).len(), 1);
-        assert_eq!(texts(2)[0].1, 1);
-        assert_eq!(texts(1), [(format!("{} {}", EVENT_EDGES.head, "($1, $2) ON CONFLICT DO NOTHING"), 2)]);
-        assert!(texts(0).is_empty());
-        let mut batch = Batch::default();
-        let mut rows = Rows::new("edges", Backend::Sqlite, EVENT_EDGES);
-        for _ in 0..700 {
-            rows.add([Arg::Text("$e"), Arg::Text("$p")]);
+    fn rows_are_one_text_whatever_their_number() {
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            let texts = |n: usize| {
+                let mut batch = Batch::default();
+                let mut rows = Rows::new("edges", backend, EVENT_EDGES);
+                for _ in 0..n {
+                    rows.add([Arg::Text("$e"), Arg::Text("$p")]);
+                }
+                rows.push_into(&mut batch);
+                batch.statements.iter().map(|s| (s.sql.to_string(), s.args.len())).collect::<Vec<_>>()
+            };
+            assert_eq!(texts(2), texts(700), "{backend:?}: one text and one value for 2 rows and for 700");
+            assert_eq!(texts(2).len(), 1);
+            assert_eq!(texts(2)[0].1, 1);
+            assert_eq!(texts(1), [(format!("{} {}", EVENT_EDGES.head, "($1, $2) ON CONFLICT DO NOTHING"), 2)]);
+            assert!(texts(0).is_empty());
         }
-        rows.push_into(&mut batch);
-        assert_eq!(batch.statements.len(), 2, "SQLite: at most {ROW_PARAMS} values a statement");
+    }
+
+    #[test]
+    fn sqlite_rows_come_from_json_arrays() {
+        assert_eq!(
+            sqlite_json_sql(&EVENT_EDGES),
+            "INSERT INTO event_edges (event_id, prev_event_id) SELECT value->>0 AS column1, value->>1 AS column2 \
+             FROM json_each($1) WHERE true ON CONFLICT DO NOTHING"
+        );
+        // A constant of the row stays; a `VALUES` list inside parentheses gets no `WHERE`.
+        assert!(sqlite_json_sql(&EVENTS).contains("value->>11 AS column12, NULL AS column13, value->>12 AS column14"));
+        assert_eq!(
+            sqlite_json_sql(&REMOVE_EXTREMITIES),
+            "DELETE FROM forward_extremities WHERE (room_id, event_id) IN \
+             (SELECT value->>0 AS column1, value->>1 AS column2 FROM json_each($1) )"
+        );
+        assert!(sqlite_json_sql(&ADD_EXTREMITIES).contains(
+            "FROM (SELECT value->>0 AS column1, value->>1 AS column2 FROM json_each($1) ) AS v WHERE NOT EXISTS"
+        ));
+        let args = [Arg::Text("a\"b"), Arg::OptText(None), Arg::Int(-7), Arg::OptInt(Some(i64::MAX))];
+        assert_eq!(json_arrays(2, &args), r#"[["a\"b",null],[-7,9223372036854775807]]"#);
     }
 
     #[test]
