@@ -3,7 +3,8 @@
 symbol ordering file (see scripts/bench/code-order.sh).
 
   code_order.py phases BINARY RUN...         functions of BINARY by the phase that first ran
-                                             them, then by self cost; each RUN is a
+                                             them, then the code of every run before each
+                                             run's own, then by self cost; each RUN is a
                                              comma-separated list of the callgrind dumps of one
                                              run, one dump per phase, in phase order
   code_order.py faults BINARY ORDER < SCRIPT functions of BINARY whose code took a page fault
@@ -72,15 +73,22 @@ def phase_order(binary, runs):
     code in blocks around each page that runs (whole cached folios, up to megabytes, on recent
     kernels), and a block that holds a single function of a later phase is mapped as a whole.
     """
-    first, total = {}, collections.Counter()
-    for dumps in runs:
+    first, total, ran = {}, collections.Counter(), collections.defaultdict(set)
+    for run, dumps in enumerate(runs):
         for phase, path in enumerate(dumps):
             for name, cost in callgrind_functions(binary, [path]).items():
                 name = clean(name)
                 if name and cost > 0:
                     total[name] += cost
                     first[name] = min(first.get(name, phase), phase)
-    return sorted(total, key=lambda name: (first[name], -total[name], name))
+                    ran[name].add(run)
+
+    # Within a phase, the code every run ran comes first, then each run's own (one database's
+    # driver and queries): a server on one database then maps little of the other's.
+    def group(name):
+        return 0 if len(ran[name]) == len(runs) else 1 + min(ran[name])
+
+    return sorted(total, key=lambda name: (first[name], group(name), -total[name], name))
 
 
 def main():

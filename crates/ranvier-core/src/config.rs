@@ -70,7 +70,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Memory for recently read and written events, in MiB (0 turns the cache off).
     pub event_cache_mb: u32,
-    /// SQLite only: the page cache of each connection, in KiB.
+    /// SQLite only: the page cache of the writing connection, in KiB; each reading
+    /// connection gets half.
     pub sqlite_cache_kb: u32,
 }
 
@@ -453,7 +454,7 @@ impl Default for ClamAvConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 16, event_cache_mb: 16, sqlite_cache_kb: 256 }
+        Self { url: None, max_connections: 16, event_cache_mb: 16, sqlite_cache_kb: 512 }
     }
 }
 
@@ -618,8 +619,8 @@ worker_threads = 0
 max_connections = 16
 # Memory for recently read and written events, in MiB (0 turns the cache off).
 event_cache_mb = 16
-# SQLite only: the page cache of each connection, in KiB.
-sqlite_cache_kb = 256
+# SQLite only: the page cache of the writing connection, in KiB (each reader gets half).
+sqlite_cache_kb = 512
 
 [registration]
 # Open registration. This server listens on loopback by default; before exposing it,

@@ -65,16 +65,18 @@ use readers::{ReadConn, Readers};
 /// The default size of the event cache: 16 MiB.
 pub const DEFAULT_EVENT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The default page cache of each SQLite connection, in KiB (SQLite's own default is 2000).
+/// The default page cache of the SQLite writer connection, in KiB (SQLite's own default is
+/// 2000); each reader gets half of it.
 ///
 /// A reader's cache is emptied whenever another connection has committed since its last read
 /// (SQLite's WAL mode cannot tell which pages changed), so on a server that writes all the
 /// time a reader's cache holds little more than the pages of its current read. The writer's
 /// cache keeps the pages its inserts touch; pages missing from either come from the
 /// operating system's file cache. 512 KiB for each (instead of 2000) took about 2 MB off the
-/// benchmark's resident size with no change in its send, fan-out or sync figures, and 256
-/// another 0.3–1.2 MB from `create_rooms` on, again with none (128 gained little more).
-pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 256;
+/// benchmark's resident size with no change in its send, fan-out or sync figures. Halving
+/// the readers' caches again cost nothing measurable; halving the writer's too took 0.3–1.2 MB
+/// more off the peaks but made the ten-user `send` 10% slower.
+pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
 
 /// The values of an `IN (...)` list, padded to the next power of two by repeating the last
 /// one (which an `IN` test ignores), so that lists of any length share a few statement texts.
@@ -240,7 +242,8 @@ impl Store {
     }
 
     /// [`Store::open`] with an event cache of `event_cache_bytes` (0 turns it off) and, on
-    /// SQLite, a page cache of `sqlite_cache_kib` KiB for each connection (at least 4).
+    /// SQLite, a page cache of `sqlite_cache_kib` KiB for the writer and half of that for each
+    /// reader (at least 4).
     pub async fn open_with_cache(
         url: &str,
         max_connections: u32,
@@ -272,13 +275,13 @@ impl Store {
             // Opened after the migrations so that they start on the final schema.
             Backend::Sqlite => {
                 pool.close().await;
-                let setup = sqlite_setup(sqlite_cache_kib);
                 let mut conn = AnyConnection::connect_with(&options).await.context("connect to database (writer)")?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(setup.clone()))
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite_setup(sqlite_cache_kib)))
                     .execute(&mut conn)
                     .await
                     .context("set up the writer connection")?;
-                let readers = Readers::sqlite(options, setup, sqlite_readers(max_connections));
+                let readers =
+                    Readers::sqlite(options, sqlite_setup(sqlite_cache_kib / 2), sqlite_readers(max_connections));
                 (readers, Writer::Sqlite(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))))
             }
             Backend::Postgres => {
