@@ -5,9 +5,10 @@
 #
 # 1. Builds the release binary, then runs it under callgrind through every ranvier-bench
 #    scenario, once on SQLite and once on PostgreSQL, with a profile dump after start-up and
-#    after each scenario, and lists each function of the binary that ran, by the phase that
-#    first ran it (start-up, then the scenarios in the benchmark's order), then by cost: the
-#    code the server has not run yet stays out of memory.
+#    after each scenario, and lists each function of the binary that ran: the code both runs
+#    ran, then SQLite's own, then PostgreSQL's own, each part by the phase that first ran it
+#    (start-up, then the scenarios in the benchmark's order), then by cost. The code the
+#    server has not run yet, and the other database's, stays out of memory.
 # 2. When perf is installed: links with that list, runs the scenarios again natively while
 #    recording page faults, and appends each function whose code faulted outside the list
 #    (code that runs only on the real CPU, such as SHA extensions valgrind lacks).

@@ -2,9 +2,9 @@
 """code_order.py — the functions of one binary that a profile saw run, for the linker's
 symbol ordering file (see scripts/bench/code-order.sh).
 
-  code_order.py phases BINARY RUN...         functions of BINARY by the phase that first ran
-                                             them, then the code of every run before each
-                                             run's own, then by self cost; each RUN is a
+  code_order.py phases BINARY RUN...         functions of BINARY, the code every run ran
+                                             before each run's own, each part by the phase
+                                             that first ran them, then by self cost; each RUN is a
                                              comma-separated list of the callgrind dumps of one
                                              run, one dump per phase, in phase order
   code_order.py faults BINARY ORDER < SCRIPT functions of BINARY whose code took a page fault
@@ -65,8 +65,9 @@ def clean(name):
 
 
 def phase_order(binary, runs):
-    """The functions of `binary` that ran in `runs` (each a list of per-phase dumps), ordered
-    by the first phase any run ran them in, then by total self cost, most expensive first.
+    """The functions of `binary` that ran in `runs` (each a list of per-phase dumps): the code
+    every run ran, then each run's own, each part ordered by the first phase that ran them,
+    then by total self cost, most expensive first.
 
     The server's resident code grows phase by phase (start-up, then each scenario in turn),
     so code laid out in that order keeps what has not run yet out of memory: the kernel maps
@@ -83,12 +84,14 @@ def phase_order(binary, runs):
                     first[name] = min(first.get(name, phase), phase)
                     ran[name].add(run)
 
-    # Within a phase, the code every run ran comes first, then each run's own (one database's
-    # driver and queries): a server on one database then maps little of the other's.
+    # The code every run ran comes first, then each run's own (one database's driver and
+    # queries), so that a server on one database maps none of the other's: placed phase by
+    # phase among the shared code, the other database's blocks shared folios with code that
+    # runs and were mapped with them.
     def group(name):
         return 0 if len(ran[name]) == len(runs) else 1 + min(ran[name])
 
-    return sorted(total, key=lambda name: (first[name], group(name), -total[name], name))
+    return sorted(total, key=lambda name: (group(name), first[name], -total[name], name))
 
 
 def main():

@@ -196,6 +196,14 @@ fresh_pg_db() {
     "${PG[@]}" -c "CREATE DATABASE $1 ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' TEMPLATE template0" postgres
 }
 
+# Something else already answering on the port would be measured in the server's place.
+port_free() { # port
+    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then
+        log "port $1 is already in use; stop whatever listens there first"
+        exit 1
+    fi
+}
+
 wait_ready() { # port
     for _ in $(seq 1 240); do
         if curl -sf "http://127.0.0.1:$1/_matrix/client/versions" >/dev/null; then
@@ -211,6 +219,7 @@ start_synapse() { # log file
     rm -rf "$SYN_DATA"
     mkdir -p "$SYN_DATA"
     [[ $DB == postgres ]] && fresh_pg_db bench_synapse
+    port_free "$SYNAPSE_PORT"
     (cd "$SYN_DIR" && exec "$PY" -m synapse.app.homeserver \
         -c homeserver.yaml -c bench.yaml) >"$1" 2>&1 &
     SERVER_PID=$!
@@ -222,6 +231,7 @@ start_ranvier() { # log file
     mkdir -p "$RAN_DATA"
     [[ $DB == postgres ]] && fresh_pg_db bench_ranvier
     [[ -x $RANVIER ]] || return 1
+    port_free "$RANVIER_PORT"
     RANVIER_SERVER_NAME=bench.local \
         RANVIER_LISTEN="127.0.0.1:$RANVIER_PORT" \
         RANVIER_DATA_DIR="$RAN_DATA" \
