@@ -61,6 +61,17 @@ struct Inner {
     social: Option<ranvier_social::Social>,
     /// Unread notification counts and the default push rules, when wired.
     push: Option<ranvier_push::Push>,
+    /// Permits for the passes that may run at once ([`passes_at_once`]).
+    passes: tokio::sync::Semaphore,
+}
+
+/// How many sync passes may run at once: two per core. A pass is CPU work and reads on
+/// SQLite's per-core connections, so more at once answer no sooner, and each holds its
+/// working memory (the rooms it reads, the events it formats) until it ends. When an event
+/// wakes a hundred waiting syncs, letting all their passes run interleaved grew the heap by
+/// about 2 MB more than this bound does, memory glibc then kept.
+fn passes_at_once() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 impl SyncService {
@@ -92,6 +103,7 @@ impl SyncService {
                 state_cache: cache::StateCache::new(1_000_000),
                 sent_members: cache::SentMembers::new(10_000, 20_000),
                 recent: changes::RecentEvents::new(store.streams().current(StreamKind::Events)),
+                passes: tokio::sync::Semaphore::new(passes_at_once()),
                 store,
             }),
         }
@@ -157,7 +169,8 @@ impl SyncService {
     ///
     /// The passes run as boxed futures: a future holds room for the largest state of every
     /// future it awaits inline, and a waiting sync (one per connected client) would otherwise
-    /// hold a whole pass's worth while it waits.
+    /// hold a whole pass's worth while it waits. At most [`passes_at_once`] passes run at
+    /// once; the others wait their turn.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResponse> {
         let mut changes = self.store().streams().subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
@@ -222,7 +235,11 @@ impl SyncService {
                 }
             }
             if has_news || request.full_state {
-                let response = Box::pin(self.compute(&request, since, now, hint)).await?;
+                let response = {
+                    // The semaphore is never closed.
+                    let _pass = self.inner.passes.acquire().await.map_err(Error::internal)?;
+                    Box::pin(self.compute(&request, since, now, hint)).await?
+                };
                 if since.is_none() || request.full_state || !response.is_empty() || request.timeout.is_zero() {
                     return Ok(response);
                 }

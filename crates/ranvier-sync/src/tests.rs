@@ -201,6 +201,38 @@ async fn initial_then_incremental_sync() {
     .await;
 }
 
+/// When as many passes run as the bound allows, another sync waits for one of them to end
+/// before it runs its own, and runs it once a permit is free.
+#[tokio::test]
+async fn passes_beyond_the_bound_wait_their_turn() {
+    on_each_backend(|store| async move {
+        let sync_service = service(&store);
+        let mut a = RoomFixture::create(&store, "!a:test", ALICE, "shared").await;
+        a.message(&store, ALICE, "hello").await;
+
+        let bound = u32::try_from(crate::passes_at_once()).expect("bound");
+        let running = sync_service.inner.passes.acquire_many(bound).await.expect("permits");
+        let waiting = tokio::spawn({
+            let sync_service = sync_service.clone();
+            async move { sync(&sync_service, ALICE, None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "a pass ran while every permit was taken");
+
+        drop(running);
+        let initial = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the pass ran once a permit was free")
+            .expect("sync task");
+        assert_eq!(
+            bodies(&initial["rooms"]["join"]["!a:test"]["timeline"]["events"]).last().map(String::as_str),
+            Some("hello")
+        );
+        assert_eq!(sync_service.inner.passes.available_permits(), crate::passes_at_once());
+    })
+    .await;
+}
+
 /// An initial sync reads the newest events of all its rooms together: from the log of recent
 /// events where it holds them, else 50 rooms to a statement. Each room's part is what a sync
 /// of that room alone answers, whether the log holds all of the room's events (a service
