@@ -11,7 +11,8 @@
 //!   megabytes on recent kernels), and the functions a server runs are spread over all of
 //!   its 22 MB of code: laid out as compiled, running the benchmark scenarios left 12 to
 //!   17 MB of code resident. The list holds every function the scenarios run (about 4.5 MB),
-//!   in the order the server first runs them: start-up first, then each scenario's new code.
+//!   the code both databases run first, then SQLite's own, then PostgreSQL's own, each part
+//!   in the order the server first runs it: start-up first, then each scenario's new code.
 //!   With them together, 6 to 7.5 MB stays resident at the end of a run, and the code of
 //!   work the server has not done yet stays out of memory until it does (at start-up about 4
 //!   instead of 6.4 MB).
