@@ -11,19 +11,28 @@
 //! The check and the insert happen under the same lock as the invalidation, so an old row is
 //! either refused or removed.
 //!
-//! The cache is bounded by the bytes of the PDUs it holds, in two halves: entries go into the
+//! The cache is bounded by the bytes its entries take, in two halves: entries go into the
 //! current half; when it is full, it becomes the previous half (and the old previous half is
 //! dropped). A hit in the previous half moves the entry back into the current one, so what is
 //! read often stays.
+//!
+//! An entry keeps the event's texts (ids, room, sender, type, state key, redaction and PDU) in
+//! one allocation and is found by the event id inside it, so a cached event costs one block
+//! beside its slot in the table, where a [`StoredEvent`] takes seven and the key one more.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    borrow::Borrow,
+    collections::HashSet,
+    hash::{Hash, Hasher},
+};
 
 use parking_lot::Mutex;
 
 use crate::events::StoredEvent;
 
-/// What an entry is counted as besides its PDU (ids, room, sender, type, map overhead).
-const ENTRY_OVERHEAD: usize = 256;
+/// What an entry is counted as besides its texts: the entry itself in the table (with the
+/// table's control byte and spare room) and the allocator's header on the texts' block.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() * 2 + 16;
 
 /// Events by id, bounded by size.
 pub struct EventCache {
@@ -34,37 +43,154 @@ pub struct EventCache {
 
 #[derive(Default)]
 struct Inner {
-    current: HashMap<String, Arc<StoredEvent>>,
+    current: HashSet<Entry>,
     current_bytes: usize,
-    previous: HashMap<String, Arc<StoredEvent>>,
+    previous: HashSet<Entry>,
     generation: u64,
 }
 
-fn size_of(event: &StoredEvent) -> usize {
-    event.pdu.len() + ENTRY_OVERHEAD
+/// The optional texts an entry holds.
+const HAS_STATE_KEY: u8 = 1;
+const HAS_REDACTED_BY: u8 = 2;
+const OUTLIER: u8 = 4;
+const REJECTED: u8 = 8;
+const SOFT_FAILED: u8 = 16;
+
+/// One cached event. Its texts sit back to back in `text`, in the order event id, room id,
+/// sender, type, state key, redacted by, PDU; `ends` holds where each but the PDU ends.
+/// Entries are equal, hashed and borrowed as their event id.
+struct Entry {
+    text: Box<str>,
+    ends: [u32; 6],
+    flags: u8,
+    stream_ordering: i64,
+    depth: i64,
+    origin_server_ts: i64,
+    state_group: Option<i64>,
 }
+
+impl Entry {
+    fn new(event: &StoredEvent) -> Self {
+        let state_key = event.state_key.as_deref();
+        let redacted_by = event.redacted_by.as_deref();
+        let parts = [
+            event.event_id.as_str(),
+            &event.room_id,
+            &event.sender,
+            &event.event_type,
+            state_key.unwrap_or_default(),
+            redacted_by.unwrap_or_default(),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|part| part.len()).sum::<usize>() + event.pdu.len());
+        let mut ends = [0; 6];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            // An event is at most 64 KiB, its texts far less than 4 GiB.
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        text.push_str(&event.pdu);
+        let flags = [
+            (state_key.is_some(), HAS_STATE_KEY),
+            (redacted_by.is_some(), HAS_REDACTED_BY),
+            (event.outlier, OUTLIER),
+            (event.rejected, REJECTED),
+            (event.soft_failed, SOFT_FAILED),
+        ]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |flags, (_, flag)| flags | flag);
+        Self {
+            text: text.into_boxed_str(),
+            ends,
+            flags,
+            stream_ordering: event.stream_ordering,
+            depth: event.depth,
+            origin_server_ts: event.origin_server_ts,
+            state_group: event.state_group,
+        }
+    }
+
+    /// The `i`th text (0 the event id … 6 the PDU).
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends.get(i).map_or(self.text.len(), |&end| end as usize);
+        &self.text[start..end]
+    }
+
+    fn event_id(&self) -> &str {
+        self.part(0)
+    }
+
+    fn optional(&self, i: usize, flag: u8) -> Option<String> {
+        (self.flags & flag != 0).then(|| self.part(i).to_owned())
+    }
+
+    fn to_event(&self) -> StoredEvent {
+        StoredEvent {
+            stream_ordering: self.stream_ordering,
+            event_id: self.part(0).to_owned(),
+            room_id: self.part(1).to_owned(),
+            sender: self.part(2).to_owned(),
+            event_type: self.part(3).to_owned(),
+            state_key: self.optional(4, HAS_STATE_KEY),
+            depth: self.depth,
+            origin_server_ts: self.origin_server_ts,
+            pdu: self.part(6).to_owned(),
+            outlier: self.flags & OUTLIER != 0,
+            rejected: self.flags & REJECTED != 0,
+            soft_failed: self.flags & SOFT_FAILED != 0,
+            redacted_by: self.optional(5, HAS_REDACTED_BY),
+            state_group: self.state_group,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.text.len() + ENTRY_OVERHEAD
+    }
+}
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        self.event_id()
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the borrowed form hashes, so that lookups by `&str` find the entry.
+        self.event_id().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id() == other.event_id()
+    }
+}
+
+impl Eq for Entry {}
 
 impl Inner {
     /// A copy of the cached event, moved into the current half if it was in the previous one.
     fn get(&mut self, event_id: &str, half_bytes: usize) -> Option<StoredEvent> {
-        if let Some(event) = self.current.get(event_id) {
-            return Some((**event).clone());
+        if let Some(entry) = self.current.get(event_id) {
+            return Some(entry.to_event());
         }
-        let event = self.previous.remove(event_id)?;
-        let found = (*event).clone();
-        self.put(event, half_bytes);
+        let entry = self.previous.take(event_id)?;
+        let found = entry.to_event();
+        self.put(entry, half_bytes);
         Some(found)
     }
 
-    fn put(&mut self, event: Arc<StoredEvent>, half_bytes: usize) {
-        let size = size_of(&event);
+    fn put(&mut self, entry: Entry, half_bytes: usize) {
+        let size = entry.size();
         if self.current_bytes + size > half_bytes {
             self.previous = std::mem::take(&mut self.current);
             self.current_bytes = 0;
         }
         self.current_bytes += size;
-        if let Some(old) = self.current.insert(event.event_id.clone(), event) {
-            self.current_bytes -= size_of(&old);
+        if let Some(old) = self.current.replace(entry) {
+            self.current_bytes -= old.size();
         }
     }
 }
@@ -109,7 +235,7 @@ impl EventCache {
             return;
         }
         for event in events {
-            inner.put(Arc::new(event.clone()), self.half_bytes);
+            inner.put(Entry::new(event), self.half_bytes);
         }
     }
 
@@ -118,8 +244,8 @@ impl EventCache {
         let mut inner = self.inner.lock();
         inner.generation += 1;
         for event_id in event_ids {
-            if let Some(old) = inner.current.remove(event_id) {
-                inner.current_bytes -= size_of(&old);
+            if let Some(old) = inner.current.take(event_id) {
+                inner.current_bytes -= old.size();
             }
             inner.previous.remove(event_id);
         }
@@ -165,7 +291,7 @@ mod tests {
 
     #[test]
     fn stays_within_its_size_and_keeps_what_is_read() {
-        // Halves of 2,000 bytes: each event counts 500 + 256.
+        // Halves of 2,000 bytes: each event counts its 524 bytes of text and the overhead.
         let cache = EventCache::new(4_000);
         let generation = cache.generation();
         for i in 0..10 {
@@ -176,7 +302,39 @@ mod tests {
         let inner = cache.inner.lock();
         assert!(inner.current_bytes <= 2_000);
         assert!(inner.current.len() + inner.previous.len() <= 6);
-        assert!(!inner.current.contains_key("$1") && !inner.previous.contains_key("$1"), "old entries go");
+        assert!(!inner.current.contains("$1") && !inner.previous.contains("$1"), "old entries go");
+    }
+
+    #[test]
+    fn an_entry_gives_back_every_field() {
+        let cache = EventCache::new(1 << 20);
+        let plain = event("$plain", 40);
+        let mut full = StoredEvent {
+            stream_ordering: -7,
+            event_id: "$full".to_owned(),
+            room_id: "!room:example.org".to_owned(),
+            sender: "@alice:example.org".to_owned(),
+            event_type: "m.room.member".to_owned(),
+            state_key: Some(String::new()),
+            depth: 12,
+            origin_server_ts: 1_700_000_000_000,
+            pdu: r#"{"content":{"membership":"join"}}"#.to_owned(),
+            outlier: true,
+            rejected: false,
+            soft_failed: true,
+            redacted_by: Some("$redaction".to_owned()),
+            state_group: Some(3),
+        };
+        cache.insert_read(cache.generation(), [&plain, &full]);
+        assert_eq!(cache.get("$plain"), Some(plain));
+        assert_eq!(cache.get("$full").as_ref(), Some(&full));
+        // Each flag and optional text stands alone.
+        full.event_id = "$other".to_owned();
+        full.state_key = None;
+        (full.outlier, full.rejected, full.soft_failed) = (false, true, false);
+        cache.insert_read(cache.generation(), [&full]);
+        assert_eq!(cache.get("$other"), Some(full));
+        assert!(cache.get("$fu").is_none(), "an id is looked up whole, not as a prefix");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// A stored PDU and its bookkeeping.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
     /// Position in the events stream; orders the timeline.
     pub stream_ordering: i64,
