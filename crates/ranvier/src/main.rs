@@ -7,6 +7,7 @@
 //! database.
 
 mod admin;
+mod listener;
 mod serve;
 
 use std::path::PathBuf;

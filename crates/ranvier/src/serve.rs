@@ -77,10 +77,9 @@ pub async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen).await.context("bind client listener")?;
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, "listening for clients");
-    // Connection info gives handlers the client address, which keys the per-address rate limits.
-    let app =
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serve http")?;
+    // Each request carries the client's address, which keys the per-address rate limits.
+    let parked = std::sync::Arc::default();
+    crate::listener::serve(listener, app, crate::listener::IDLE, parked, shutdown_signal()).await;
     tracing::info!("shut down");
     Ok(())
 }
