@@ -355,8 +355,9 @@ mod tests {
         (address, stop, server, parked)
     }
 
-    /// Read one HTTP/1.1 response with a `content-length` from `stream`: status line and body.
-    /// Bytes of later responses stay in `received` for the next call.
+    /// Read one HTTP/1.1 response with a `content-length` from `stream`: status line (with
+    /// ` (close)` after it when the server says it closes the connection) and body. Bytes of
+    /// later responses stay in `received` for the next call.
     async fn read_response_after(stream: &mut TcpStream, received: &mut Vec<u8>) -> (String, String) {
         let mut chunk = [0; 1024];
         loop {
@@ -369,7 +370,10 @@ mod tests {
                     .parse()
                     .unwrap();
                 if text.len() >= end + 4 + length {
-                    let status = text.lines().next().unwrap().to_owned();
+                    let mut status = text.lines().next().unwrap().to_owned();
+                    if text[..end].to_ascii_lowercase().contains("\r\nconnection: close") {
+                        status.push_str(" (close)");
+                    }
                     received.drain(..end + 4 + length);
                     return (status, text[end + 4..end + 4 + length].to_owned());
                 }
@@ -390,6 +394,18 @@ mod tests {
         response
     }
 
+    /// Whether `parked` reaches `count` within five seconds (the wait is long so that a busy
+    /// machine does not fail the test; a connection that is never parked fails it).
+    async fn parked_reaches(parked: &AtomicU64, count: u64) -> bool {
+        for _ in 0..500 {
+            if parked.load(Ordering::Relaxed) >= count {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     const WHO: &[u8] = b"GET /who HTTP/1.1\r\nhost: test\r\n\r\n";
 
     #[tokio::test]
@@ -401,15 +417,13 @@ mod tests {
         assert_eq!(read_response(&mut stream).await, ("HTTP/1.1 200 OK".to_owned(), client.clone()));
         assert_eq!(parked.load(Ordering::Relaxed), 0, "not parked while in use");
 
-        tokio::time::sleep(TEST_IDLE * 4).await;
-        assert_eq!(parked.load(Ordering::Relaxed), 1, "the idle connection was parked");
+        assert!(parked_reaches(&parked, 1).await, "the idle connection was parked");
 
         // Same socket, same client address: the connection stayed open through the park.
         stream.write_all(WHO).await.unwrap();
         let (status, body) = read_response(&mut stream).await;
         assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", client.as_str()));
-        tokio::time::sleep(TEST_IDLE * 4).await;
-        assert_eq!(parked.load(Ordering::Relaxed), 2, "parked again after its next request");
+        assert!(parked_reaches(&parked, 2).await, "parked again after its next request");
     }
 
     #[tokio::test]
@@ -422,9 +436,20 @@ mod tests {
         // The next request's first bytes, then a pause: hyper has read them when the
         // connection is parked, and they must be handed back.
         stream.write_all(&WHO[..10]).await.unwrap();
-        tokio::time::sleep(TEST_IDLE * 4).await;
-        assert!(parked.load(Ordering::Relaxed) >= 1, "the connection was parked with part of a request read");
+        assert!(parked_reaches(&parked, 1).await, "the connection was parked with part of a request read");
         stream.write_all(&WHO[10..]).await.unwrap();
+        assert_eq!(read_response(&mut stream).await, ("HTTP/1.1 200 OK".to_owned(), client));
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_not_parked_while_a_request_is_under_way() {
+        let (address, _stop, _server, _) = start().await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let client = stream.local_addr().unwrap().to_string();
+        // `/slow` takes six times the idle time; the connection stays open for what follows.
+        stream.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        assert_eq!(read_response(&mut stream).await, ("HTTP/1.1 200 OK".to_owned(), "done".to_owned()));
+        stream.write_all(WHO).await.unwrap();
         assert_eq!(read_response(&mut stream).await, ("HTTP/1.1 200 OK".to_owned(), client));
     }
 
@@ -460,8 +485,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
 
         stop.send(()).unwrap();
-        // The request under way is answered before the server stops.
-        assert_eq!(read_response(&mut busy).await, ("HTTP/1.1 200 OK".to_owned(), "done".to_owned()));
+        // The request under way is answered before the server stops, saying it closes.
+        assert_eq!(read_response(&mut busy).await, ("HTTP/1.1 200 OK (close)".to_owned(), "done".to_owned()));
         tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stopped").unwrap();
         let mut rest = Vec::new();
         assert_eq!(idle.read_to_end(&mut rest).await.unwrap(), 0, "the idle connection was closed");
