@@ -95,7 +95,7 @@ impl Auth {
             generation: AtomicU64::new(0),
             password_params,
             last_uia_expiry: AtomicI64::new(0),
-            hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            hashing: tokio::sync::Semaphore::new(ranvier_core::util::cores()),
         }
     }
 

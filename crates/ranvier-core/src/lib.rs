@@ -4,7 +4,7 @@
 //! - [`config`]: the TOML configuration, its defaults, and `RANVIER_*` environment overrides.
 //! - [`error`]: [`Error`], the one error type services return. It carries a Matrix errcode but
 //!   no HTTP types; `ranvier-http` maps it to a status code in exactly one place.
-//! - [`util`]: clock and random identifiers.
+//! - [`util`]: clock, random identifiers and the core count.
 
 pub mod config;
 pub mod error;

@@ -89,16 +89,12 @@ impl Entry {
             *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
         }
         text.push_str(&event.pdu);
-        let flags = [
-            (state_key.is_some(), HAS_STATE_KEY),
-            (redacted_by.is_some(), HAS_REDACTED_BY),
-            (event.outlier, OUTLIER),
-            (event.rejected, REJECTED),
-            (event.soft_failed, SOFT_FAILED),
-        ]
-        .into_iter()
-        .filter(|(set, _)| *set)
-        .fold(0, |flags, (_, flag)| flags | flag);
+        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+        let flags = flag(state_key.is_some(), HAS_STATE_KEY)
+            | flag(redacted_by.is_some(), HAS_REDACTED_BY)
+            | flag(event.outlier, OUTLIER)
+            | flag(event.rejected, REJECTED)
+            | flag(event.soft_failed, SOFT_FAILED);
         Self {
             text: text.into_boxed_str(),
             ends,

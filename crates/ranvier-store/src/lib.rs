@@ -419,8 +419,7 @@ fn postgres_event_writer_options(max_connections: u32) -> AnyPoolOptions {
 /// in the page cache), so more connections only add threads, page caches (each up to 2 MB) and
 /// prepared statements (each connection prepares its own) without reading faster.
 fn sqlite_readers(max_connections: u32) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    usize::try_from(max_connections).unwrap_or(usize::MAX).clamp(2, cores.max(2))
+    usize::try_from(max_connections).unwrap_or(usize::MAX).clamp(2, ranvier_core::util::cores().max(2))
 }
 
 /// The settings of every SQLite connection. WAL lets readers run beside the writer; FULL

@@ -71,7 +71,7 @@ struct Inner {
 /// wakes a hundred waiting syncs, letting all their passes run interleaved grew the heap by
 /// about 2 MB more than this bound does, memory glibc then kept.
 fn passes_at_once() -> usize {
-    2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    2 * ranvier_core::util::cores()
 }
 
 impl SyncService {

@@ -406,13 +406,19 @@ mod tests {
         false
     }
 
+    /// A connection to `address`, and the client address the server sees for it.
+    async fn connect(address: SocketAddr) -> (TcpStream, String) {
+        let stream = TcpStream::connect(address).await.unwrap();
+        let client = stream.local_addr().unwrap().to_string();
+        (stream, client)
+    }
+
     const WHO: &[u8] = b"GET /who HTTP/1.1\r\nhost: test\r\n\r\n";
 
     #[tokio::test]
     async fn an_idle_connection_is_parked_and_then_serves_its_next_request() {
         let (address, _stop, _server, parked) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        let client = stream.local_addr().unwrap().to_string();
+        let (mut stream, client) = connect(address).await;
         stream.write_all(WHO).await.unwrap();
         assert_eq!(read_response(&mut stream).await, ("HTTP/1.1 200 OK".to_owned(), client.clone()));
         assert_eq!(parked.load(Ordering::Relaxed), 0, "not parked while in use");
@@ -429,8 +435,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_arrives_in_parts_across_a_park_is_served_whole() {
         let (address, _stop, _server, parked) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        let client = stream.local_addr().unwrap().to_string();
+        let (mut stream, client) = connect(address).await;
         stream.write_all(WHO).await.unwrap();
         read_response(&mut stream).await;
         // The next request's first bytes, then a pause: hyper has read them when the
@@ -444,8 +449,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_not_parked_while_a_request_is_under_way() {
         let (address, _stop, _server, _) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        let client = stream.local_addr().unwrap().to_string();
+        let (mut stream, client) = connect(address).await;
         // `/slow` takes six times the idle time; the connection stays open for what follows.
         stream.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
         assert_eq!(read_response(&mut stream).await, ("HTTP/1.1 200 OK".to_owned(), "done".to_owned()));

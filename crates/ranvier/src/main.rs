@@ -46,7 +46,7 @@ enum Command {
 /// lock. On two cores, one arena took 0.5–2 MB off the benchmark's peaks compared with four.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
-    let arenas = std::thread::available_parallelism().map_or(1, |n| n.get() / 2).clamp(1, 4);
+    let arenas = (ranvier_core::util::cores() / 2).clamp(1, 4);
     // SAFETY: mallopt only changes allocator parameters; it is called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
@@ -68,7 +68,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     serve::init_tracing(&config);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = ranvier_core::util::cores();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads(cores))
         .enable_all()
