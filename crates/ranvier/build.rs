@@ -9,7 +9,7 @@
 //!   come first in the code, in that order. The kernel maps a binary's code into memory in
 //!   blocks around each page the process runs (64 KiB, or a whole cached folio of up to some
 //!   megabytes on recent kernels), and the functions a server runs are spread over all of
-//!   its 22 MB of code: laid out as compiled, running the benchmark scenarios left 12 to
+//!   its 21 MB of code: laid out as compiled, running the benchmark scenarios left 12 to
 //!   17 MB of code resident. The list holds every function the scenarios run (about 4.5 MB),
 //!   the code both databases run first, then SQLite's own, then PostgreSQL's own, each part
 //!   in the order the server first runs it: start-up first, then each scenario's new code.

@@ -64,9 +64,10 @@ pub struct ServerNoticesConfig {
 pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://user@host/db`. Defaults to `{data_dir}/ranvier.db`.
     pub url: Option<String>,
-    /// Size of the connection pool. On SQLite, reads use at most one connection per core (at
-    /// least 2), whatever this says (writes have their own connection). On PostgreSQL, events
-    /// are written on a pool of their own, a quarter as large (at least 2).
+    /// Size of the connection pool; 0 picks it by [`DatabaseConfig::pool_size`]. On SQLite,
+    /// reads use at most one connection per core (at least 2), whatever this says (writes have
+    /// their own connection). On PostgreSQL, events are written on a pool of their own, a
+    /// quarter as large (at least 2).
     pub max_connections: u32,
     /// Memory for recently read and written events, in MiB (0 turns the cache off).
     pub event_cache_mb: u32,
@@ -454,7 +455,21 @@ impl Default for ClamAvConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 16, event_cache_mb: 16, sqlite_cache_kb: 512 }
+        Self { url: None, max_connections: 0, event_cache_mb: 16, sqlite_cache_kb: 512 }
+    }
+}
+
+impl DatabaseConfig {
+    /// The connection pool's size on a machine of `cores` cores: `max_connections` when set,
+    /// else four per core, at least eight. The server's own cores bound how many queries it can
+    /// use at once; a PostgreSQL connection holds its buffers and prepared statements in the
+    /// server's memory (tens of kilobytes each, once used) and a backend process in
+    /// PostgreSQL's, and a burst of requests opens the pool to its full size.
+    pub fn pool_size(&self, cores: usize) -> u32 {
+        match self.max_connections {
+            0 => u32::try_from(cores.saturating_mul(4)).unwrap_or(u32::MAX).max(8),
+            n => n,
+        }
     }
 }
 
@@ -616,7 +631,8 @@ worker_threads = 0
 # Leave unset for the embedded SQLite database in data_dir.
 # For PostgreSQL: url = "postgres://ranvier@127.0.0.1/ranvier"
 # url = "sqlite://ranvier-data/ranvier.db"
-max_connections = 16
+# Connections to the database; 0 means four per core, at least 8.
+max_connections = 0
 # Memory for recently read and written events, in MiB (0 turns the cache off).
 event_cache_mb = 16
 # SQLite only: the page cache of the writing connection, in KiB (each reader gets half).
@@ -772,6 +788,17 @@ mod tests {
         let env = [("RANVIER_WORKER_THREADS".to_owned(), "3".to_owned())];
         let set = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, env).unwrap();
         assert_eq!(set.worker_threads(2), 3);
+    }
+
+    #[test]
+    fn pool_size_follows_the_cores_unless_set() {
+        let default = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, []).unwrap();
+        assert_eq!(default.database.pool_size(1), 8);
+        assert_eq!(default.database.pool_size(2), 8);
+        assert_eq!(default.database.pool_size(8), 32);
+        let env = [("RANVIER_DATABASE__MAX_CONNECTIONS".to_owned(), "5".to_owned())];
+        let set = Config::from_toml_and_env(DEFAULT_CONFIG_TOML, env).unwrap();
+        assert_eq!(set.database.pool_size(8), 5);
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub struct RoomState {
     pub rules: RoomVersionRules,
     /// The current state.
     pub state: HashMap<StateKey, OwnedEventId>,
-    /// The current state events of the [`AUTH_TYPES`].
+    /// The current state events of the [`AUTH_TYPES`], without their edges
+    /// ([`Pdu::state_entry`]): a room keeps one per member.
     pub auth: HashMap<StateKey, Arc<Pdu>>,
     /// Forward extremities with their depths.
     pub extremities: Vec<(OwnedEventId, i64)>,
@@ -118,7 +119,7 @@ impl RoomState {
             .filter_map(|(key, id)| EventId::parse(&id).ok().map(|id| (key, id)))
             .collect();
         for event in store.current_state_events(room.room_id.as_str(), Some(&AUTH_TYPES)).await? {
-            let pdu = Pdu::from_stored(&event)?;
+            let pdu = Pdu::from_stored(&event)?.state_entry();
             let key = (event.event_type.clone(), event.state_key.clone().unwrap_or_default());
             room.auth.insert(key, Arc::new(pdu));
         }
@@ -170,7 +171,7 @@ impl RoomState {
         if let Some(state_key) = &pdu.state_key {
             let key = (pdu.event_type.to_string(), state_key.clone());
             if is_auth_type(&key.0) {
-                self.auth.insert(key.clone(), pdu.clone());
+                self.auth.insert(key.clone(), Arc::new(pdu.state_entry()));
             }
             self.state.insert(key, pdu.event_id.clone());
         }
@@ -189,7 +190,55 @@ impl RoomState {
     /// Replace a cached auth event by its redacted form.
     pub fn apply_redaction(&mut self, redacted: Pdu) {
         if let Some(entry) = self.auth.values_mut().find(|event| event.event_id == redacted.event_id) {
-            *entry = Arc::new(redacted);
+            *entry = Arc::new(redacted.state_entry());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{CanonicalJsonObject, RoomId};
+    use serde_json::json;
+
+    use super::*;
+
+    fn member_event(id: &str, user: &str, membership: &str) -> Arc<Pdu> {
+        let object: CanonicalJsonObject = serde_json::from_value(json!({
+            "type": "m.room.member",
+            "state_key": user,
+            "sender": user,
+            "room_id": "!room:example.org",
+            "origin_server_ts": 1,
+            "depth": 3,
+            "content": { "membership": membership },
+            "prev_events": ["$prev"],
+            "auth_events": ["$create", "$levels", "$rules"],
+        }))
+        .unwrap();
+        Arc::new(Pdu::from_json(EventId::parse(id).unwrap(), &object).unwrap())
+    }
+
+    #[test]
+    fn applied_state_is_kept_without_its_edges() {
+        let room_id = RoomId::parse("!room:example.org").unwrap();
+        let mut room = RoomState::new(room_id, RoomVersionId::V10).unwrap();
+        let join = member_event("$join", "@alice:example.org", "join");
+        room.apply(&join, Some((7, 1)));
+
+        let kept = room.auth_event("m.room.member", "@alice:example.org").unwrap();
+        assert_eq!(kept.event_id, join.event_id);
+        assert_eq!(kept.content.get(), join.content.get());
+        assert!(kept.prev_events.is_empty() && kept.auth_events.is_empty());
+        assert_eq!(room.membership("@alice:example.org"), "join");
+        // The applied event itself keeps its edges, and it is a forward extremity.
+        assert_eq!(join.prev_events.len(), 1);
+        assert_eq!(room.extremities, [(join.event_id.clone(), 3)]);
+        assert_eq!(room.state_group, Some(7));
+
+        let mut redacted = Pdu::clone(&join);
+        redacted.content = serde_json::value::to_raw_value(&json!({ "membership": "join" })).unwrap();
+        room.apply_redaction(redacted);
+        let kept = room.auth_event("m.room.member", "@alice:example.org").unwrap();
+        assert!(kept.prev_events.is_empty() && kept.auth_events.is_empty());
     }
 }

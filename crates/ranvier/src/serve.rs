@@ -37,7 +37,7 @@ pub async fn open_store(config: &Config) -> Result<Store> {
     std::fs::create_dir_all(&config.data_dir).context("create data directory")?;
     Store::open_with_cache(
         &config.database_url(),
-        config.database.max_connections,
+        config.database.pool_size(ranvier_core::util::cores()),
         config.database.event_cache_mb as usize * 1024 * 1024,
         config.database.sqlite_cache_kb,
     )
