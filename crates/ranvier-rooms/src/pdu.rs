@@ -130,14 +130,25 @@ impl Pdu {
         Ok(pdu)
     }
 
-    /// The PDU without `prev_events` and `auth_events`, as the room cache keeps its current
+    /// A copy without `prev_events` and `auth_events`, as the room cache keeps its current
     /// auth state (see [`crate::room_state::RoomState::auth`]): the authorization rules read
     /// the id, type, state key, sender and content of the state they check an event against,
     /// never that state's own edges, which are about 300 bytes of a member event in memory.
-    pub fn without_edges(mut self) -> Self {
-        self.prev_events = Vec::new();
-        self.auth_events = Vec::new();
-        self
+    pub fn state_entry(&self) -> Self {
+        Self {
+            event_id: self.event_id.clone(),
+            room_id: self.room_id.clone(),
+            sender: self.sender.clone(),
+            origin_server_ts: self.origin_server_ts,
+            event_type: self.event_type.clone(),
+            state_key: self.state_key.clone(),
+            content: self.content.clone(),
+            prev_events: Vec::new(),
+            auth_events: Vec::new(),
+            redacts: self.redacts.clone(),
+            depth: self.depth,
+            rejected: self.rejected,
+        }
     }
 
     /// The content as a JSON value.

@@ -39,7 +39,7 @@ pub struct RoomState {
     /// The current state.
     pub state: HashMap<StateKey, OwnedEventId>,
     /// The current state events of the [`AUTH_TYPES`], without their edges
-    /// ([`Pdu::without_edges`]): a room keeps one per member.
+    /// ([`Pdu::state_entry`]): a room keeps one per member.
     pub auth: HashMap<StateKey, Arc<Pdu>>,
     /// Forward extremities with their depths.
     pub extremities: Vec<(OwnedEventId, i64)>,
@@ -119,7 +119,7 @@ impl RoomState {
             .filter_map(|(key, id)| EventId::parse(&id).ok().map(|id| (key, id)))
             .collect();
         for event in store.current_state_events(room.room_id.as_str(), Some(&AUTH_TYPES)).await? {
-            let pdu = Pdu::from_stored(&event)?.without_edges();
+            let pdu = Pdu::from_stored(&event)?.state_entry();
             let key = (event.event_type.clone(), event.state_key.clone().unwrap_or_default());
             room.auth.insert(key, Arc::new(pdu));
         }
@@ -171,7 +171,7 @@ impl RoomState {
         if let Some(state_key) = &pdu.state_key {
             let key = (pdu.event_type.to_string(), state_key.clone());
             if is_auth_type(&key.0) {
-                self.auth.insert(key.clone(), Arc::new(Pdu::clone(pdu).without_edges()));
+                self.auth.insert(key.clone(), Arc::new(pdu.state_entry()));
             }
             self.state.insert(key, pdu.event_id.clone());
         }
@@ -190,7 +190,7 @@ impl RoomState {
     /// Replace a cached auth event by its redacted form.
     pub fn apply_redaction(&mut self, redacted: Pdu) {
         if let Some(entry) = self.auth.values_mut().find(|event| event.event_id == redacted.event_id) {
-            *entry = Arc::new(redacted.without_edges());
+            *entry = Arc::new(redacted.state_entry());
         }
     }
 }
