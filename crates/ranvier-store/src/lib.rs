@@ -280,6 +280,10 @@ impl Store {
                     .execute(&mut conn)
                     .await
                     .context("set up the writer connection")?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(persist::sqlite_message_writes()))
+                    .execute(&mut conn)
+                    .await
+                    .context("set up the writer's message writes")?;
                 let readers =
                     Readers::sqlite(options, sqlite_setup(sqlite_cache_kib / 2), sqlite_readers(max_connections));
                 (readers, Writer::Sqlite(Arc::new(Mutex::new(SqliteWriter { conn, open: false }))))

@@ -136,11 +136,20 @@ impl Store {
                 .map(|txn| (txn.user_id.as_str(), txn.device_id.as_str(), txn.txn_id.as_str())),
         );
         match &self.inner.writer {
-            // One query from `BEGIN` to `COMMIT` (see [`Batch::run_alone`]).
+            // A group of messages as one statement ([`Batch::into_message_writes`]), anything else
+            // as one query from `BEGIN` to `COMMIT` ([`Batch::run_alone`]).
             Writer::Sqlite(writer) => {
                 let mut writer = writer.lock().await;
                 writer.start().await;
-                if let Err(error) = batch.run_alone(&mut writer.conn).await {
+                let result = match batch.into_message_writes() {
+                    Ok(statement) => bind_all(sqlx::query(sqlx::AssertSqlSafe(statement.sql)), statement.args)
+                        .execute(&mut writer.conn)
+                        .await
+                        .map(drop)
+                        .context(&statement.action),
+                    Err(batch) => batch.run_alone(&mut writer.conn).await,
+                };
+                if let Err(error) = result {
                     writer.roll_back().await;
                     return Err(error);
                 }
@@ -665,6 +674,7 @@ impl<'a> Rows<'a> {
                     batch.push_statement(self.action, sqlite_json_sql(&self.sql), vec![Arg::Owned(rows)], insert);
                 }
             }
+            batch.mark_rows(RowsOf { head: self.sql.head, width: self.width, json: true });
             return;
         }
         // One row.
@@ -675,6 +685,7 @@ impl<'a> Rows<'a> {
             sql.push_str(self.sql.tail);
         }
         batch.push_statement(self.action, sql, self.args, insert);
+        batch.mark_rows(RowsOf { head: self.sql.head, width: self.width, json: false });
     }
 }
 
@@ -704,6 +715,44 @@ fn sqlite_json_sql(sql: &RowsSql) -> String {
         select.push_str(" WHERE true");
     }
     format!("{head}{select} {}", sql.tail)
+}
+
+/// The tables a group of messages writes, in the order [`push_group`] writes them: the
+/// insert-only rows ([`push_inserts`]), then the forward extremities ([`push_extremities`]).
+fn message_rows() -> [RowsSql; 9] {
+    [
+        EVENTS,
+        EVENT_EDGES,
+        AUTH_EDGES,
+        TXN_IDS,
+        RELATIONS,
+        PUSH_ACTIONS,
+        crate::search::index_rows(Backend::Sqlite),
+        REMOVE_EXTREMITIES,
+        ADD_EXTREMITIES,
+    ]
+}
+
+/// SQLite: the temporary view `message_writes` of the writer connection and the trigger that
+/// writes a group of messages when a row is inserted into it ([`Batch::into_message_writes`]).
+/// Column `tN` is the JSON array of rows ([`json_arrays`]) of the `N`th table of
+/// [`message_rows`]; the trigger runs that table's [`sqlite_json_sql`] statement on it, so
+/// it writes exactly what the batch's own statements would.
+pub(crate) fn sqlite_message_writes() -> String {
+    let rows = message_rows();
+    let columns: Vec<String> = (0..rows.len()).map(|i| format!("t{i}")).collect();
+    let mut sql = format!(
+        "CREATE TEMP VIEW message_writes ({}) AS SELECT {} WHERE 0;\n\
+         CREATE TEMP TRIGGER message_writes_insert INSTEAD OF INSERT ON message_writes BEGIN\n",
+        columns.join(", "),
+        vec!["NULL"; rows.len()].join(", ")
+    );
+    for (rows, column) in rows.iter().zip(&columns) {
+        sql.push_str(&sqlite_json_sql(rows).replace("json_each($1)", &format!("json_each(NEW.{column})")));
+        sql.push_str(";\n");
+    }
+    sql.push_str("END;");
+    sql
 }
 
 /// `args`, `width` values a row, as a JSON array of one array per row.
@@ -794,6 +843,18 @@ struct Statement<'a> {
     /// A plain insert of new rows, whose outcome does not depend on the statements around it
     /// (so it may run in one statement with its neighbours of the same kind).
     insert: bool,
+    /// The table rows this statement writes, when it is one of [`Rows`].
+    rows: Option<RowsOf>,
+}
+
+/// What a statement of [`Rows`] writes: which table's rows ([`RowsSql::head`]), how many values
+/// a row has, and whether its one value is already their JSON array (SQLite, two or more rows)
+/// rather than a single row's values.
+#[derive(Clone, Copy)]
+struct RowsOf {
+    head: &'static str,
+    width: usize,
+    json: bool,
 }
 
 /// The statements of one write, none of which returns rows.
@@ -828,7 +889,59 @@ impl<'a> Batch<'a> {
         args: Vec<Arg<'a>>,
         insert: bool,
     ) {
-        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert });
+        self.statements.push(Statement { action: action.into(), sql: sql.into(), args, insert, rows: None });
+    }
+
+    /// Record what the statement added last writes (see [`Statement::rows`]).
+    fn mark_rows(&mut self, rows: RowsOf) {
+        if let Some(statement) = self.statements.last_mut() {
+            statement.rows = Some(rows);
+        }
+    }
+
+    /// SQLite: the batch of a group of messages as one insert into the writer connection's
+    /// `message_writes` view, whose trigger runs the same statements in the same order with the
+    /// same rows ([`sqlite_message_writes`]); else the batch back.
+    ///
+    /// That is the batch when it is nothing but rows of the tables of [`message_rows`], each
+    /// table at most once and in that order: what a group of messages writes (events, edges,
+    /// transaction ids, relations, push actions, search text, extremities), and nothing that
+    /// creates a room, changes state or membership, or redacts.
+    ///
+    /// One statement outside `BEGIN` and `COMMIT` is a transaction of its own, its triggers
+    /// included, and sqlx's SQLite thread hands back one result instead of one per statement:
+    /// each result woke the request's runtime thread, which found the write unfinished and went
+    /// back to sleep, five or six times a send.
+    fn into_message_writes(self) -> std::result::Result<Statement<'a>, Self> {
+        let heads = message_rows().map(|rows| rows.head);
+        let mut slots: Vec<(usize, RowsOf)> = Vec::with_capacity(self.statements.len());
+        for statement in &self.statements {
+            let slot = statement.rows.and_then(|rows| Some((heads.iter().position(|head| *head == rows.head)?, rows)));
+            match slot {
+                Some(slot) if slots.last().is_none_or(|last| last.0 < slot.0) => slots.push(slot),
+                _ => return Err(self),
+            }
+        }
+        if slots.is_empty() {
+            return Err(self);
+        }
+        let mut values = vec![String::from("[]"); heads.len()];
+        let mut actions = Vec::with_capacity(slots.len());
+        for (mut statement, (slot, rows)) in self.statements.into_iter().zip(slots) {
+            values[slot] = match (rows.json, statement.args.as_mut_slice()) {
+                (true, [Arg::Owned(json)]) => std::mem::take(json),
+                (_, args) => json_arrays(rows.width, args),
+            };
+            actions.push(statement.action);
+        }
+        let placeholders = vec!["?"; values.len()].join(", ");
+        Ok(Statement {
+            action: actions.join(", ").into(),
+            sql: format!("INSERT INTO message_writes VALUES ({placeholders})").into(),
+            args: values.into_iter().map(Arg::Owned).collect(),
+            insert: true,
+            rows: None,
+        })
     }
 
     /// PostgreSQL: the whole write of `events` as one statement of data-modifying `WITH`
@@ -963,7 +1076,7 @@ fn combined<'a>(mut run: Vec<Statement<'a>>) -> Option<Statement<'a>> {
         args.extend(statement.args);
         actions.push(statement.action);
     }
-    Some(Statement { action: actions.join(", ").into(), sql: sql.into(), args, insert: true })
+    Some(Statement { action: actions.join(", ").into(), sql: sql.into(), args, insert: true, rows: None })
 }
 
 /// Consecutive runs of statements with at most [`SQLITE_BATCH_PARAMS`] values together (a
@@ -1150,10 +1263,88 @@ mod tests {
         assert_eq!(bound, ["Int(1)", "Text(\"b\")", "Int(3)", "Int(1)", "Text(\"b\")"]);
     }
 
+    fn message(stream: i64) -> PersistEvent {
+        PersistEvent {
+            stream_ordering: stream,
+            event_id: format!("$e{stream}"),
+            room_id: "!r:test".to_owned(),
+            event_type: "m.room.message".to_owned(),
+            pdu: "{}".to_owned(),
+            prev_events: vec![format!("$e{}", stream - 1)],
+            auth_events: vec!["$create".to_owned()],
+            update_extremities: true,
+            txn: Some(TxnKey {
+                user_id: "@a:test".to_owned(),
+                device_id: "D".to_owned(),
+                txn_id: format!("t{stream}"),
+            }),
+            search_text: Some(format!("text {stream}")),
+            ..PersistEvent::default()
+        }
+    }
+
+    #[test]
+    fn message_groups_become_one_insert_into_the_view() {
+        let (one, two) = (message(1), message(2));
+        let texts = search_texts(&[&one, &two]);
+        let statement = batch_of(Backend::Sqlite, &[&one, &two], &texts)
+            .into_message_writes()
+            .unwrap_or_else(|_| panic!("a group of messages is one statement"));
+        assert_eq!(statement.sql, "INSERT INTO message_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        let values: Vec<String> = statement
+            .args
+            .iter()
+            .map(|arg| if let Arg::Owned(json) = arg { json.clone() } else { String::new() })
+            .collect();
+        assert_eq!(values[1], r#"[["$e1","$e0"],["$e2","$e1"]]"#, "edges");
+        assert_eq!(values[3], r#"[["@a:test","D","t1","$e1"],["@a:test","D","t2","$e2"]]"#, "transaction ids");
+        assert_eq!(values[4], "[]", "no relations");
+        assert_eq!(values[6], r#"[[1,"text 1"],[2,"text 2"]]"#, "search text");
+        assert_eq!(values[7], r#"[["!r:test","$e0"],["!r:test","$e1"]]"#, "cited extremities go");
+        assert_eq!(values[8], r#"[["!r:test","$e2"]]"#, "the uncited one is added");
+
+        // One event's rows are single-row statements; they go in the same way.
+        let texts = search_texts(&[&one]);
+        let statement = batch_of(Backend::Sqlite, &[&one], &texts)
+            .into_message_writes()
+            .unwrap_or_else(|_| panic!("one message is one statement"));
+        assert!(matches!(&statement.args[0], Arg::Owned(json) if json.starts_with("[[1,\"$e1\",\"!r:test\"")));
+
+        // Anything that changes state, creates a room or redacts keeps its own statements.
+        let state = PersistEvent { current_state_group: Some(3), ..message(3) };
+        let texts = search_texts(&[&state]);
+        assert!(batch_of(Backend::Sqlite, &[&state], &texts).into_message_writes().is_err());
+        let redaction = PersistEvent {
+            redaction: Some(Redaction { target_event_id: "$e1".to_owned(), redacted_pdu: "{}".to_owned() }),
+            ..message(4)
+        };
+        let texts = search_texts(&[&redaction]);
+        assert!(batch_of(Backend::Sqlite, &[&redaction], &texts).into_message_writes().is_err());
+        // So do groups of outliers and other events, whose tables repeat.
+        let outlier = PersistEvent { update_extremities: false, ..message(5) };
+        let texts = search_texts(&[&one, &outlier]);
+        assert!(batch_of(Backend::Sqlite, &[&one, &outlier], &texts).into_message_writes().is_err());
+    }
+
+    #[test]
+    fn the_message_trigger_runs_each_tables_statement_on_its_column() {
+        let sql = sqlite_message_writes();
+        assert!(!sql.contains("$1"), "{sql}");
+        for (i, rows) in message_rows().iter().enumerate() {
+            let statement = sqlite_json_sql(rows).replace("json_each($1)", &format!("json_each(NEW.t{i})"));
+            assert!(sql.contains(&statement), "table {i}: {statement}");
+        }
+    }
+
     #[test]
     fn chunks_respect_the_parameter_limit() {
-        let statement =
-            |n: usize| Statement { action: "t".into(), sql: "x".into(), args: vec![Arg::Int(0); n], insert: false };
+        let statement = |n: usize| Statement {
+            action: "t".into(),
+            sql: "x".into(),
+            args: vec![Arg::Int(0); n],
+            insert: false,
+            rows: None,
+        };
         let statements = vec![statement(3000), statement(900), statement(200), statement(5000), statement(1)];
         let sizes: Vec<usize> = sqlite_chunks(&statements).iter().map(|chunk| chunk.len()).collect();
         assert_eq!(sizes, [2, 1, 1, 1], "3000+900 fit, +200 does not; 5000 stands alone");
@@ -1171,12 +1362,14 @@ mod tests {
             .into(),
             args: (0..n).map(|i| Arg::Int(i64::try_from(i).unwrap_or_default())).collect(),
             insert: true,
+            rows: None,
         };
         let ordered = |n: usize| Statement {
             action: "ordered".into(),
             sql: "DELETE FROM x WHERE a = $1".into(),
             args: vec![Arg::Int(0); n],
             insert: false,
+            rows: None,
         };
         let statements = vec![insert("a", 2), insert("b", 1), insert("c", 2), ordered(1), insert("d", 1), ordered(1)];
         let out = postgres_statements(statements);

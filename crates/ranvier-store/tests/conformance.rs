@@ -804,6 +804,17 @@ async fn group_writes_match_single_writes(backend: Backend) {
     assert_eq!(children.into_iter().map(|event| event.event_id).collect::<Vec<_>>(), ["$e4"]);
     let timeline = store.room_timeline(room, 0, 100, Direction::Forward, 100).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(timeline.len(), 6);
+    let rooms = [ranvier_store::search::SearchRoom { room_id: room.to_owned(), up_to: None }];
+    let scope = ranvier_store::search::SearchScope { rooms: &rooms, event_types: &["m.room.message"], up_to: 100 };
+    let searched = |term: &'static str| {
+        let store = store.clone();
+        async move {
+            let query = ranvier_store::search::SearchQuery::parse(term);
+            store.search_count(&query, &scope).await.unwrap_or_else(|e| panic!("search {term}: {e}"))
+        }
+    };
+    assert_eq!(searched("group").await, 6, "every event's text is indexed");
+    assert_eq!(searched("5").await, 1);
 
     // A group whose insert fails (an event id already stored) writes nothing.
     let mut fresh_one = event(7, "$e6");
@@ -811,6 +822,8 @@ async fn group_writes_match_single_writes(backend: Backend) {
     assert!(store.persist_events(&[&fresh_one, &group[4]]).await.is_err());
     assert_eq!(store.forward_extremities(room).await.unwrap_or_else(|e| panic!("{e}")), [("$e6".to_owned(), 6)]);
     assert!(store.get_event("$e7").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+    assert_eq!(searched("7").await, 0, "nor its text");
+    assert_eq!(store.txn_event_id("@a:test", "D", "t7").await.unwrap_or_else(|e| panic!("{e}")), None);
 
     // A small group (on PostgreSQL one statement) whose last event already has a child stored,
     // as federation can deliver it: neither the group's cited events nor that one become
