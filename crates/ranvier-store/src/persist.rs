@@ -1336,15 +1336,14 @@ mod tests {
         }
     }
 
+    /// A statement that is not a plain insert, with `n` values.
+    fn ordered_statement(action: &'static str, sql: &'static str, n: usize) -> Statement<'static> {
+        Statement { action: action.into(), sql: sql.into(), args: vec![Arg::Int(0); n], insert: false, rows: None }
+    }
+
     #[test]
     fn chunks_respect_the_parameter_limit() {
-        let statement = |n: usize| Statement {
-            action: "t".into(),
-            sql: "x".into(),
-            args: vec![Arg::Int(0); n],
-            insert: false,
-            rows: None,
-        };
+        let statement = |n: usize| ordered_statement("t", "x", n);
         let statements = vec![statement(3000), statement(900), statement(200), statement(5000), statement(1)];
         let sizes: Vec<usize> = sqlite_chunks(&statements).iter().map(|chunk| chunk.len()).collect();
         assert_eq!(sizes, [2, 1, 1, 1], "3000+900 fit, +200 does not; 5000 stands alone");
@@ -1364,13 +1363,7 @@ mod tests {
             insert: true,
             rows: None,
         };
-        let ordered = |n: usize| Statement {
-            action: "ordered".into(),
-            sql: "DELETE FROM x WHERE a = $1".into(),
-            args: vec![Arg::Int(0); n],
-            insert: false,
-            rows: None,
-        };
+        let ordered = |n: usize| ordered_statement("ordered", "DELETE FROM x WHERE a = $1", n);
         let statements = vec![insert("a", 2), insert("b", 1), insert("c", 2), ordered(1), insert("d", 1), ordered(1)];
         let out = postgres_statements(statements);
         let sql: Vec<&str> = out.iter().map(|statement| &*statement.sql).collect();
